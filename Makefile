@@ -1,0 +1,36 @@
+# Two commands, no set-up: `make test` and `make book`.
+# Each creates .venv/ on first use and installs the pinned set from environment.yml.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.casekit-installed
+PROFILE ?= demo
+PAPERMILL_ARGS ?=
+export CASEKIT_CACHE ?= $(CURDIR)/.cache/casekit
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: test book venv clean bench
+
+venv: $(STAMP)
+
+$(STAMP): environment.yml pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "casekit needs Python >= 3.11, found " + sys.version' 
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@sed -n '/^ *- pip:/,$$p' environment.yml | sed -n 's/^ *- \([A-Za-z0-9_.-]*==[^ ]*\).*/\1/p' > $(VENV)/requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q -r $(VENV)/requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+book: $(STAMP)
+	$(PY) -m casekit.book --profile $(PROFILE) $(PAPERMILL_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m casekit.bench $(BENCH_ARGS)
+
+clean:
+	rm -rf _build .pytest_cache

@@ -1,0 +1,251 @@
+"""The batched CAM engine.
+
+Data flow for one batch of images:
+
+1. one forward pass records the layer's activations ``A`` and the logits;
+2. for the gradient methods, **one** batched backward pass (``vmap`` over the
+   one-hot grad-outputs) returns ``∂S_m/∂A`` for every class m any map needs:
+   all targets and, for CASE, all contrast classes;
+3. each method turns ``A`` and those gradients into a raw map ``[B, T, h, w]``
+   (:mod:`casekit.methods`, :mod:`casekit.perturbation`);
+4. :func:`finalize_maps`: ReLU, bilinear upsampling, per-map min–max scaling.
+
+Nothing leaves the device; the model is left exactly as found.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import methods as M
+from ._checks import (
+    as_contrast,
+    as_targets,
+    check_class_range,
+    check_device,
+    check_images,
+    check_logits,
+    resolve_layer,
+)
+from .hooks import LayerCapture, evaluation_mode
+from .perturbation import ablationcam, scorecam
+
+METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "scorecam", "ablationcam", "layercam", "case")
+GRADIENT_METHODS = frozenset({"gradcam", "gradcam++", "layercam", "case"})
+DISPLAY_NAMES = {
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "scorecam": "ScoreCAM",
+    "ablationcam": "AblationCAM",
+    "layercam": "LayerCAM",
+    "case": "CASE",
+}
+
+TargetSpec = Union[torch.Tensor, Sequence[int], Callable[[torch.Tensor], torch.Tensor]]
+ContrastSpec = Union[torch.Tensor, Callable[[torch.Tensor, torch.Tensor], torch.Tensor], None]
+
+# How many one-hot rows one vmapped backward pass takes at most (bounds memory).
+GRAD_ROWS_PER_PASS = 32
+
+
+def canonical_method(method: str) -> str:
+    """Canonical method name; accepts case and ``-``/``_`` variants ("Grad-CAM++" → "gradcam++")."""
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a string, one of {METHODS}, got {type(method).__name__}")
+    key = method.lower().replace("-", "").replace("_", "").replace(" ", "")
+    key = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}.get(key, key)
+    if key not in METHODS:
+        close = difflib.get_close_matches(key, METHODS, n=2, cutoff=0.5)
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        raise ValueError(f"unknown method {method!r}{hint}; choose one of {', '.join(METHODS)}")
+    return key
+
+
+@dataclass
+class CAMResult:
+    """Everything one engine call produced, all on the images' device."""
+
+    maps: dict[str, torch.Tensor]  # method -> [B, T, H, W] in [0, 1]
+    logits: torch.Tensor  # [B, num_classes]
+    targets: torch.Tensor  # [B, T]
+    contrast: torch.Tensor | None  # [B, T, K]
+    activations: torch.Tensor  # [B, C, h, w]
+    layer: str
+    ablation_mode: str | None = None  # how Ablation-CAM ran the tail: "broadcast" or "repeat"
+
+
+def finalize_maps(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``ReLU`` → bilinear upsampling (``align_corners=False``) → per-map min–max to [0, 1].
+
+    ``raw [B, T, h, w]`` → float32 ``[B, T, H, W]``.  A map without a positive
+    value (or a constant one) is all zero, never NaN.
+    """
+    cam = raw.float().clamp_min(0)
+    if tuple(cam.shape[-2:]) != tuple(size):
+        cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)
+    flat = cam.flatten(2)
+    lo = flat.amin(dim=2)[..., None, None]
+    hi = flat.amax(dim=2)[..., None, None]
+    span = hi - lo
+    ok = span > 0
+    return torch.where(ok, (cam - lo) / torch.where(ok, span, torch.ones_like(span)), torch.zeros_like(cam))
+
+
+def class_gradients(logits: torch.Tensor, activations: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """``∂ logits[b, classes[b, m]] / ∂ A[b]`` for all m in one batched backward pass → ``[B, M, C, h, w]``.
+
+    Images are independent in eval mode, so the gradient of ``Σ_b S_{b, c_bm}``
+    with respect to ``A`` holds each image's own gradient.
+    """
+    if not logits.requires_grad:
+        raise ValueError(
+            "the logits do not depend on the layer through autograd (does the model's forward "
+            "detach its features or run under torch.no_grad()?)"
+        )
+    B, Mrows = classes.shape
+    onehot = torch.zeros(Mrows, B, logits.shape[1], device=logits.device, dtype=logits.dtype)
+    onehot.scatter_(2, classes.T[..., None], 1.0)
+    parts = []
+    for start in range(0, Mrows, GRAD_ROWS_PER_PASS):
+        go = onehot[start : start + GRAD_ROWS_PER_PASS]
+        last = start + GRAD_ROWS_PER_PASS >= Mrows
+        if go.shape[0] == 1:
+            (g,) = torch.autograd.grad(logits, activations, go[0], retain_graph=not last)
+            parts.append(g[None])
+            continue
+        try:
+            (g,) = torch.autograd.grad(logits, activations, go, retain_graph=True, is_grads_batched=True)
+        except (RuntimeError, NotImplementedError) as err:  # an op without a vmap rule
+            warnings.warn(f"batched backward unavailable ({err}); falling back to one backward pass per class",
+                          RuntimeWarning, stacklevel=3)
+            g = torch.stack([torch.autograd.grad(logits, activations, row, retain_graph=True)[0] for row in go])
+        parts.append(g)
+    return torch.cat(parts).transpose(0, 1)
+
+
+def explain(
+    model: nn.Module,
+    images: torch.Tensor,
+    layer: str | nn.Module,
+    methods: str | Iterable[str],
+    targets: TargetSpec,
+    contrast: ContrastSpec = None,
+    *,
+    projection: M.Projection = "pooled",
+    eps: float = 1e-8,
+    batch_size: int = 64,
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = False,
+) -> CAMResult:
+    """Maps of several methods from one forward pass (and one batched backward pass).
+
+    ``targets`` may be a ``LongTensor [B]``/``[B, T]`` or a function of the
+    logits returning one (e.g. ``lambda z: z.topk(2).indices``); ``contrast`` a
+    ``LongTensor [B, T, K]`` or a function ``(targets, logits) -> [B, T, K]``.
+    ``batch_size`` bounds the masked/ablated forwards of Score-CAM and
+    Ablation-CAM; ``amp_dtype`` (e.g. ``torch.bfloat16``) runs those under autocast.
+    """
+    names = [methods] if isinstance(methods, str) else list(methods)
+    if not names:
+        raise ValueError(f"no method given; choose from {', '.join(METHODS)}")
+    names = list(dict.fromkeys(canonical_method(m) for m in names))
+    if projection not in ("pooled", "full"):
+        raise ValueError(f"unknown projection {projection!r}; use 'pooled' (reference) or 'full'")
+    if "case" in names and contrast is None:
+        raise ValueError("method 'case' needs contrast=[B, T, K] class indices (e.g. from ck.contrast_sets)")
+    if "case" not in names and contrast is not None:
+        raise ValueError("contrast is only used by method 'case'; drop it or add 'case' to the methods")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_images(images)
+    name, module = resolve_layer(model, layer)
+    check_device(model, images)
+    B = images.shape[0]
+    tgt = None if callable(targets) else as_targets(targets, B)
+    need_grad = any(m in GRADIENT_METHODS for m in names)
+
+    with evaluation_mode(model):
+        capture = LayerCapture(module, name, grad_from_layer=need_grad)
+        with capture.attached():
+            torch.set_grad_enabled(False)
+            out = model(images)
+        if capture.calls == 0:
+            raise ValueError(f"layer {name!r} is not run by the model's forward pass")
+        logits = check_logits(out, B)
+        num_classes = logits.shape[1]
+        if tgt is None:
+            tgt = as_targets(targets(logits.detach()), B)
+        tgt = tgt.to(images.device)
+        check_class_range(tgt, num_classes, "targets")
+        con = None
+        if contrast is not None:
+            spec = contrast(tgt, logits.detach()) if callable(contrast) else contrast
+            con = as_contrast(spec, tgt).to(images.device)
+            check_class_range(con, num_classes, "contrast")
+        A = capture.activations
+        assert A is not None
+        T = tgt.shape[1]
+        raw: dict[str, torch.Tensor] = {}
+
+        if need_grad:
+            classes = tgt if con is None else torch.cat([tgt, con.flatten(1)], dim=1)
+            with torch.enable_grad():
+                G = class_gradients(logits, A, classes)
+            A = A.detach()
+            G_t = G[:, :T]
+            for m in names:
+                if m == "gradcam":
+                    raw[m] = M.gradcam(A, G_t)
+                elif m == "gradcam++":
+                    raw[m] = M.gradcampp(A, G_t)
+                elif m == "layercam":
+                    raw[m] = M.layercam(A, G_t)
+                elif m == "case":
+                    assert con is not None
+                    G_c = G[:, T:].reshape(B, T, con.shape[2], *G.shape[2:])
+                    raw[m] = M.case(A, G_t, G_c, projection, eps)
+            del G, G_t
+        logits = logits.detach()
+        torch.set_grad_enabled(False)
+
+        ablation_mode: list[str] = []
+        if "scorecam" in names:
+            raw["scorecam"] = scorecam(model, images, A, tgt, batch_size, amp_dtype, progress)
+        if "ablationcam" in names:
+            raw["ablationcam"] = ablationcam(
+                model, module, images, A, logits, tgt, batch_size, amp_dtype, progress, ablation_mode.append
+            )
+
+    size = (images.shape[-2], images.shape[-1])
+    maps = {m: finalize_maps(raw[m], size) for m in names}
+    return CAMResult(maps, logits, tgt, con, A, name, ablation_mode[0] if ablation_mode else None)
+
+
+def saliency(
+    model: nn.Module,
+    images: torch.Tensor,
+    layer: str | nn.Module,
+    method: str,
+    targets: TargetSpec,
+    contrast: ContrastSpec = None,
+    **options,
+) -> torch.Tensor:
+    """Saliency maps ``[B, T, H, W]`` (float32, in [0, 1], on the images' device).
+
+    ``method`` is one of ``"gradcam" | "gradcam++" | "scorecam" | "ablationcam" |
+    "layercam" | "case"``; ``targets`` is ``[B]`` or ``[B, T]`` (all T classes
+    share one forward pass); ``contrast [B, T, K]`` is required by CASE.
+    Options: ``projection="pooled"|"full"``, ``eps``, ``batch_size``,
+    ``amp_dtype``, ``progress`` (see :func:`explain`).
+    """
+    if not isinstance(method, str):
+        raise TypeError(f"method must be one string, one of {METHODS}; use ck.explain() for several")
+    m = canonical_method(method)
+    return explain(model, images, layer, m, targets, contrast, **options).maps[m]

@@ -1,0 +1,166 @@
+"""Gradient-free CAMs: Score-CAM and Ablation-CAM.
+
+Both need one extra forward pass per channel and image.  Each such pass yields
+the logits of *every* class, so one set of masked (or ablated) forwards serves
+all targets of an image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .hooks import OutputReplacement
+
+ABLATION_OFFSET = 1e7
+
+
+def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, size):
+        yield start, min(start + size, n)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def scorecam_masks(activations: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Score-CAM masks for activations ``[n, h, w]``: bilinear upsampling to ``size``
+    (``align_corners=True``, as ``nn.UpsamplingBilinear2d`` in pytorch-grad-cam),
+    then per-channel ``(m − min) / (max − min + 1e-8)`` → ``[n, H, W]``."""
+    up = F.interpolate(activations[:, None].float(), size=size, mode="bilinear", align_corners=True)[:, 0]
+    flat = up.flatten(1)
+    lo = flat.min(dim=1).values[:, None, None]
+    hi = flat.max(dim=1).values[:, None, None]
+    return (up - lo) / (hi - lo + 1e-8)
+
+
+@torch.no_grad()
+def scorecam(
+    model: nn.Module,
+    images: torch.Tensor,
+    activations: torch.Tensor,
+    targets: torch.Tensor,
+    batch_size: int = 64,
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Score-CAM (Wang et al. 2020, pytorch-grad-cam 1.5 form).
+
+    For channel c: ``s_c = S_u(x ⊙ M_c)`` with ``M_c`` the normalised upsampled
+    activation; weights ``w = softmax_c(s)``; map ``Σ_c w_c A_c`` → ``[B, T, h, w]``.
+    """
+    B, C, h, w = activations.shape
+    H, W = images.shape[-2:]
+    scores = torch.empty(B, C, targets.shape[1], device=images.device, dtype=torch.float32)
+    rows = torch.arange(B * C, device=images.device)
+    bar = tqdm(total=B * C, desc="Score-CAM masked forwards", unit="fwd", disable=not progress, leave=False)
+    for start, stop in _chunks(B * C, batch_size):
+        r = rows[start:stop]
+        b, c = r // C, r % C
+        masks = scorecam_masks(activations[b, c], (H, W))
+        with _autocast(images.device, amp_dtype):
+            logits = model(images[b] * masks[:, None].to(images.dtype))
+        scores[b, c] = logits.float().gather(1, targets[b])
+        bar.update(stop - start)
+    bar.close()
+    weights = torch.softmax(scores, dim=1).transpose(1, 2)  # [B, T, C]
+    return torch.einsum("btc,bchw->bthw", weights, activations.float())
+
+
+class _TailRunner:
+    """Run the network from one layer onward on replaced activations.
+
+    Mode "broadcast" feeds the single image (batch 1) and replaces the layer's
+    output by ``n`` rows; everything after the layer broadcasts over the batch
+    (residual additions, eval-mode norms).  It is used only after a check that it
+    reproduces the original logits; otherwise (e.g. DenseNet's concatenations)
+    mode "repeat" feeds the image ``n`` times.
+    """
+
+    def __init__(self, model: nn.Module, module: nn.Module, amp_dtype: torch.dtype | None) -> None:
+        self.model = model
+        self.replace = OutputReplacement(module)
+        self.amp_dtype = amp_dtype
+        self.mode: str | None = None
+
+    def _run(self, image: torch.Tensor, acts: torch.Tensor, mode: str) -> torch.Tensor:
+        self.replace.replacement = acts
+        x = image[None] if mode == "broadcast" else image[None].expand(acts.shape[0], *image.shape)
+        with _autocast(image.device, self.amp_dtype):
+            out = self.model(x)
+        if not isinstance(out, torch.Tensor) or out.shape[0] != acts.shape[0]:
+            raise RuntimeError("tail output does not follow the replaced batch")
+        return out.float()
+
+    def __call__(self, image: torch.Tensor, acts: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:
+        if self.mode is None:
+            probe = torch.cat([self._original, acts])
+            try:
+                out = self._run(image, probe, "broadcast")
+                ok = torch.allclose(out[0], reference_logits.float(), rtol=1e-3, atol=1e-4 * float(reference_logits.abs().max()) + 1e-5)
+            except RuntimeError:
+                ok = False
+            self.mode = "broadcast" if ok else "repeat"
+            if ok:
+                return out[1:]
+        return self._run(image, acts, self.mode)
+
+    @contextlib.contextmanager
+    def attached(self, original: torch.Tensor) -> Iterator["_TailRunner"]:
+        self._original = original
+        with self.replace.attached():
+            yield self
+
+
+@torch.no_grad()
+def ablationcam(
+    model: nn.Module,
+    module: nn.Module,
+    images: torch.Tensor,
+    activations: torch.Tensor,
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    batch_size: int = 64,
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = False,
+    on_mode: Callable[[str], None] | None = None,
+) -> torch.Tensor:
+    """Ablation-CAM (Desai & Ramaswamy 2020, pytorch-grad-cam 1.5 form).
+
+    Channel c of image b is set to 0 if ``min A_b = 0``, else to ``min A_b − 1e7``;
+    weight ``w_c = (S_u − S_u^{(−c)}) / S_u``; map ``Σ_c w_c A_c`` → ``[B, T, h, w]``.
+    (pytorch-grad-cam lowers the ablation value by a further 1e7 for every row
+    already ablated in the same batch; casekit uses the value as defined.)
+    """
+    B, C, h, w = activations.shape
+    T = targets.shape[1]
+    original = logits.float().gather(1, targets)  # [B, T]
+    ablated = torch.empty(B, C, T, device=images.device, dtype=torch.float32)
+    runner = _TailRunner(model, module, amp_dtype)
+    bar = tqdm(total=B * C, desc="Ablation-CAM ablated forwards", unit="fwd", disable=not progress, leave=False)
+    for b in range(B):
+        a = activations[b]
+        low = a.min()
+        value = torch.where(low == 0, torch.zeros_like(low), low - ABLATION_OFFSET)
+        with runner.attached(a[None]):
+            for start, stop in _chunks(C, batch_size):
+                n = stop - start
+                acts = a[None].repeat(n, 1, 1, 1)
+                acts[torch.arange(n, device=a.device), torch.arange(start, stop, device=a.device)] = value
+                out = runner(images[b], acts, logits[b])
+                ablated[b, start:stop] = out[:, targets[b]]
+                bar.update(n)
+    bar.close()
+    if on_mode is not None and runner.mode is not None:
+        on_mode(runner.mode)
+    denom = torch.where(original == 0, torch.ones_like(original), original)[:, :, None]
+    weights = (original[:, :, None] - ablated.transpose(1, 2)) / denom  # [B, T, C]
+    return torch.einsum("btc,bchw->bthw", weights, activations.float())
