@@ -1,0 +1,247 @@
+"""Benchmark: casekit vs pytorch-grad-cam on the same inputs (``python -m casekit.bench``).
+
+Targets are the top-1 and top-2 classes of each image.  Both libraries' maps
+are checked to agree (Pearson r per map) before any time is reported.
+
+* gradient methods: ResNet-50 (``weights=None``), 224×224, batch 16, layer ``layer4.2.conv3``;
+* CASE (K = 3) against the authors' approach: 1+K pytorch-grad-cam Grad-CAM
+  passes per target, whose gradients are projected as in the reference code;
+* Score-CAM / Ablation-CAM (one forward pass per channel): ResNet-18, 112×112,
+  2 images, layer ``layer4``; on CUDA also under bf16 autocast.
+
+``--quick`` runs the same comparison on smaller sizes (under a minute on 2 CPU cores).
+pytorch-grad-cam (PyPI ``grad-cam``) must be installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+from .engine import explain
+
+GOALS = {"gradcam": 3.0, "gradcam++": 3.0, "layercam": 3.0, "case": 6.0, "scorecam": 1.8, "ablationcam": 1.8}
+
+
+@dataclass
+class Row:
+    method: str
+    model: str
+    size: int
+    batch: int
+    maps: int
+    casekit_s: float
+    gradcam_lib_s: float
+    casekit_maps_per_s: float
+    gradcam_lib_maps_per_s: float
+    speedup: float
+    goal: float
+    min_r: float
+    note: str = ""
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], object], device: torch.device, repeat: int) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        _sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def _pearson_min(ours: np.ndarray, ref: np.ndarray) -> float:
+    """Smallest per-map Pearson r; maps empty in both count as r = 1."""
+    rs = []
+    for a, b in zip(ours.reshape(-1, ours.shape[-2] * ours.shape[-1]), ref.reshape(-1, ref.shape[-2] * ref.shape[-1])):
+        if a.max() == 0 and b.max() < 1e-6:
+            rs.append(1.0)
+        elif a.std() == 0 or b.std() == 0:
+            rs.append(0.0)
+        else:
+            rs.append(float(np.corrcoef(a, b)[0, 1]))
+    return min(rs)
+
+
+def _pgc():
+    try:
+        import pytorch_grad_cam as pgc
+        from pytorch_grad_cam.ablation_layer import AblationLayer
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except ImportError as err:  # pragma: no cover - exercised only without the test extra
+        raise SystemExit("the benchmark needs pytorch-grad-cam: pip install 'grad-cam>=1.5,<1.6'") from err
+
+    class FixedAblationLayer(AblationLayer):
+        """Ablation value computed once per image (pytorch-grad-cam drifts it by 1e7 per row otherwise)."""
+
+        def __call__(self, x):
+            output = self.activations
+            low = torch.min(output)
+            value = 0.0 if low == 0 else low - 1e7
+            for i in range(output.size(0)):
+                output[i, self.indices[i], :] = value
+            return output
+
+    classes = {
+        "gradcam": pgc.GradCAM,
+        "gradcam++": pgc.GradCAMPlusPlus,
+        "layercam": pgc.LayerCAM,
+        "scorecam": pgc.ScoreCAM,
+        "ablationcam": pgc.AblationCAM,
+    }
+    return classes, ClassifierOutputTarget, FixedAblationLayer
+
+
+def _clone(a: torch.Tensor) -> torch.Tensor:
+    return a.clone()
+
+
+def pgc_maps(method: str, model: nn.Module, layer: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+    """pytorch-grad-cam's maps [B, T, H, W]: one call per target rank (its API takes one class per image)."""
+    classes, Target, FixedAblation = _pgc()
+    out = np.zeros((targets.shape[0], targets.shape[1], *images.shape[-2:]), dtype=np.float32)
+    for t in range(targets.shape[1]):
+        kwargs: dict = {"reshape_transform": _clone}
+        if method == "ablationcam":
+            kwargs["ablation_layer"] = FixedAblation()
+        with classes[method](model=model, target_layers=[layer], **kwargs) as cam:
+            out[:, t] = cam(images, [Target(int(c)) for c in targets[:, t]])
+    return out
+
+
+def pgc_case_loop(model: nn.Module, layer: nn.Module, images: torch.Tensor, targets: torch.Tensor, contrast: torch.Tensor) -> np.ndarray:
+    """The authors' CASE: for each target, 1+K separate pytorch-grad-cam Grad-CAM passes
+    (forward + full backward), then ``w⊥ = w_u − (w_u·w̄)/(‖w̄‖²+1e-8) w̄`` on the pooled gradients."""
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    classes, Target, _ = _pgc()
+    B, T, K = contrast.shape
+    out = np.zeros((B, T, *images.shape[-2:]), dtype=np.float32)
+    for t in range(T):
+        pooled, acts = [], None
+        for column in [targets[:, t]] + [contrast[:, t, k] for k in range(K)]:
+            with classes["gradcam"](model=model, target_layers=[layer], reshape_transform=_clone) as cam:
+                cam(images, [Target(int(c)) for c in column])
+                acts = cam.activations_and_grads.activations[0].cpu().numpy()
+                pooled.append(cam.activations_and_grads.gradients[0].cpu().numpy().mean(axis=(2, 3)))
+        w_u, w_bar = pooled[0], np.mean(pooled[1:], axis=0)
+        coef = (w_u * w_bar).sum(1, keepdims=True) / ((w_bar * w_bar).sum(1, keepdims=True) + 1e-8)
+        w_perp = w_u - coef * w_bar
+        cam_raw = np.maximum((w_perp[:, :, None, None] * acts).sum(1), 0)
+        out[:, t] = scale_cam_image(scale_cam_image(cam_raw, (images.shape[-1], images.shape[-2])))
+    return out
+
+
+def _contrast(logits: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
+    """Contrast classes for the benchmark: the next k classes of each image's ranking after its target."""
+    ranking = logits.argsort(dim=1, descending=True)
+    rank_of = ranking.argsort(dim=1)
+    B, T = targets.shape
+    out = torch.empty(B, T, k, dtype=torch.long, device=logits.device)
+    for t in range(T):
+        r = rank_of.gather(1, targets[:, t : t + 1])
+        idx = (r + torch.arange(1, k + 1, device=logits.device)) % logits.shape[1]
+        out[:, t] = ranking.gather(1, idx)
+    return out
+
+
+def run(quick: bool = False, device: str = "cpu", repeat: int = 1, methods: tuple[str, ...] | None = None, k: int = 3) -> list[Row]:
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    if quick:
+        grad_cfg = dict(arch="resnet50", size=112, batch=4, layer="layer4.2.conv3")
+        free_cfg = dict(arch="resnet18", size=64, batch=1, layer="layer4")
+    else:
+        grad_cfg = dict(arch="resnet50", size=224, batch=16, layer="layer4.2.conv3")
+        free_cfg = dict(arch="resnet18", size=112, batch=2, layer="layer4")
+    wanted = methods or ("gradcam", "gradcam++", "layercam", "case", "scorecam", "ablationcam")
+    rows: list[Row] = []
+    for cfg, group in ((grad_cfg, ("gradcam", "gradcam++", "layercam", "case")), (free_cfg, ("scorecam", "ablationcam"))):
+        todo = [m for m in group if m in wanted]
+        if not todo:
+            continue
+        model = getattr(torchvision.models, cfg["arch"])(weights=None).to(dev).eval()
+        layer = dict(model.named_modules())[cfg["layer"]]
+        images = torch.randn(cfg["batch"], 3, cfg["size"], cfg["size"], device=dev)
+        with torch.no_grad():
+            logits = model(images)
+        targets = logits.topk(2, dim=1).indices
+        contrast = _contrast(logits, targets, k)
+        n_maps = targets.numel()
+        # warm-up (allocators, kernels) on one image
+        explain(model, images[:1], cfg["layer"], "gradcam", targets[:1])
+        for m in todo:
+            variants = [(None, "")]
+            if m in ("scorecam", "ablationcam") and dev.type == "cuda":
+                variants.append((torch.bfloat16, "bf16 autocast"))
+            if m == "case":
+                ref_t, ref = _timed(lambda: pgc_case_loop(model, layer, images, targets, contrast), dev, repeat)
+            else:
+                ref_t, ref = _timed(lambda: pgc_maps(m, model, layer, images, targets), dev, repeat)
+            for amp, note in variants:
+                ours_t, res = _timed(
+                    lambda: explain(model, images, cfg["layer"], m, targets, contrast if m == "case" else None, amp_dtype=amp),
+                    dev,
+                    repeat,
+                )
+                ours = res.maps[m].float().cpu().numpy()
+                r = _pearson_min(ours, ref)
+                if amp is None and r < 0.99:
+                    raise SystemExit(f"{m}: casekit and pytorch-grad-cam disagree (min Pearson r = {r:.4f})")
+                if m == "case":
+                    note = f"K={k}; baseline: {1 + k} Grad-CAM passes per target"
+                rows.append(
+                    Row(m, cfg["arch"], cfg["size"], cfg["batch"], n_maps, ours_t, ref_t, n_maps / ours_t, n_maps / ref_t,
+                        ref_t / ours_t, GOALS[m], r, note)
+                )
+                print(_format_row(rows[-1]), flush=True)
+    return rows
+
+
+HEADER = f"{'method':<12} {'model':<9} {'size':>4} {'B':>3} {'maps':>4} {'casekit maps/s':>15} {'pgc maps/s':>11} {'speed-up':>9} {'goal':>5} {'min r':>7}  note"
+
+
+def _format_row(r: Row) -> str:
+    flag = "ok" if r.speedup >= r.goal else "BELOW GOAL"
+    return (f"{r.method:<12} {r.model:<9} {r.size:>4} {r.batch:>3} {r.maps:>4} {r.casekit_maps_per_s:>15.2f} "
+            f"{r.gradcam_lib_maps_per_s:>11.2f} {r.speedup:>8.1f}x {r.goal:>4.1f}x {r.min_r:>7.4f}  {flag} {r.note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m casekit.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smaller sizes (under a minute on 2 CPU cores)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--repeat", type=int, default=1, help="timed repetitions per measurement (the best is kept)")
+    p.add_argument("--methods", nargs="*", default=None, help="subset of methods")
+    p.add_argument("-k", type=int, default=3, help="CASE contrast-set size K")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    a = p.parse_args(argv)
+    dev = torch.device(a.device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    print(f"casekit benchmark on {name}; torch {torch.__version__}; {'quick' if a.quick else 'full'} sizes", flush=True)
+    print(HEADER, flush=True)
+    rows = run(a.quick, a.device, a.repeat, tuple(a.methods) if a.methods else None, a.k)
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump({"device": name, "torch": torch.__version__, "quick": a.quick, "rows": [asdict(r) for r in rows]}, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""Statistics of the paper's two experiments, with the reference code's defects corrected.
+
+* Class sensitivity (RQ1): one-sided Wilcoxon signed-rank test of ``agreement − threshold``
+  (H0: median agreement ≥ threshold, H1: below it), NaNs (constant maps) dropped and counted, the
+  median with a seeded percentile-bootstrap CI, and Holm's correction across a table of such tests.
+* Fidelity (RQ2): a paired t-test of each method's confidence drops against CASE's **on the same
+  images**, paired by image id and checked, one-sided (H1: CASE's mean drop is higher, as the paper's
+  text states) and two-sided (as the reference code ran it), with the paired effect size d_z.
+* :func:`format_p` writes p-values in the style of the paper's tables.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats as sps
+
+ALTERNATIVES = ("less", "greater", "two-sided")
+
+
+def _as_1d(values: Any, name: str) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().double().numpy()
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be numbers (a tensor, array, Series or list): {err}") from None
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one value per image), got shape {arr.shape}")
+    if np.isinf(arr).any():
+        raise ValueError(f"{name} contains Inf values")
+    return arr
+
+
+def to_frame(results: Iterable[Any]) -> pd.DataFrame:
+    """A DataFrame with one row per result (anything with ``as_row()``)."""
+    return pd.DataFrame([r.as_row() for r in results])
+
+
+# --------------------------------------------------------------------------- class sensitivity
+
+
+def bootstrap_median_ci(values: np.ndarray, n_boot: int = 10_000, ci: float = 0.95,
+                        seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap CI of the median: ``n_boot`` resamples with replacement drawn from
+    ``numpy.random.default_rng(seed)``; returns the ``(1 − ci)/2`` and ``(1 + ci)/2`` quantiles."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return math.nan, math.nan
+    if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    rng = np.random.default_rng(seed)
+    medians = np.empty(int(n_boot))
+    step = max(1, 2_000_000 // x.size)  # bound memory: step × n indices per draw
+    for start in range(0, int(n_boot), step):
+        m = min(step, int(n_boot) - start)
+        medians[start : start + m] = np.median(x[rng.integers(0, x.size, size=(m, x.size))], axis=1)
+    lo, hi = np.quantile(medians, [(1 - ci) / 2, (1 + ci) / 2])
+    return float(lo), float(hi)
+
+
+@dataclass
+class ClassSensitivity:
+    """Result of :func:`class_sensitivity_test`; ``as_row()`` gives a DataFrame row."""
+
+    n: int  # agreements used (NaNs removed)
+    n_excluded: int  # NaN agreements (constant maps), removed
+    n_zero: int  # agreements equal to the threshold (dropped by zero_method="wilcox")
+    threshold: float
+    alternative: str
+    median: float
+    ci_low: float
+    ci_high: float
+    statistic: float  # W+ = sum of the ranks of the positive differences (scipy's statistic)
+    p: float
+    method: str  # how scipy computed p: "exact", "permutation" or "asymptotic" ("" if not run)
+    alpha: float
+    reject: bool  # p < alpha
+    reason: str  # why p is NaN ("" when the test ran)
+
+    def as_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _wilcoxon_method(d: np.ndarray) -> str:
+    """The method scipy's ``method="auto"`` picks (scipy ≥ 1.15): exact for n ≤ 50 without zeros or
+    tied |d|; otherwise the (complete) permutation distribution for n ≤ 13, else the normal approximation."""
+    nz = np.abs(d[d != 0])
+    if d.size > 50:
+        return "asymptotic"
+    if (nz.size == d.size) and np.unique(nz).size == nz.size:
+        return "exact"
+    return "permutation" if d.size <= 13 else "asymptotic"
+
+
+def class_sensitivity_test(agreement: Any, threshold: float = 0.5, alternative: str = "less",
+                           alpha: float = 0.05, n_boot: int = 10_000, ci: float = 0.95, seed: int = 0,
+                           min_n: int = 10) -> ClassSensitivity:
+    """Wilcoxon signed-rank test of ``d = agreement − threshold`` (default H1: median agreement below it).
+
+    NaNs are removed and counted (``n_excluded``).  The test is
+    ``scipy.stats.wilcoxon(d, zero_method="wilcox", alternative=alternative, method="auto")``: values
+    equal to the threshold (d = 0) are dropped before ranking (scipy's default; counted in ``n_zero``).
+    When fewer than ``min_n`` non-zero differences remain (including when all are zero) no p-value is
+    computed: ``p`` is NaN and ``reason`` says why.  ``median`` and its bootstrap CI are of the
+    agreements themselves (seeded, see :func:`bootstrap_median_ci`).
+    """
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if not isinstance(min_n, (int, np.integer)) or min_n < 1:
+        raise ValueError(f"min_n must be a positive integer, got {min_n!r}")
+    x = _as_1d(agreement, "agreement")
+    nan = np.isnan(x)
+    x = x[~nan]
+    d = x - threshold
+    n_zero = int((d == 0).sum())
+    n_nonzero = int(d.size - n_zero)
+    median = float(np.median(x)) if x.size else math.nan
+    lo, hi = bootstrap_median_ci(x, n_boot, ci, seed)
+    stat = p = math.nan
+    method = reason = ""
+    if x.size == 0:
+        reason = "no agreement values (all NaN)" if nan.any() else "no agreement values"
+    elif n_nonzero == 0:
+        reason = f"all {x.size} agreements equal the threshold {threshold:g}"
+    elif n_nonzero < min_n:
+        reason = f"only {n_nonzero} agreements differ from the threshold (min_n = {min_n})"
+    else:
+        res = sps.wilcoxon(d, zero_method="wilcox", alternative=alternative, method="auto")
+        stat, p = float(res.statistic), float(res.pvalue)
+        method = _wilcoxon_method(d)
+    return ClassSensitivity(
+        n=int(x.size), n_excluded=int(nan.sum()), n_zero=n_zero, threshold=float(threshold),
+        alternative=alternative, median=median, ci_low=lo, ci_high=hi, statistic=stat, p=p,
+        method=method, alpha=float(alpha), reject=bool(p < alpha) if not math.isnan(p) else False,
+        reason=reason,
+    )
+
+
+def holm(pvalues: Any) -> Any:
+    """Holm–Bonferroni adjusted p-values, NaNs passed through (m = number of non-NaN p-values).
+
+    With the p-values sorted ascending, ``p̃_(i) = min(1, max_{j ≤ i} (m − j + 1)·p_(j))`` (1-based).
+    Returns the input's kind: Series/DataFrame (same index; all cells of a DataFrame form one family),
+    else a NumPy array of the input's shape.
+    """
+    if isinstance(pvalues, pd.DataFrame):
+        adj = holm(pvalues.to_numpy(dtype=np.float64))
+        return pd.DataFrame(adj, index=pvalues.index, columns=pvalues.columns)
+    if isinstance(pvalues, pd.Series):
+        return pd.Series(holm(pvalues.to_numpy(dtype=np.float64)), index=pvalues.index, name=pvalues.name)
+    if isinstance(pvalues, torch.Tensor):
+        pvalues = pvalues.detach().cpu().double().numpy()
+    p = np.array(pvalues, dtype=np.float64)
+    flat = p.ravel()
+    ok = ~np.isnan(flat)
+    if ((flat[ok] < 0) | (flat[ok] > 1)).any():
+        raise ValueError(f"p-values must lie in [0, 1], got {flat[ok][(flat[ok] < 0) | (flat[ok] > 1)][:5]}")
+    vals = flat[ok]
+    m = vals.size
+    order = np.argsort(vals, kind="stable")
+    scaled = (m - np.arange(m)) * vals[order]
+    adj_sorted = np.minimum(1.0, np.maximum.accumulate(scaled))
+    adj = np.empty(m)
+    adj[order] = adj_sorted
+    out = flat.copy()
+    out[ok] = adj
+    return out.reshape(p.shape)
+
+
+# --------------------------------------------------------------------------- fidelity
+
+
+@dataclass
+class PairedFidelity:
+    """Result of :func:`paired_fidelity_test` (differences are CASE − method)."""
+
+    n: int
+    mean_method: float
+    sd_method: float
+    mean_case: float
+    sd_case: float
+    mean_diff: float
+    sd_diff: float
+    t: float
+    df: int
+    p_one_sided: float  # H1: CASE's mean drop > the method's
+    p_two_sided: float
+    d_z: float  # mean_diff / sd_diff
+    alpha: float
+    reject: bool  # p_one_sided < alpha
+    reason: str
+
+    def as_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _ids(ids: Any, name: str) -> pd.Index:
+    if isinstance(ids, torch.Tensor):
+        ids = ids.detach().cpu().tolist()
+    idx = pd.Index(list(ids) if not isinstance(ids, (pd.Index, pd.Series, np.ndarray)) else ids)
+    if idx.ndim != 1:
+        raise ValueError(f"{name} must be 1-D")
+    dup = idx[idx.duplicated()].unique().tolist()
+    if dup:
+        raise ValueError(f"{name} has duplicate image ids (each image must appear once): {dup[:10]}"
+                         + (f" and {len(dup) - 10} more" if len(dup) > 10 else ""))
+    return idx
+
+
+def paired_fidelity_test(method_drops: Any, case_drops: Any, ids_method: Any, ids_case: Any,
+                         alpha: float = 0.05) -> PairedFidelity:
+    """Paired t-test of confidence drops, CASE vs one method, on the same images.
+
+    The two samples are paired by image id: every id must occur exactly once in each, with the same
+    set of ids on both sides (``ValueError`` naming the offending ids otherwise); a different order is
+    aligned.  ``p_one_sided = ttest_rel(case, method, alternative="greater")`` (H1: CASE's mean drop is
+    higher); ``p_two_sided`` as the reference code; ``d_z = mean(case − method) / sd(case − method)``.
+    SDs use ddof = 1.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    dm = _as_1d(method_drops, "method_drops")
+    dc = _as_1d(case_drops, "case_drops")
+    im = _ids(ids_method, "ids_method")
+    ic = _ids(ids_case, "ids_case")
+    if len(dm) != len(im):
+        raise ValueError(f"method_drops has {len(dm)} values but ids_method has {len(im)} ids")
+    if len(dc) != len(ic):
+        raise ValueError(f"case_drops has {len(dc)} values but ids_case has {len(ic)} ids")
+    only_m = im.difference(ic).tolist()
+    only_c = ic.difference(im).tolist()
+    if only_m or only_c:
+        parts = []
+        if only_m:
+            parts.append(f"{len(only_m)} ids only in the method's images: {only_m[:10]}")
+        if only_c:
+            parts.append(f"{len(only_c)} ids only in CASE's images: {only_c[:10]}")
+        raise ValueError("the paired test needs the same images for both methods; " + "; ".join(parts))
+    case_aligned = pd.Series(dc, index=ic).reindex(im).to_numpy()
+    bad = im[np.isnan(dm) | np.isnan(case_aligned)].tolist()
+    if bad:
+        raise ValueError(f"confidence drops are NaN for image ids {bad[:10]}")
+    n = len(dm)
+    diff = case_aligned - dm
+
+    def sd(v: np.ndarray) -> float:
+        return float(np.std(v, ddof=1)) if v.size > 1 else math.nan
+
+    t = p1 = p2 = dz = math.nan
+    reason = ""
+    sdd = sd(diff)
+    if n < 2:
+        reason = f"only {n} paired images (need at least 2)"
+    elif sdd == 0:
+        reason = "all paired differences are equal (t is undefined)"
+    else:
+        one = sps.ttest_rel(case_aligned, dm, alternative="greater")
+        t, p1 = float(one.statistic), float(one.pvalue)
+        p2 = float(sps.ttest_rel(case_aligned, dm).pvalue)
+        dz = float(diff.mean() / sdd)
+    return PairedFidelity(
+        n=n, mean_method=float(dm.mean()) if n else math.nan, sd_method=sd(dm),
+        mean_case=float(case_aligned.mean()) if n else math.nan, sd_case=sd(case_aligned),
+        mean_diff=float(diff.mean()) if n else math.nan, sd_diff=sdd, t=t, df=max(n - 1, 0),
+        p_one_sided=p1, p_two_sided=p2, d_z=dz, alpha=float(alpha),
+        reject=bool(p1 < alpha) if not math.isnan(p1) else False, reason=reason,
+    )
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def format_p(p: float | None, digits: int = 5, floor: float = 1e-4, missing: str = "–") -> str:
+    """A p-value in the style of the paper's tables.
+
+    Rule: missing/NaN → ``missing`` ("–", as for CASE's own row in Table III); ``p < floor`` →
+    ``"< .0001"``; a value that rounds to 1 at ``digits`` decimals → ``"1."``; otherwise ``digits``
+    decimals without the leading zero (``.00568``, ``.35440``).  The paper itself mixes 4 and 5 decimals
+    and a leading zero or not; casekit uses this one rule everywhere.
+    """
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return missing
+    p = float(p)
+    if math.isnan(p):
+        return missing
+    if not -1e-12 <= p <= 1 + 1e-12:
+        raise ValueError(f"a p-value must lie in [0, 1], got {p}")
+    if p < floor:
+        return "< " + np.format_float_positional(floor, trim="-").lstrip("0")
+    text = f"{p:.{digits}f}"
+    if float(text) >= 1.0:
+        return "1."
+    return text.lstrip("0")

@@ -1,0 +1,182 @@
+"""casekit.stats against hand computations and scipy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats as sps
+
+from casekit.stats import (
+    bootstrap_median_ci,
+    class_sensitivity_test,
+    format_p,
+    holm,
+    paired_fidelity_test,
+    to_frame,
+)
+
+# --------------------------------------------------------------------------- Wilcoxon
+
+
+def test_wilcoxon_hand_example():
+    # d = agreement − 0.5 = [-0.1, -0.2, -0.3, +0.4, -0.5]: ranks 1..5, W+ = 4.
+    # Exact null: P(W+ ≤ 4) = #{subsets of {1..5} with sum ≤ 4} / 2^5 = 7 / 32.
+    res = class_sensitivity_test([0.4, 0.3, 0.2, 0.9, 0.0], min_n=5)
+    assert res.statistic == 4.0
+    assert res.p == pytest.approx(7 / 32)
+    assert res.method == "exact"
+    assert res.n == 5 and res.n_excluded == 0 and res.median == pytest.approx(0.3)
+    assert res.reject is False and res.reason == ""
+
+
+def test_wilcoxon_matches_scipy_with_nans_zeros_and_ties():
+    rng = np.random.default_rng(0)
+    for n, with_zero in ((30, False), (40, True), (300, True)):
+        x = np.round(rng.beta(2, 3, size=n), 2)  # rounding → ties
+        if with_zero:
+            x[:3] = 0.5  # d = 0, dropped by zero_method="wilcox"
+        x_nan = np.concatenate([x, [np.nan] * 4])
+        res = class_sensitivity_test(torch.tensor(x_nan), n_boot=200)
+        ref = sps.wilcoxon(x - 0.5, alternative="less")
+        assert res.p == pytest.approx(float(ref.pvalue), rel=1e-12)
+        assert res.statistic == float(ref.statistic)
+        assert res.n == n and res.n_excluded == 4 and res.n_zero == int((x == 0.5).sum()) >= (3 if with_zero else 0)
+        assert res.reject == (ref.pvalue < 0.05)
+    # another threshold and alternative
+    x = rng.uniform(0.5, 1.0, size=25)
+    res = class_sensitivity_test(x, threshold=0.7, alternative="greater", n_boot=100)
+    assert res.p == pytest.approx(float(sps.wilcoxon(x - 0.7, alternative="greater").pvalue), rel=1e-12)
+
+
+def test_low_agreement_rejects():
+    x = np.linspace(0.05, 0.45, 60)
+    res = class_sensitivity_test(x, n_boot=500)
+    assert res.p < 1e-6 and res.reject is True and res.method == "asymptotic"
+
+
+def test_wilcoxon_edge_cases_give_reasons_not_bogus_p():
+    res = class_sensitivity_test([0.5] * 20)
+    assert math.isnan(res.p) and "equal the threshold" in res.reason and res.reject is False
+    assert res.median == 0.5
+    res = class_sensitivity_test([0.1, 0.2, np.nan])
+    assert math.isnan(res.p) and "only 2" in res.reason and res.n_excluded == 1
+    res = class_sensitivity_test([np.nan, np.nan])
+    assert math.isnan(res.p) and "all NaN" in res.reason and res.n == 0 and math.isnan(res.median)
+    with pytest.raises(ValueError, match="alternative"):
+        class_sensitivity_test([0.1] * 20, alternative="smaller")
+    with pytest.raises(ValueError, match="1-D"):
+        class_sensitivity_test(np.zeros((3, 3)))
+
+
+def test_bootstrap_ci_is_seeded_and_close_to_scipy():
+    rng = np.random.default_rng(3)
+    x = rng.normal(0.4, 0.1, size=200)
+    a = bootstrap_median_ci(x, 2000, seed=7)
+    assert a == bootstrap_median_ci(x, 2000, seed=7)
+    assert a != bootstrap_median_ci(x, 2000, seed=8)
+    assert a[0] < np.median(x) < a[1]
+    ref = sps.bootstrap((x,), np.median, n_resamples=2000, method="percentile", random_state=1).confidence_interval
+    assert a[0] == pytest.approx(ref.low, abs=0.01) and a[1] == pytest.approx(ref.high, abs=0.01)
+    res = class_sensitivity_test(x, n_boot=2000, seed=7)
+    assert (res.ci_low, res.ci_high) == a
+
+
+def test_results_make_a_frame():
+    rows = to_frame([class_sensitivity_test(np.linspace(0, 1, 30), n_boot=50),
+                     class_sensitivity_test([0.5] * 12, n_boot=50)])
+    assert list(rows.columns[:3]) == ["n", "n_excluded", "n_zero"]
+    assert len(rows) == 2 and rows["reason"].iloc[1] != ""
+
+
+# --------------------------------------------------------------------------- Holm
+
+
+def test_holm_hand_example():
+    p = [0.01, 0.04, 0.03, np.nan, 0.005]
+    # m = 4; sorted 0.005·4 = .02, 0.01·3 = .03, 0.03·2 = .06, 0.04·1 = .04 → running max .06
+    adj = holm(p)
+    np.testing.assert_allclose(adj, [0.03, 0.06, 0.06, np.nan, 0.02])
+    np.testing.assert_allclose(holm([0.5, 0.6]), [1.0, 1.0])
+    df = pd.DataFrame({"a": [0.01, 0.02], "b": [np.nan, 0.04]}, index=["x", "y"])
+    out = holm(df)  # one family of 3
+    assert out.shape == (2, 2) and list(out.index) == ["x", "y"]
+    np.testing.assert_allclose(out.to_numpy(), [[0.03, np.nan], [0.04, 0.04]])
+    s = holm(pd.Series([0.2, 0.01], index=["m1", "m2"], name="p"))
+    assert s.name == "p" and s.tolist() == pytest.approx([0.2, 0.02])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm([0.2, 1.5])
+
+
+# --------------------------------------------------------------------------- paired t-test
+
+
+def test_paired_hand_example():
+    # diff = case − method = [.2, .3, .1]: mean .2, sd .1 → d_z = 2, t = .2 / (.1/√3) = 2√3, df = 2.
+    res = paired_fidelity_test([0.1, 0.2, 0.3], [0.3, 0.5, 0.4], ["a", "b", "c"], ["a", "b", "c"])
+    t = 2 * math.sqrt(3)
+    assert res.t == pytest.approx(t) and res.df == 2
+    assert res.d_z == pytest.approx(2.0)
+    assert res.mean_diff == pytest.approx(0.2) and res.sd_diff == pytest.approx(0.1)
+    # Student t with 2 df: P(T > t) = (1 − t / √(2 + t²)) / 2
+    p1 = 0.5 * (1 - t / math.sqrt(2 + t * t))
+    assert res.p_one_sided == pytest.approx(p1) and res.p_two_sided == pytest.approx(2 * p1)
+    assert res.reject is True
+    assert res.sd_method == pytest.approx(0.1) and res.mean_case == pytest.approx(0.4)
+
+
+def test_paired_matches_scipy_and_aligns_by_id():
+    rng = np.random.default_rng(0)
+    ids = np.arange(50)
+    method = rng.uniform(0, 0.5, 50)
+    case = method + rng.normal(0.02, 0.1, 50)
+    res = paired_fidelity_test(method, case, ids, ids)
+    assert res.p_one_sided == pytest.approx(sps.ttest_rel(case, method, alternative="greater").pvalue, rel=1e-12)
+    assert res.p_two_sided == pytest.approx(sps.ttest_rel(case, method).pvalue, rel=1e-12)
+    perm = rng.permutation(50)
+    shuffled = paired_fidelity_test(method, case[perm], ids, ids[perm])
+    assert shuffled.p_one_sided == pytest.approx(res.p_one_sided, rel=1e-12)
+    assert shuffled.t == pytest.approx(res.t, rel=1e-12)
+    # the unpaired misuse (pairing by position after a shuffle) would give a different answer
+    wrong = sps.ttest_rel(case[perm], method, alternative="greater").pvalue
+    assert wrong != pytest.approx(res.p_one_sided, rel=1e-3)
+
+
+def test_paired_checks_the_pairing():
+    with pytest.raises(ValueError, match=r"only in the method's images: \[3\]"):
+        paired_fidelity_test([0.1, 0.2, 0.3], [0.1, 0.2, 0.3], [1, 2, 3], [1, 2, 4])
+    with pytest.raises(ValueError, match=r"duplicate image ids.*\[2\]"):
+        paired_fidelity_test([0.1, 0.2, 0.3], [0.1, 0.2, 0.3], [1, 2, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match="ids_case has 2"):
+        paired_fidelity_test([0.1, 0.2, 0.3], [0.1, 0.2, 0.3], [1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match=r"NaN for image ids \[2\]"):
+        paired_fidelity_test([0.1, np.nan, 0.3], [0.1, 0.2, 0.3], [1, 2, 3], [1, 2, 3])
+    res = paired_fidelity_test([0.1, 0.2], [0.2, 0.3], [1, 2], [2, 1])  # diffs .1 − ... aligned: [.2, .0]
+    assert res.mean_diff == pytest.approx(0.1)
+    same = paired_fidelity_test([0.1, 0.2], [0.1, 0.2], [1, 2], [1, 2])
+    assert math.isnan(same.p_one_sided) and "equal" in same.reason
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+@pytest.mark.parametrize(
+    "p, text",
+    [(0.00568, ".00568"), (3.2e-7, "< .0001"), (0.0, "< .0001"), (0.0001, ".00010"), (0.3544, ".35440"),
+     (0.999996, "1."), (1.0, "1."), (0.999994, ".99999"), (float("nan"), "–"), (None, "–"),
+     (np.float64(0.0179), ".01790")],
+)
+def test_format_p_paper_style(p, text):
+    assert format_p(p) == text
+
+
+def test_format_p_options_and_errors():
+    assert format_p(0.8734, digits=4) == ".8734"
+    assert format_p(0.04, floor=0.05) == "< .05"
+    with pytest.raises(ValueError):
+        format_p(-0.1)
+    with pytest.raises(ValueError):
+        format_p(1.2)
