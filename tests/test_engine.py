@@ -291,3 +291,15 @@ def test_unknown_method(model, images):
 
 def test_float_targets_rejected(model, images):
     _err("integer class indices", model, images, LAYER, "gradcam", torch.zeros(8), exc=TypeError)
+
+
+def test_bf16_autocast_for_gradient_free_methods(model, images):
+    """autocast keeps Ablation-CAM's broadcast tail, and Score-CAM's maps stay close to float32."""
+    x = images[:2]
+    t = model(x).topk(2).indices
+    full = ck.explain(model, x, LAYER, ["scorecam", "ablationcam"], t)
+    half = ck.explain(model, x, LAYER, ["scorecam", "ablationcam"], t, amp_dtype=torch.bfloat16)
+    assert full.ablation_mode == half.ablation_mode == "broadcast"
+    a, b = full.maps["scorecam"].flatten(1), half.maps["scorecam"].flatten(1)
+    r = torch.nn.functional.cosine_similarity(a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True), dim=1)
+    assert float(r.min()) > 0.99
