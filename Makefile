@@ -1,6 +1,7 @@
 # Two commands, no set-up: `make test` and `make book`.
 # Each creates .venv/ on first use and installs the pinned set from environment.yml.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -19,8 +20,9 @@ $(STAMP): environment.yml pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "casekit needs Python >= 3.11, found " + sys.version' 
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@sed -n '/^ *- pip:/,$$p' environment.yml | sed -n 's/^ *- \([A-Za-z0-9_.-]*==[^ ]*\).*/\1/p' > $(VENV)/requirements.txt
-	$(PY) -m pip install --disable-pip-version-check -q -r $(VENV)/requirements.txt
-	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	@echo "installing the pinned set from environment.yml into $(VENV) (first run: a few minutes)"
+	$(PY) -m pip install --disable-pip-version-check -q -r $(VENV)/requirements.txt 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 	@touch $@
 
 test: $(STAMP)

@@ -1,0 +1,616 @@
+"""``make book``: run the book's notebooks with papermill, then build the HTML with Jupyter Book.
+
+Two stages, one direction::
+
+    notebooks/*.ipynb ──papermill, parameters injected──▶ <build>/notebooks/*.ipynb  (executed copies)
+    _config.yml, _toc.yml, book/, executed copies ──▶ <build>/src/
+    <build>/src/ ──jupyter-book, execution off, strict──▶ <build>/html/
+
+The book is built from the executed copies only; Jupyter Book never runs code.
+Every notebook named in ``_toc.yml`` (source in ``notebooks/``) is executed; see
+``python -m casekit.book --help`` for the parameters each one receives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import datetime as _dt
+import fnmatch
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILES = ("demo", "paper")
+
+# Parameters the driver sets itself, injected into every notebook whose parameters cell declares them.
+DRIVER_PARAMETERS = ("profile", "device", "results_dir", "recompute")
+
+# `--tiny`: applied to every notebook that declares the name (then the `tiny:` section of notebooks/parameters.yml).
+TINY_PRESET: dict[str, Any] = {"n_images": 4}
+
+OVERRIDES_FILE = "notebooks/parameters.yml"
+INJECTED_TAG = "injected-parameters"  # papermill's tag for the cell it adds
+METADATA_KEY = "casekit_book"  # notebook metadata written by this driver
+
+HELP_EPILOG = f"""\
+parameters
+  Every notebook of the book has a cell tagged `parameters`.  A value is injected only
+  into the notebooks whose parameters cell declares that name, in this order (later wins):
+    1. the notebook's own defaults (its parameters cell);
+    2. {OVERRIDES_FILE}, section `demo:` or `paper:` (the chosen profile), then, with
+       --tiny, the preset {TINY_PRESET} and the section `tiny:`; in each section the
+       key `"*"` applies to every notebook and a notebook's name (e.g. `03_rq1_tables`)
+       to that notebook only;
+    3. the driver's own: profile, device, results_dir, recompute (the flags above);
+    4. -p NAME VALUE (VALUE is read as YAML: 4, 0.05, true, [resnet, vgg], text).
+  A -p name that no notebook declares is an error (a typo is never ignored).
+
+  Names shared by the book's notebooks:
+    profile      "demo" (the embedded benchmark and model zoo, CPU) or "paper" (ImageNet models)
+    device       "cpu" / "cuda" (--device; default: cuda when available)
+    results_dir  folder of the result store; rows found there are reused, missing ones computed
+    recompute    true: ignore stored results and compute them again (--recompute)
+    seed, n_images, models, layers, methods, k, tau, contrast_k: experiment settings
+
+  Results live in results/<profile>/ (--tiny: <build>/results/<profile>-tiny/), so a second
+  `make book` reuses them and only re-runs the notebooks' tables and figures.
+
+layout (under --build-dir)
+  notebooks/   executed copies, with widget state; open them in JupyterLab to explore live
+  src/         the book source assembled from _config.yml, _toc.yml, book/ and the executed copies
+  html/        the book: html/index.html
+
+examples
+  python -m casekit.book                          # = make book (demo profile)
+  python -m casekit.book --profile paper -p n_images 1000 --device cuda
+  python -m casekit.book --only '03_*'            # re-run one notebook, reuse the others' executed copies
+  python -m casekit.book --html-only              # rebuild the HTML from the executed copies
+  python -m casekit.book --tiny --build-dir /tmp/b  # every notebook in seconds (the test suite)
+"""
+
+
+class BookError(RuntimeError):
+    """A notebook failed, wrote to stderr, or the book did not build; the message says which and where."""
+
+
+# --------------------------------------------------------------------------- table of contents
+
+
+def toc_files(toc_path: Path) -> list[str]:
+    """Every ``file:`` entry of a Jupyter Book ``_toc.yml`` (root first, then in reading order)."""
+    import yaml
+
+    toc = yaml.safe_load(Path(toc_path).read_text())
+    if not isinstance(toc, dict) or "root" not in toc:
+        raise ValueError(f"{toc_path}: not a Jupyter Book table of contents (no 'root:' entry)")
+    found: list[str] = [str(toc["root"])]
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "file" in node:
+                found.append(str(node["file"]))
+            for key in ("parts", "chapters", "sections"):
+                walk(node.get(key))
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    return found
+
+
+def book_notebooks(repo: Path = REPO) -> list[Path]:
+    """The notebooks ``_toc.yml`` lists, in order; each must exist as ``notebooks/<name>.ipynb``.
+
+    Every other toc entry must be a Markdown page under ``book/``.
+    """
+    notebooks, missing = [], []
+    for entry in toc_files(repo / "_toc.yml"):
+        stem = entry[: -len(Path(entry).suffix)] if Path(entry).suffix in (".ipynb", ".md") else entry
+        if stem.startswith("notebooks/"):
+            path = repo / f"{stem}.ipynb"
+            (notebooks if path.exists() else missing).append(path)
+        elif stem.startswith("book/"):
+            if not (repo / f"{stem}.md").exists():
+                missing.append(repo / f"{stem}.md")
+        else:
+            raise ValueError(f"_toc.yml entry {entry!r}: pages live in book/ (Markdown) or notebooks/ (notebooks)")
+    if missing:
+        listed = ", ".join(str(p.relative_to(repo)) for p in missing)
+        raise ValueError(f"_toc.yml lists files that do not exist: {listed}")
+    return notebooks
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def declared_parameters(notebook: Path | Mapping[str, Any]) -> dict[str, Any]:
+    """Names and default values assigned in the notebook's cell tagged ``parameters``.
+
+    Defaults that are not literals (e.g. ``Path.home()``) are reported as their source text.
+    """
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4) if isinstance(notebook, (str, Path)) else notebook
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    where = notebook if isinstance(notebook, (str, Path)) else "the notebook"
+    if not cells:
+        raise ValueError(f"{where}: no cell tagged 'parameters' (every notebook of the book needs one)")
+    if len(cells) > 1:
+        raise ValueError(f"{where}: {len(cells)} cells are tagged 'parameters'; tag exactly one")
+    source = cells[0].source
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:
+        raise ValueError(f"{where}: the parameters cell is not plain Python ({err.msg}, line {err.lineno})") from None
+    out: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets = [node.target]
+        else:
+            continue
+        for target in targets:
+            if isinstance(target, ast.Name):
+                try:
+                    out[target.id] = ast.literal_eval(node.value)
+                except (ValueError, TypeError, SyntaxError):
+                    out[target.id] = ast.get_source_segment(source, node.value)
+    return out
+
+
+def load_overrides(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """``notebooks/parameters.yml`` → ``{section: {notebook or "*": {name: value}}}`` (empty if absent)."""
+    import yaml
+
+    if not Path(path).exists():
+        return {}
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping with sections demo/paper/tiny, got {type(data).__name__}")
+    unknown = set(data) - {*PROFILES, "tiny"}
+    if unknown:
+        raise ValueError(f"{path}: unknown section(s) {sorted(unknown)}; use {', '.join(PROFILES)} or tiny")
+    for section, per_notebook in data.items():
+        per_notebook = per_notebook or {}
+        if not isinstance(per_notebook, dict) or not all(isinstance(v, dict) for v in per_notebook.values()):
+            raise ValueError(f"{path}: section {section!r} must map notebook names (or '*') to {{name: value}}")
+        data[section] = per_notebook
+    return data
+
+
+@dataclass
+class Plan:
+    """What the driver will run: one entry per notebook, with the parameters it injects."""
+
+    notebook: Path
+    declared: dict[str, Any]
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.notebook.stem
+
+
+def plan_parameters(
+    notebooks: Sequence[Path],
+    driver: Mapping[str, Any],
+    *,
+    profile: str,
+    tiny: bool = False,
+    overrides: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+    passthrough: Mapping[str, Any] | None = None,
+) -> list[Plan]:
+    """Resolve every notebook's injected parameters (precedence in ``--help``); unknown names raise."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose {' or '.join(PROFILES)}")
+    overrides = overrides or {}
+    passthrough = dict(passthrough or {})
+    clash = sorted(set(passthrough) & set(DRIVER_PARAMETERS))
+    if clash:
+        flag = "--" + clash[0].replace("_", "-")
+        raise ValueError(f"-p {clash[0]} …: set {', '.join(clash)} with its own flag ({flag})")
+    plans = [Plan(nb, declared_parameters(nb)) for nb in notebooks]
+    names = {p.name for p in plans}
+    sections = [overrides.get(profile, {})] + ([{"*": TINY_PRESET}, overrides.get("tiny", {})] if tiny else [])
+    for section in sections:
+        for key in section:
+            if key != "*" and key not in names:
+                raise ValueError(
+                    f"{OVERRIDES_FILE}: {key!r} is not a notebook of the book ({', '.join(sorted(names))})"
+                )
+    for plan in plans:
+        values: dict[str, Any] = {}
+        for section in sections:
+            for key in ("*", plan.name):
+                for name, value in (section.get(key) or {}).items():
+                    if name in plan.declared:
+                        values[name] = value
+                    elif key != "*":  # "*" entries go only to the notebooks that declare them
+                        raise ValueError(
+                            f"{OVERRIDES_FILE}: notebook {plan.name} has no parameter {name!r} "
+                            f"(it declares {', '.join(plan.declared)})"
+                        )
+        values.update({k: v for k, v in driver.items() if k in plan.declared})
+        values.update({k: v for k, v in passthrough.items() if k in plan.declared})
+        plan.parameters = values
+    undeclared = [k for k in passthrough if not any(k in p.declared for p in plans)]
+    if undeclared:
+        known = sorted({n for p in plans for n in p.declared})
+        raise ValueError(f"-p {undeclared[0]}: no notebook of the book declares it (declared: {', '.join(known)})")
+    return plans
+
+
+def parse_passthrough(pairs: Iterable[Sequence[str]]) -> dict[str, Any]:
+    """``-p NAME VALUE`` pairs → dict; each VALUE is read as YAML (``4`` → int, ``[a, b]`` → list, text stays)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for name, raw in pairs:
+        if not name.isidentifier():
+            raise ValueError(f"-p {name!r}: a parameter name must be a Python identifier")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        out[name] = raw if value is None and raw.strip() not in ("null", "~") else value
+    return out
+
+
+# --------------------------------------------------------------------------- execution
+
+
+def _kernel_environment() -> None:
+    """Environment the notebook kernels inherit: inline figures even where MPLBACKEND=Agg is exported."""
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+
+
+def output_problems(nb: Mapping[str, Any]) -> list[str]:
+    """Error outputs and stderr text of an executed notebook, one line each (the book must show neither)."""
+    problems = []
+    for index, cell in enumerate(nb.get("cells", [])):
+        for out in cell.get("outputs", []):
+            label = f"cell {index} (In [{cell.get('execution_count')}])"
+            if out.get("output_type") == "error":
+                problems.append(f"{label} raised {out.get('ename')}: {out.get('evalue')}")
+            elif out.get("output_type") == "stream" and out.get("name") == "stderr":
+                text = "".join(out.get("text", "")).strip()
+                problems.append(f"{label} wrote to stderr: {text[:500]}")
+    return problems
+
+
+def execute_notebook(plan: Plan, output: Path, *, kernel: str, timeout: float | None, progress: bool,
+                     profile: str = "demo", tiny: bool = False) -> float:
+    """Run one notebook with papermill into ``output``; returns the wall time in seconds.
+
+    Raises :class:`BookError` naming the notebook and the failing cell.
+    """
+    import nbformat
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(
+            str(plan.notebook),
+            str(output),
+            parameters=plan.parameters,
+            kernel_name=kernel,
+            cwd=str(plan.notebook.parent),
+            progress_bar=progress,
+            execution_timeout=timeout,
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],  # no kernel chatter in the driver's output
+        )
+    except PapermillExecutionError as err:
+        raise BookError(
+            f"notebook {plan.notebook.name} failed in cell {err.cell_index} (In [{err.exec_count}]): "
+            f"{err.ename}: {err.evalue}\n  the executed copy with the traceback: {output}"
+        ) from None
+    except Exception as err:  # kernel died, timeout, missing kernel, ...
+        raise BookError(f"notebook {plan.notebook.name} could not be executed: {type(err).__name__}: {err}") from None
+    wall = time.perf_counter() - start
+    nb = nbformat.read(str(output), as_version=4)
+    problems = output_problems(nb)
+    if problems:
+        raise BookError(
+            f"notebook {plan.notebook.name} shows error output (the book must not):\n  "
+            + "\n  ".join(problems)
+            + f"\n  the executed copy: {output}"
+        )
+    nb.metadata[METADATA_KEY] = {
+        "profile": profile,
+        "tiny": tiny,
+        "parameters": plan.parameters,
+        "wall_s": round(wall, 1),
+        "executed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    nbformat.write(nb, str(output))
+    return wall
+
+
+def page_copy(executed: Mapping[str, Any]) -> Any:
+    """The book's copy of an executed notebook: the injected-parameters cell removed from the page
+    (myst-nb tag ``remove-cell``), a note that lists the injected values in its place, widget state dropped
+    (the explorers render a static snapshot in the book)."""
+    import nbformat
+
+    nb = copy.deepcopy(executed)
+    cells = []
+    for cell in nb.cells:
+        cells.append(cell)
+        if cell.get("outputs"):  # a widget without a static form (progress bar, bare control) shows nothing useful
+            cell.outputs = [o for o in cell.outputs if not _bare_widget(o)]
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if INJECTED_TAG in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+            params = nb.metadata.get(METADATA_KEY, {}).get("parameters", {})
+            if params:
+                listed = ", ".join(f"`{k} = {v!r}`" for k, v in params.items())
+                cells.append(nbformat.v4.new_markdown_cell(
+                    "```{note}\nThis page was run by `python -m casekit.book` (`make book`) with "
+                    f"{listed}; the cell above shows the defaults.\n```"
+                ))
+    nb.cells = cells
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+STATIC_MIME = ("text/html", "image/png", "image/svg+xml", "image/jpeg", "text/markdown")
+
+
+def _bare_widget(output: Mapping[str, Any]) -> bool:
+    data = output.get("data", {})
+    return WIDGET_VIEW in data and not any(m in data for m in STATIC_MIME)
+
+
+# --------------------------------------------------------------------------- build information
+
+
+def _git(repo: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` → ``"cuda"`` when a GPU is visible, else ``"cpu"``; anything else is returned as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def build_info(profile: str, tiny: bool, device: str, repo: Path = REPO) -> dict[str, str]:
+    """What built this book: profile, date, casekit/torch versions, git commit, device."""
+    import torch
+
+    import casekit
+
+    commit = _git(repo, "rev-parse", "--short", "HEAD") or "unknown"
+    if commit != "unknown" and _git(repo, "status", "--porcelain", "--untracked-files=no"):
+        commit += " (with uncommitted changes)"
+    dev = device
+    if device.startswith("cuda") and torch.cuda.is_available():
+        dev = f"{device} ({torch.cuda.get_device_name()})"
+    return {
+        "profile": profile + (" (tiny test sizes)" if tiny else ""),
+        "built": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "casekit": casekit.__version__,
+        "git commit": commit,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": dev,
+    }
+
+
+def build_info_markdown(info: Mapping[str, str], runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """The generated ``book/_build_info.md`` included by the landing and rebuild pages."""
+    lines = ["| built with | |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in info.items()]
+    if runs:
+        lines += ["", "| notebook | executed | wall time |", "| --- | --- | ---: |"]
+        for name, meta in runs:
+            lines.append(f"| `{name}` | {meta.get('executed_at', '?')} | {meta.get('wall_s', float('nan')):.1f} s |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- assembling and building
+
+
+def assemble_source(repo: Path, src: Path, executed: Sequence[Path], info_md: str) -> None:
+    """Fresh ``src/``: ``_config.yml``, ``_toc.yml``, ``book/`` (+ generated build info), page copies of the
+    executed notebooks, and any non-notebook files of ``notebooks/`` (images they reference)."""
+    import nbformat
+
+    if src.exists():
+        shutil.rmtree(src)
+    src.mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(repo / name, src / name)
+    shutil.copytree(repo / "book", src / "book", ignore=shutil.ignore_patterns(".ipynb_checkpoints", "_build*"))
+    (src / "book" / "_build_info.md").write_text(info_md)
+    (src / "notebooks").mkdir()
+    for path in (repo / "notebooks").iterdir():
+        if path.is_file() and path.suffix != ".ipynb" and path.name != Path(OVERRIDES_FILE).name:
+            shutil.copy2(path, src / "notebooks" / path.name)
+    for path in executed:
+        nbformat.write(page_copy(nbformat.read(str(path), as_version=4)), str(src / "notebooks" / path.name))
+
+
+def build_html(src: Path, html: Path, *, strict: bool = True, verbose: bool = False) -> None:
+    """``jupyter-book build`` of ``src`` into ``html`` with execution off; strict: ``-W -n --keep-going``.
+
+    Calls the function behind ``jupyter-book build`` (``jupyter_book.sphinx.build_sphinx``) so that the
+    HTML lands exactly in ``html`` (the command line always writes to ``<path-output>/_build/html``).
+    """
+    if html.exists():
+        shutil.rmtree(html)
+    with warnings.catch_warnings():
+        # sphinx-external-toc scans gc.get_objects(); touching torch's deprecated aliases there warns.
+        warnings.filterwarnings("ignore", message=r".*torch\.distributed\.reduce_op", category=FutureWarning)
+        result = _build_sphinx(src, html, strict, verbose)
+    if isinstance(result, BaseException) or result != 0:
+        detail = f": {type(result).__name__}: {result}" if isinstance(result, BaseException) else ""
+        raise BookError(f"jupyter-book build failed{detail} (strict: every warning above is an error)")
+
+
+def _build_sphinx(src: Path, html: Path, strict: bool, verbose: bool) -> int | BaseException:
+    from jupyter_book.sphinx import build_sphinx
+
+    return build_sphinx(
+        src,
+        html,
+        doctreedir=html.parent / ".doctrees",
+        use_external_toc=True,
+        noconfig=True,
+        path_config=str(src / "_config.yml"),
+        confoverrides={"external_toc_path": (src / "_toc.yml").as_posix(), "latex_individualpages": False,
+                       **({"nitpicky": True} if strict else {})},
+        builder="html",
+        freshenv=True,
+        warningiserror=strict,
+        keep_going=strict,
+        quiet=not verbose,
+    )
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m casekit.book",
+        description="Run every notebook of the book (_toc.yml) with papermill, then build the HTML book "
+        "with Jupyter Book (execution off, strict, offline).",
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--profile", choices=PROFILES, default="demo", help="demo (default) or paper")
+    p.add_argument("--tiny", action="store_true", help="tiny sizes: every notebook runs in seconds (tests)")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="set a notebook parameter (VALUE read as YAML); repeatable")
+    p.add_argument("--device", default="auto", help="injected as `device` (default: cuda if available, else cpu)")
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help="injected as `results_dir` (default: results/<profile>; "
+                   "with --tiny: <build>/results/<profile>-tiny)")
+    p.add_argument("--recompute", action="store_true", help="injected as `recompute=True`: ignore stored results")
+    p.add_argument("--build-dir", type=Path, default=None, help="where everything goes (default: <repo>/_build)")
+    p.add_argument("--repo", type=Path, default=REPO, help="the project folder with _toc.yml (default: this checkout)")
+    p.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                   help="execute only the notebooks whose name matches (glob; repeatable); the others' "
+                   "executed copies are reused and must exist for the same profile")
+    p.add_argument("--html-only", action="store_true", help="execute nothing; build from the executed copies")
+    p.add_argument("--dry-run", action="store_true", help="print each notebook's parameters and stop")
+    p.add_argument("--kernel", default="python3", help="Jupyter kernel (default: python3 = this Python)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per cell before it fails (default: none)")
+    p.add_argument("--no-strict", dest="strict", action="store_false", help="let Sphinx warnings pass (not for CI)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no per-cell progress bar")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Sphinx's own output")
+    return p
+
+
+def _reusable(path: Path, profile: str, tiny: bool) -> str | None:
+    """Why an executed copy cannot be reused for this profile (None when it can)."""
+    import nbformat
+
+    if not path.exists():
+        return f"{path} does not exist (run without --only/--html-only first)"
+    meta = nbformat.read(str(path), as_version=4).metadata.get(METADATA_KEY, {})
+    if meta.get("profile") != profile or bool(meta.get("tiny")) != tiny:
+        return f"{path} was executed with profile {meta.get('profile')!r}{' (tiny)' if meta.get('tiny') else ''}"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    t0 = time.perf_counter()
+    repo = args.repo.resolve()
+    build = (args.build_dir or repo / "_build").resolve()
+    try:
+        notebooks = book_notebooks(repo)
+        device = resolve_device(args.device)
+        results = args.results_dir or (build / "results" / f"{args.profile}-tiny" if args.tiny
+                                       else repo / "results" / args.profile)
+        driver = {"profile": args.profile, "device": device, "results_dir": str(results.resolve()),
+                  "recompute": bool(args.recompute)}
+        plans = plan_parameters(notebooks, driver, profile=args.profile, tiny=args.tiny,
+                                overrides=load_overrides(repo / OVERRIDES_FILE),
+                                passthrough=parse_passthrough(args.parameter))
+        if args.only:
+            unmatched = [pat for pat in args.only if not any(fnmatch.fnmatch(p.name, pat) for p in plans)]
+            if unmatched:
+                raise ValueError(f"--only {unmatched[0]!r} matches no notebook of the book "
+                                 f"({', '.join(p.name for p in plans)})")
+        if args.dry_run:
+            for plan in plans:
+                print(f"{plan.notebook.relative_to(repo)}: " + json.dumps(plan.parameters, default=str))
+            return 0
+
+        executed_dir = build / "notebooks"
+        run = [p for p in plans if not args.html_only and (not args.only or
+                                                           any(fnmatch.fnmatch(p.name, pat) for pat in args.only))]
+        for plan in plans:
+            if plan not in run:
+                why = _reusable(executed_dir / plan.notebook.name, args.profile, args.tiny)
+                if why:
+                    raise ValueError(f"cannot reuse the executed copy of {plan.name}: {why}")
+        if run:
+            _kernel_environment()
+            print(f"casekit book: profile {args.profile}{' (tiny)' if args.tiny else ''}, device {device}, "
+                  f"{len(run)} notebook(s) to execute, results in {results}", flush=True)
+        failures = []
+        for i, plan in enumerate(run, 1):
+            print(f"[{i}/{len(run)}] {plan.notebook.relative_to(repo)} …", flush=True)
+            try:
+                wall = execute_notebook(plan, executed_dir / plan.notebook.name, kernel=args.kernel,
+                                        timeout=args.timeout, progress=args.progress, profile=args.profile,
+                                        tiny=args.tiny)
+            except BookError as err:
+                failures.append(str(err))
+                print(f"[{i}/{len(run)}] {plan.name} FAILED", flush=True)
+                continue
+            print(f"[{i}/{len(run)}] {plan.name} done in {wall:.1f} s", flush=True)
+        if failures:
+            raise BookError("\n".join(failures))
+        t_exec = time.perf_counter() - t0
+
+        import nbformat
+
+        executed = [executed_dir / p.notebook.name for p in plans]
+        runs = [(p.name, nbformat.read(str(e), as_version=4).metadata.get(METADATA_KEY, {}))
+                for p, e in zip(plans, executed)]
+        info_md = build_info_markdown(build_info(args.profile, args.tiny, device, repo), runs)
+        t1 = time.perf_counter()
+        assemble_source(repo, build / "src", executed, info_md)
+        print("building the HTML (jupyter-book, execution off, strict) …", flush=True)
+        build_html(build / "src", build / "html", strict=args.strict, verbose=args.verbose)
+        t_html = time.perf_counter() - t1
+    except (BookError, ValueError) as err:
+        print(f"\ncasekit book: FAILED\n{err}", file=sys.stderr, flush=True)
+        return 1
+    index = build / "html" / "index.html"
+    print(f"casekit book: {len(run)} notebook(s) executed in {t_exec:.1f} s, HTML built in {t_html:.1f} s, "
+          f"total {time.perf_counter() - t0:.1f} s")
+    print(f"open {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

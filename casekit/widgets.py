@@ -1,0 +1,600 @@
+"""Interactive explorers for the notebooks (ipywidgets).
+
+* :class:`SaliencyExplorer` — one image, two target classes (by rank or by name), one method: the two
+  maps, their top-k % pixels and the top-k agreement ``|top_k(a) ∩ top_k(b)| / ⌊k·H·W⌋`` — the paper's
+  top-1 vs top-2 comparison, live.
+* :class:`AgreementExplorer` — a results table: for one model, layer and method, the histogram of
+  agreement in 5 % bins with the 50 % threshold and the class-sensitivity test.
+
+Both are ``VBox`` widgets: in JupyterLab every control updates the view at once.  Their display also
+carries a static HTML snapshot of the current state (figure and numbers), which is what the built book
+and other viewers without a widget manager show.  All numbers come from :mod:`casekit.metrics` and
+:mod:`casekit.stats`; nothing is computed twice in a different way here.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import ipywidgets as W
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from . import metrics
+from ._checks import resolve_layer
+from .engine import DISPLAY_NAMES, METHODS, canonical_method, explain
+
+__all__ = ["SaliencyExplorer", "AgreementExplorer", "figure_png"]
+
+LIVE_NOTE = "Static snapshot of an interactive explorer; open the notebook in JupyterLab to explore it live."
+
+
+def figure_png(fig: Any, dpi: int = 100) -> bytes:
+    """PNG bytes of a matplotlib ``Figure`` (rendered with Agg, no pyplot state involved)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _snapshot_html(png: bytes, summary_html: str, alt: str) -> str:
+    img = base64.b64encode(png).decode("ascii")
+    return (
+        '<div class="casekit-explorer-snapshot">'
+        f'<img src="data:image/png;base64,{img}" alt="{html.escape(alt)}" style="max-width:100%"/>'
+        f"{summary_html}"
+        f'<p style="font-size:0.85em;color:#666"><em>{html.escape(LIVE_NOTE)}</em></p></div>'
+    )
+
+
+def _table_html(rows: Sequence[tuple[str, str]]) -> str:
+    body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
+                   f"<td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="casekit-explorer-summary">{body}</table>'
+
+
+class _SnapshotBox(W.VBox):
+    """A VBox whose rich display adds a static ``text/html`` snapshot to the widget view."""
+
+    _png: bytes = b""
+    _summary_html: str = ""
+
+    def snapshot_html(self) -> str:
+        """The current view as self-contained HTML (figure as a data-URI PNG, then the numbers)."""
+        return _snapshot_html(self._png, self._summary_html, type(self).__name__)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = super()._repr_mimebundle_(**kwargs) or {}
+        bundle["text/html"] = self.snapshot_html()
+        return bundle
+
+
+# --------------------------------------------------------------------------- saliency explorer
+
+
+class SaliencyExplorer(_SnapshotBox):
+    """Pick an image, a method, two targets (rank or class), K and k; see both maps, their top-k % pixels
+    and the top-k agreement.
+
+    ``dataset``: a tensor ``[N, 3, H, W]`` of normalised images, or a dataset whose items are an image or
+    ``(image, label, ...)``; a third item that is a dict with a bool ``"unique"`` mask (the demo
+    benchmark) adds the unique-evidence score of a map whose target is the image's true class.
+    ``layer``: a dotted layer name, or a mapping ``role → name`` (e.g. the ``layers`` returned by
+    ``ck.demo.model``), which adds a layer menu.  ``contrast_sets``: ``LongTensor [C, K_max]`` from
+    ``ck.contrast_sets(confusion, K_max)``; CASE then uses its first K columns (``contrast_sets`` are
+    ordered by decreasing confusion).  The other contrast strategy, always offered, takes the K classes
+    with the image's highest logits other than the target.  Display: ``dataset.raw(i)`` if the dataset has
+    it, else ``denormalize(image)``, else a per-image min–max stretch.
+
+    Attributes after every update: ``targets`` (the two class indices), ``contrast`` (``[2, K]`` or None),
+    ``maps`` (``[2, H, W]``), ``masks`` (bool ``[2, H, W]``, the top-k sets), ``agreement`` (float, NaN for
+    a constant map), ``error`` (message of the last failed update, else None).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset: Any,
+        layer: str | Mapping[str, str],
+        contrast_sets: torch.Tensor | None = None,
+        class_names: Sequence[str] | None = None,
+        *,
+        methods: Sequence[str] = METHODS,
+        max_rank: int = 5,
+        k: float = 0.05,
+        K: int = 3,
+        denormalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        ties: metrics.Ties = "random",
+        seed: int = 0,
+        image: int = 0,
+        method: str = "case",
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.dataset = dataset
+        self._n = self._length(dataset)
+        self.layers = {name: name for name in [layer]} if isinstance(layer, str) else dict(layer)
+        if not self.layers:
+            raise ValueError("layer mapping is empty; give a dotted layer name or {role: name}")
+        for name in self.layers.values():
+            resolve_layer(model, name)  # raises with close matches
+        self.methods = [canonical_method(m) for m in methods]
+        if not self.methods:
+            raise ValueError(f"no method given; choose from {', '.join(METHODS)}")
+        self._cache: dict[tuple, torch.Tensor] = {}
+        first = self._item(0)[0]
+        self._device = self._model_device(first.device)
+        with torch.no_grad():
+            num_classes = int(self._logits(0).shape[0])
+        self.num_classes = num_classes
+        if class_names is None:
+            class_names = getattr(dataset, "class_names", None)
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names has {len(class_names)} names but the model has {num_classes} classes")
+        self.class_names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
+        if contrast_sets is not None:
+            if not isinstance(contrast_sets, torch.Tensor) or contrast_sets.is_floating_point():
+                raise TypeError("contrast_sets must be a LongTensor [C, K_max] (from ck.contrast_sets)")
+            if contrast_sets.dim() != 2 or contrast_sets.shape[0] != num_classes:
+                raise ValueError(
+                    f"contrast_sets must be [C={num_classes}, K_max], got shape {tuple(contrast_sets.shape)}"
+                )
+            if int(contrast_sets.min()) < 0 or int(contrast_sets.max()) >= num_classes:
+                raise ValueError(f"contrast_sets holds a class index outside 0..{num_classes - 1}")
+            self.contrast_sets = contrast_sets.long().cpu()
+            k_max = contrast_sets.shape[1]
+        else:
+            self.contrast_sets = None
+            k_max = num_classes - 1
+        if not 1 <= max_rank <= num_classes:
+            raise ValueError(f"max_rank must be between 1 and {num_classes}, got {max_rank}")
+        metrics.topk_count(k, 1000, 1000)  # validates k as a fraction
+        if not 0 <= image < self._n:
+            raise ValueError(f"image must be an index in 0..{self._n - 1}, got {image}")
+        self.denormalize = denormalize
+        self.ties, self.seed = ties, int(seed)
+
+        targets = [(f"top-{r}", ("rank", r)) for r in range(1, max_rank + 1)]
+        targets += [(f"class {c}: {n}", ("class", c)) for c, n in enumerate(self.class_names)]
+        strategies = ([("confusion matrix (contrast_sets)", "confusion")] if self.contrast_sets is not None else [])
+        strategies += [("the image's own top logits", "logits")]
+        style = {"description_width": "initial"}
+        self.image = W.IntSlider(value=image, min=0, max=self._n - 1, description="image", style=style,
+                                 continuous_update=False)
+        self.layer = W.Dropdown(options=list(self.layers.items()), description="layer", style=style)
+        self.method = W.Dropdown(options=[(DISPLAY_NAMES[m], m) for m in self.methods],
+                                 value=canonical_method(method) if canonical_method(method) in self.methods
+                                 else self.methods[0], description="method", style=style)
+        self.target_a = W.Dropdown(options=targets, value=("rank", 1), description="map A: target", style=style)
+        self.target_b = W.Dropdown(options=targets, value=("rank", min(2, max_rank)), description="map B: target",
+                                   style=style)
+        self.strategy = W.Dropdown(options=strategies, description="CASE contrast", style=style)
+        self.K = W.IntSlider(value=min(max(1, K), k_max), min=1, max=k_max, description="K (contrast size)",
+                             style=style, continuous_update=False)
+        self.k = W.FloatSlider(value=k, min=0.01, max=0.5, step=0.01, readout_format=".0%",
+                               description="k (top-k)", style=style, continuous_update=False)
+        self.figure = W.Image(format="png", layout=W.Layout(max_width="100%"))
+        self.summary = W.HTML()
+        self.controls = [self.image, self.layer, self.method, self.target_a, self.target_b, self.strategy,
+                         self.K, self.k]
+        if len(self.layers) == 1:
+            self.layer.layout.display = "none"
+        rows = [W.HBox([self.image, self.layer, self.method]), W.HBox([self.target_a, self.target_b]),
+                W.HBox([self.strategy, self.K, self.k])]
+        super().__init__(children=[*rows, self.figure, self.summary])
+        self.targets: tuple[int, int] = (0, 0)
+        self.contrast: torch.Tensor | None = None
+        self.maps = self.masks = torch.empty(0)
+        self.agreement = float("nan")
+        self.error: str | None = None
+        for control in self.controls:
+            control.observe(self._on_change, names="value")
+        self.refresh()
+
+    # ----------------------------------------------------------------- data access
+
+    @staticmethod
+    def _length(dataset: Any) -> int:
+        if isinstance(dataset, torch.Tensor):
+            if dataset.dim() != 4:
+                raise ValueError(f"a tensor dataset must be images [N, 3, H, W], got shape {tuple(dataset.shape)}")
+        try:
+            n = len(dataset)
+        except TypeError:
+            raise TypeError(
+                f"dataset must have a length (a Dataset or a tensor), got {type(dataset).__name__}"
+            ) from None
+        if n == 0:
+            raise ValueError("dataset is empty")
+        return n
+
+    def _item(self, i: int) -> tuple[torch.Tensor, int | None, Mapping[str, torch.Tensor] | None]:
+        item = self.dataset[i]
+        parts = item if isinstance(item, (tuple, list)) else (item,)
+        image = parts[0]
+        if not isinstance(image, torch.Tensor) or image.dim() != 3:
+            raise ValueError(f"dataset item {i}: the image must be a tensor [3, H, W], got "
+                             f"{tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__}")
+        label = int(parts[1]) if len(parts) > 1 else None
+        masks = parts[2] if len(parts) > 2 and isinstance(parts[2], Mapping) else None
+        return image, label, masks
+
+    def _model_device(self, fallback: torch.device) -> torch.device:
+        for t in self.model.parameters():
+            return t.device
+        return fallback
+
+    def _batch(self, i: int) -> torch.Tensor:
+        return self._item(i)[0][None].to(self._device)
+
+    def _logits(self, i: int) -> torch.Tensor:
+        key = ("logits", i)
+        if key not in self._cache:
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                with torch.no_grad():
+                    self._cache[key] = self.model(self._batch(i))[0].float().cpu()
+            finally:
+                self.model.train(was_training)
+        return self._cache[key]
+
+    def _display_image(self, i: int) -> np.ndarray:
+        if hasattr(self.dataset, "raw"):
+            img = self.dataset.raw(i)
+        elif self.denormalize is not None:
+            img = self.denormalize(self._item(i)[0])
+        else:
+            img = self._item(i)[0].float()
+            img = (img - img.min()) / (img.max() - img.min()).clamp_min(1e-12)
+        return img.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
+
+    # ----------------------------------------------------------------- computation
+
+    def resolve_targets(self, i: int) -> tuple[int, int]:
+        """The class indices of map A and map B for image ``i`` (ranks are read from the logits)."""
+        order = torch.argsort(self._logits(i), descending=True, stable=True)
+        out = []
+        for kind, value in (self.target_a.value, self.target_b.value):
+            out.append(int(order[value - 1]) if kind == "rank" else int(value))
+        return out[0], out[1]
+
+    def contrast_for(self, i: int, targets: Sequence[int], K: int) -> torch.Tensor:
+        """``LongTensor [len(targets), K]``: each target's contrast classes under the chosen strategy."""
+        if self.strategy.value == "confusion":
+            assert self.contrast_sets is not None
+            return self.contrast_sets[list(targets), :K]
+        order = torch.argsort(self._logits(i), descending=True, stable=True)
+        return torch.stack([order[order != t][:K] for t in targets])
+
+    def _maps(self, i: int, layer: str, method: str, targets: tuple[int, int], contrast: torch.Tensor | None):
+        key = ("maps", i, layer, method, targets, None if contrast is None else tuple(contrast.flatten().tolist()))
+        if key not in self._cache:
+            con = None if contrast is None else contrast[None].to(self._device)
+            result = explain(self.model, self._batch(i), layer, [method], torch.tensor([targets]), con)
+            self._cache[key] = result.maps[method][0].cpu()
+        return self._cache[key]
+
+    def refresh(self) -> None:
+        """Recompute the view from the controls (called on every change)."""
+        try:
+            self._update()
+            self.error = None
+        except Exception as err:  # shown in the view; the explorer stays usable
+            self.error = f"{type(err).__name__}: {err}"
+            self.summary.value = f'<p style="color:#b00"><b>Cannot show this choice</b>: {html.escape(self.error)}</p>'
+            self._summary_html = self.summary.value
+
+    def _on_change(self, change: Mapping[str, Any]) -> None:
+        self.refresh()
+
+    def _update(self) -> None:
+        i, method, layer, k = int(self.image.value), self.method.value, self.layer.value, float(self.k.value)
+        self.K.disabled = self.strategy.disabled = method != "case"
+        targets = self.resolve_targets(i)
+        contrast = self.contrast_for(i, targets, int(self.K.value)) if method == "case" else None
+        maps = self._maps(i, layer, method, targets, contrast)
+        mask_a, valid_a = metrics.topk_mask(maps[0], k, self.ties, self.seed, stream=0)
+        mask_b, valid_b = metrics.topk_mask(maps[1], k, self.ties, self.seed, stream=1)
+        agreement = float(metrics.topk_agreement(maps[0], maps[1], k, self.ties, self.seed))
+        self.targets, self.contrast, self.maps = targets, contrast, maps
+        self.masks = torch.stack([mask_a, mask_b])
+        self.agreement = agreement
+        probs = torch.softmax(self._logits(i), dim=0)
+        _, label, part_masks = self._item(i)
+        self._png = figure_png(self._figure(i, method, targets, probs, k, (bool(valid_a), bool(valid_b))))
+        self.figure.value = self._png
+        self._summary_html = self._summary(i, method, layer, targets, contrast, probs, k, label, part_masks)
+        self.summary.value = self._summary_html
+
+    # ----------------------------------------------------------------- rendering
+
+    def _name(self, c: int) -> str:
+        return f"{self.class_names[c]}" if self.class_names[c] != str(c) else f"class {c}"
+
+    def _figure(self, i: int, method: str, targets: tuple[int, int], probs: torch.Tensor, k: float,
+                valid: tuple[bool, bool]):
+        from matplotlib.figure import Figure
+
+        img = self._display_image(i)
+        fig = Figure(figsize=(7.2, 5.0))
+        axes = fig.subplots(2, 3)
+        axes[0, 0].imshow(img)
+        axes[0, 0].set_title(f"image {i}", fontsize=9)
+        for j, (ab, t) in enumerate(zip("AB", targets)):
+            ax = axes[0, 1 + j]
+            ax.imshow(img)
+            ax.imshow(self.maps[j].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            ax.set_title(f"{ab}: {DISPLAY_NAMES[method]}\n{self._name(t)} (p = {float(probs[t]):.2f})", fontsize=8)
+            ax = axes[1, 1 + j]
+            mask = self.masks[j].numpy()[..., None]
+            ax.imshow(img * mask + img * (1 - mask) * 0.25)
+            title = f"top {k:.0%} of {ab}" if valid[j] else f"{ab} is constant:\nno top-{k:.0%} set"
+            ax.set_title(title, fontsize=8)
+        # Overlap view: pixels in both top-k sets (yellow), only in A (red), only in B (blue).
+        a, b = self.masks[0].numpy(), self.masks[1].numpy()
+        overlap = np.stack([a, a & b, b & ~a], axis=-1).astype(float) * 0.9
+        grey = img.mean(axis=-1, keepdims=True) * 0.35
+        axes[1, 0].imshow(np.where((a | b)[..., None], overlap, grey))
+        agree = "undefined" if math.isnan(self.agreement) else f"{self.agreement:.0%}"
+        axes[1, 0].set_title(f"agreement {agree}\nyellow: both, red: A, blue: B", fontsize=8)
+        for ax in axes.flat:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.tight_layout()
+        return fig
+
+    def _summary(self, i, method, layer, targets, contrast, probs, k, label, part_masks) -> str:
+        agree = ("<b>undefined</b>: a constant map has no top-k set (excluded from the tests)"
+                 if math.isnan(self.agreement) else f"<b>{self.agreement:.1%}</b>")
+        rows = [("image", f"{i}" + (f" (true class: {html.escape(self._name(label))})" if label is not None else "")),
+                ("method · layer", f"{DISPLAY_NAMES[method]} · <code>{html.escape(layer)}</code>")]
+        for ab, t, c in zip("AB", targets, [None, None] if contrast is None else contrast.tolist()):
+            text = f"{html.escape(self._name(t))}, p = {float(probs[t]):.3f}"
+            if c is not None:
+                text += " · contrast: " + ", ".join(html.escape(self._name(v)) for v in c)
+            rows.append((f"map {ab} target", text))
+        rows.append((f"top-{k:.0%} agreement", agree))
+        if part_masks is not None and "unique" in part_masks and label is not None:
+            for j, (ab, t) in enumerate(zip("AB", targets)):
+                if t == label:
+                    ev = float(metrics.unique_evidence(self.maps[j], part_masks["unique"], k, self.ties, self.seed))
+                    val = "undefined (constant map)" if math.isnan(ev) else f"{ev:.1%}"
+                    rows.append((f"map {ab} on the true class's unique part", val))
+        return _table_html(rows)
+
+    def __repr__(self) -> str:
+        a, b = self.targets
+        return (f"SaliencyExplorer(image={self.image.value}, method={self.method.value!r}, targets=({a}, {b}), "
+                f"K={self.K.value}, k={self.k.value:.2f}, agreement={self.agreement:.3f})")
+
+
+# --------------------------------------------------------------------------- agreement explorer
+
+#: Columns besides ``by`` that split a results table into separate distributions when they vary.
+EXTRA_FACETS = ("comparison", "dataset", "seed", "k")
+
+
+class AgreementExplorer(_SnapshotBox):
+    """Histogram of top-k agreement (5 % bins, red dashed line at the threshold) and the class-sensitivity
+    test for one (model, layer, method) of a results table.
+
+    ``results``: one row per image and selection, with at least the columns ``model``, ``layer``,
+    ``method`` (casekit names, e.g. ``"gradcam++"``), ``image_id`` and ``agreement`` (a fraction in [0, 1];
+    NaN for constant maps — excluded from the test and counted), e.g. ``ck.experiments``' ``Results.agreement()``
+    (pass that table, not the per-target maps table).  Any of the columns
+    ``comparison``, ``dataset``, ``seed``, ``k`` that holds more than one value gets its own menu, so two
+    distributions are never pooled.  A selection with a repeated ``image_id`` raises ``ValueError``.
+    The test is ``ck.stats.class_sensitivity_test(agreement, threshold=threshold)``; its result is kept in
+    ``self.result`` and the selected rows in ``self.selection``.
+    """
+
+    REQUIRED = ("model", "layer", "method", "image_id", "agreement")
+
+    def __init__(self, results: pd.DataFrame, *, threshold: float = 0.5, bin_width: float = 0.05,
+                 model: str | None = None, layer: str | None = None, method: str | None = None) -> None:
+        if not isinstance(results, pd.DataFrame):
+            raise TypeError(f"results must be a pandas DataFrame, got {type(results).__name__}")
+        missing = [c for c in self.REQUIRED if c not in results.columns]
+        if missing:
+            raise ValueError(f"results lacks column(s) {missing}; it needs {list(self.REQUIRED)} "
+                             f"(has {list(results.columns)})")
+        if results.empty:
+            raise ValueError("results is empty")
+        values = pd.to_numeric(results["agreement"], errors="coerce")
+        if values.isna().sum() != results["agreement"].isna().sum():
+            raise ValueError("results['agreement'] holds non-numeric values")
+        if ((values < 0) | (values > 1)).any():
+            raise ValueError("results['agreement'] must be fractions in [0, 1] (NaN for constant maps)")
+        if not 0 < threshold < 1:
+            raise ValueError(f"threshold must be a fraction in (0, 1), got {threshold}")
+        n_bins = round(1 / bin_width)
+        if not math.isclose(n_bins * bin_width, 1.0):
+            raise ValueError(f"bin_width must divide 1 (e.g. 0.05), got {bin_width}")
+        self.results = results
+        self.threshold, self.bins = float(threshold), np.linspace(0.0, 1.0, n_bins + 1)
+        self.facets = ["model", "layer", "method"] + [c for c in EXTRA_FACETS
+                                                      if c in results.columns and results[c].nunique() > 1]
+        dup = results.duplicated(subset=[*self.facets, "image_id"])
+        if dup.any():
+            row = results.loc[dup, [*self.facets, "image_id"]].iloc[0].to_dict()
+            raise ValueError(f"results has {int(dup.sum())} repeated rows per (selection, image_id), e.g. {row}; "
+                             "one agreement per image and selection is expected")
+        style = {"description_width": "initial"}
+        self.menus: dict[str, W.Dropdown] = {}
+        for col in self.facets:
+            opts = list(pd.unique(results[col]))
+            labels = [(DISPLAY_NAMES.get(v, str(v)) if col == "method" else str(v), v) for v in opts]
+            self.menus[col] = W.Dropdown(options=labels, description=col, style=style)
+        for col, value in (("model", model), ("layer", layer), ("method", method)):
+            if value is None:
+                continue
+            value = canonical_method(value) if col == "method" else value
+            if value not in set(results[col]):
+                raise ValueError(f"{col}={value!r} is not in the results (has {list(pd.unique(results[col]))})")
+            self.menus[col].value = value
+        self.model, self.layer, self.method = self.menus["model"], self.menus["layer"], self.menus["method"]
+        self.figure = W.Image(format="png", layout=W.Layout(max_width="100%"))
+        self.summary = W.HTML()
+        super().__init__(children=[W.HBox(list(self.menus.values())), self.figure, self.summary])
+        self.selection = results.iloc[:0]
+        self.result: Any = None
+        self.counts = np.zeros(n_bins, dtype=int)
+        self.error: str | None = None
+        self._updating = False
+        for menu in self.menus.values():
+            menu.observe(self._on_change, names="value")
+        self._restrict_menus()
+        for col, value in (("model", model), ("layer", layer), ("method", method)):
+            if value is not None and self.menus[col].value != (canonical_method(value) if col == "method" else value):
+                raise ValueError(f"the results have no rows for {col}={value!r} together with the other choices "
+                                 f"({self._title()})")
+        self.refresh()
+
+    def _restrict_menus(self) -> None:
+        """Offer only the layers (and other choices) that exist for the chosen model, so no choice is empty."""
+        self._updating = True
+        try:
+            rows = self.results
+            for col in self.facets:
+                menu = self.menus[col]
+                opts = list(pd.unique(rows[col]))
+                current = menu.value
+                labels = [(DISPLAY_NAMES.get(v, str(v)) if col == "method" else str(v), v) for v in opts]
+                if [v for _, v in menu.options] != opts:
+                    menu.options = labels
+                    menu.value = current if current in opts else opts[0]
+                rows = rows[rows[col] == menu.value]
+        finally:
+            self._updating = False
+
+    def _on_change(self, change: Mapping[str, Any]) -> None:
+        if self._updating:
+            return
+        self._restrict_menus()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute the histogram and the test for the current selection."""
+        try:
+            self._update()
+            self.error = None
+        except Exception as err:
+            self.error = f"{type(err).__name__}: {err}"
+            self.summary.value = f'<p style="color:#b00"><b>Cannot show this choice</b>: {html.escape(self.error)}</p>'
+            self._summary_html = self.summary.value
+
+    def _update(self) -> None:
+        from . import stats
+
+        sel = self.results
+        for col, menu in self.menus.items():
+            sel = sel[sel[col] == menu.value]
+        self.selection = sel
+        agreement = sel["agreement"].to_numpy(dtype=float)
+        self.result = stats.class_sensitivity_test(agreement, threshold=self.threshold)
+        finite = agreement[~np.isnan(agreement)]
+        self.counts = np.histogram(finite, bins=self.bins)[0]
+        self._png = figure_png(self._figure(finite, int(np.isnan(agreement).sum())))
+        self.figure.value = self._png
+        self._summary_html = self._summary()
+        self.summary.value = self._summary_html
+
+    def result_dict(self) -> dict[str, Any]:
+        """The current test result as a plain dict (dataclass, named tuple, mapping or Series)."""
+        return _as_dict(self.result)
+
+    def _title(self) -> str:
+        parts = [f"{self.model.value}", f"{self.layer.value}", DISPLAY_NAMES.get(self.method.value, self.method.value)]
+        parts += [f"{c} = {self.menus[c].value}" for c in self.facets[3:]]
+        return " · ".join(parts)
+
+    def _figure(self, finite: np.ndarray, excluded: int):
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6.4, 3.2))
+        ax = fig.subplots()
+        ax.hist(finite * 100, bins=self.bins * 100, color="#4c72b0", edgecolor="white")
+        ax.axvline(self.threshold * 100, color="red", linestyle="--", linewidth=1.5,
+                   label=f"{self.threshold:.0%} threshold")
+        ax.set_xlim(0, 100)
+        note = f", {excluded} undefined (excluded)" if excluded else ""
+        ax.set_xlabel(f"top-k agreement (%): {len(finite)} images{note}")
+        ax.set_ylabel("images")
+        ax.set_title(self._title(), fontsize=10)
+        ax.legend(loc="upper left", fontsize=8, frameon=False)
+        return fig
+
+    def verdict(self) -> str:
+        """One line: what the test says about the current selection."""
+        r = self.result_dict()
+        if r.get("reason"):
+            return f"no test: {r['reason']}"
+        thr = f"{r.get('threshold', self.threshold):.0%}"
+        if r.get("reject"):
+            return f"class-sensitive: median agreement significantly below {thr} (p < {r.get('alpha', 0.05):g})"
+        return f"not shown class-sensitive: agreement not significantly below {thr} (α = {r.get('alpha', 0.05):g})"
+
+    def _summary(self) -> str:
+        from .stats import format_p
+
+        r = self.result_dict()
+        known = {"n", "n_excluded", "n_zero", "median", "ci_low", "ci_high", "p", "method", "alternative"}
+        rows = [("selection", html.escape(self._title()))]
+        if known <= set(r):
+            rows += [
+                ("images in the test", f"{r['n']} (excluded: {r['n_excluded']} constant maps with no top-k set; "
+                                       f"{r['n_zero']} exactly at the threshold)"),
+                ("median agreement",
+                 f"{_pct(r['median'])} (95 % bootstrap CI {_pct(r['ci_low'])} – {_pct(r['ci_high'])})"),
+                (f"Wilcoxon p ({r['alternative']})",
+                 html.escape(format_p(r["p"])) + (f" ({r['method']})" if r["method"] else "")),
+                ("verdict", f"<b>{html.escape(self.verdict())}</b>"),
+            ]
+        else:
+            rows += [(k, html.escape(_fmt(v))) for k, v in r.items()]
+        return _table_html(rows)
+
+    def __repr__(self) -> str:
+        return f"AgreementExplorer({self._title()}, n={len(self.selection)})"
+
+
+def _pct(value: float) -> str:
+    return "NaN" if value is None or math.isnan(value) else f"{value:.1%}"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return "NaN"
+        return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}".rstrip("0").rstrip(".")
+    if isinstance(value, (tuple, list)) and all(isinstance(v, (float, np.floating)) for v in value):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def _as_dict(result: Any) -> dict[str, Any]:
+    import dataclasses
+
+    if result is None:
+        return {}
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return dataclasses.asdict(result)
+    if hasattr(result, "_asdict"):
+        return dict(result._asdict())
+    if isinstance(result, pd.Series):
+        return result.to_dict()
+    if isinstance(result, pd.DataFrame) and len(result) == 1:
+        return result.iloc[0].to_dict()
+    if isinstance(result, Mapping):
+        return dict(result)
+    raise TypeError(f"cannot read a test result of type {type(result).__name__}")
