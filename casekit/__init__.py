@@ -13,7 +13,7 @@ import importlib
 from typing import Any
 
 from .contrast import confusion_matrix, contrast_sets, row_normalise
-from .engine import DISPLAY_NAMES, GRADIENT_METHODS, METHODS, CAMResult, explain, finalize_maps, saliency
+from .engine import DISPLAY_NAMES, GRADIENT_METHODS, METHODS, CAMResult, CASEVectors, case_vectors, explain, finalize_maps, saliency
 
 __version__ = "0.1.0"
 
@@ -21,6 +21,8 @@ __all__ = [
     "saliency",
     "explain",
     "CAMResult",
+    "case_vectors",
+    "CASEVectors",
     "finalize_maps",
     "METHODS",
     "GRADIENT_METHODS",

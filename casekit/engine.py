@@ -130,6 +130,62 @@ def class_gradients(logits: torch.Tensor, activations: torch.Tensor, classes: to
     return torch.cat(parts).transpose(0, 1)
 
 
+@dataclass
+class _Pass:
+    """One validated forward pass (and, if asked, the batched backward pass) of :func:`_forward`."""
+
+    name: str
+    module: nn.Module
+    activations: torch.Tensor  # A [B, C, h, w], detached
+    logits: torch.Tensor  # [B, num_classes], detached
+    targets: torch.Tensor  # [B, T]
+    contrast: torch.Tensor | None  # [B, T, K]
+    grads: torch.Tensor | None  # ∂S/∂A [B, T(1+K), C, h, w]: targets first, then contrast classes
+
+
+def _forward(
+    model: nn.Module,
+    images: torch.Tensor,
+    layer: str | nn.Module,
+    targets: TargetSpec,
+    contrast: ContrastSpec,
+    need_grad: bool,
+) -> _Pass:
+    """Validate the inputs, run the forward pass, resolve targets/contrast, and (if ``need_grad``)
+    the one batched backward pass.  Call inside :func:`evaluation_mode`."""
+    check_images(images)
+    name, module = resolve_layer(model, layer)
+    check_device(model, images)
+    B = images.shape[0]
+    tgt = None if callable(targets) else as_targets(targets, B)
+    capture = LayerCapture(module, name, grad_from_layer=need_grad)
+    with capture.attached():
+        torch.set_grad_enabled(False)
+        out = model(images)
+    if capture.calls == 0:
+        raise ValueError(f"layer {name!r} is not run by the model's forward pass")
+    logits = check_logits(out, B)
+    num_classes = logits.shape[1]
+    if tgt is None:
+        tgt = as_targets(targets(logits.detach()), B)
+    tgt = tgt.to(images.device)
+    check_class_range(tgt, num_classes, "targets")
+    con = None
+    if contrast is not None:
+        spec = contrast(tgt, logits.detach()) if callable(contrast) else contrast
+        con = as_contrast(spec, tgt).to(images.device)
+        check_class_range(con, num_classes, "contrast")
+    A = capture.activations
+    assert A is not None
+    grads = None
+    if need_grad:
+        classes = tgt if con is None else torch.cat([tgt, con.flatten(1)], dim=1)
+        with torch.enable_grad():
+            grads = class_gradients(logits, A, classes).detach()
+    torch.set_grad_enabled(False)
+    return _Pass(name, module, A.detach(), logits.detach(), tgt, con, grads)
+
+
 def explain(
     model: nn.Module,
     images: torch.Tensor,
@@ -164,42 +220,14 @@ def explain(
         raise ValueError("contrast is only used by method 'case'; drop it or add 'case' to the methods")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    check_images(images)
-    name, module = resolve_layer(model, layer)
-    check_device(model, images)
-    B = images.shape[0]
-    tgt = None if callable(targets) else as_targets(targets, B)
     need_grad = any(m in GRADIENT_METHODS for m in names)
-
     with evaluation_mode(model):
-        capture = LayerCapture(module, name, grad_from_layer=need_grad)
-        with capture.attached():
-            torch.set_grad_enabled(False)
-            out = model(images)
-        if capture.calls == 0:
-            raise ValueError(f"layer {name!r} is not run by the model's forward pass")
-        logits = check_logits(out, B)
-        num_classes = logits.shape[1]
-        if tgt is None:
-            tgt = as_targets(targets(logits.detach()), B)
-        tgt = tgt.to(images.device)
-        check_class_range(tgt, num_classes, "targets")
-        con = None
-        if contrast is not None:
-            spec = contrast(tgt, logits.detach()) if callable(contrast) else contrast
-            con = as_contrast(spec, tgt).to(images.device)
-            check_class_range(con, num_classes, "contrast")
-        A = capture.activations
-        assert A is not None
-        T = tgt.shape[1]
+        fw = _forward(model, images, layer, targets, contrast, need_grad)
+        A, logits, tgt, con = fw.activations, fw.logits, fw.targets, fw.contrast
+        B, T = tgt.shape
         raw: dict[str, torch.Tensor] = {}
-
-        if need_grad:
-            classes = tgt if con is None else torch.cat([tgt, con.flatten(1)], dim=1)
-            with torch.enable_grad():
-                G = class_gradients(logits, A, classes)
-            A = A.detach()
-            G_t = G[:, :T]
+        if fw.grads is not None:
+            G_t = fw.grads[:, :T]
             for m in names:
                 if m == "gradcam":
                     raw[m] = M.gradcam(A, G_t)
@@ -209,23 +237,71 @@ def explain(
                     raw[m] = M.layercam(A, G_t)
                 elif m == "case":
                     assert con is not None
-                    G_c = G[:, T:].reshape(B, T, con.shape[2], *G.shape[2:])
+                    G_c = fw.grads[:, T:].reshape(B, T, con.shape[2], *fw.grads.shape[2:])
                     raw[m] = M.case(A, G_t, G_c, projection, eps)
-            del G, G_t
-        logits = logits.detach()
-        torch.set_grad_enabled(False)
-
+            fw.grads = G_t = None  # free the gradients before the gradient-free methods run
         ablation_mode: list[str] = []
         if "scorecam" in names:
             raw["scorecam"] = scorecam(model, images, A, tgt, batch_size, amp_dtype, progress)
         if "ablationcam" in names:
             raw["ablationcam"] = ablationcam(
-                model, module, images, A, logits, tgt, batch_size, amp_dtype, progress, ablation_mode.append
+                model, fw.module, images, A, logits, tgt, batch_size, amp_dtype, progress, ablation_mode.append
             )
 
     size = (images.shape[-2], images.shape[-1])
     maps = {m: finalize_maps(raw[m], size) for m in names}
-    return CAMResult(maps, logits, tgt, con, A, name, ablation_mode[0] if ablation_mode else None)
+    return CAMResult(maps, logits, tgt, con, A, fw.name, ablation_mode[0] if ablation_mode else None)
+
+
+@dataclass
+class CASEVectors:
+    """The quantities of CASE's projection for each image and target (paper Sec. III, Fig. 2)."""
+
+    w_target: torch.Tensor  # w_u [B, T, C]: pooled gradient of the target logit
+    w_contrast: torch.Tensor  # w_v [B, T, K, C]: pooled gradients of the contrast logits
+    w_mean: torch.Tensor  # w̄ [B, T, C]
+    w_perp: torch.Tensor  # w⊥ [B, T, C]
+    cosine: torch.Tensor  # cos(w_u, w̄) [B, T]
+    kept: torch.Tensor  # ‖w⊥‖ / ‖w_u‖ [B, T]: the share of the target direction CASE keeps
+    gradcam: torch.Tensor  # Grad-CAM maps of the targets [B, T, H, W]
+    contrast_gradcam: torch.Tensor  # ReLU(Σ w̄_c A_c) maps [B, T, H, W]: the shared direction
+    case: torch.Tensor  # CASE maps [B, T, H, W]
+    logits: torch.Tensor
+    targets: torch.Tensor
+    contrast: torch.Tensor
+
+
+def case_vectors(
+    model: nn.Module,
+    images: torch.Tensor,
+    layer: str | nn.Module,
+    targets: TargetSpec,
+    contrast: ContrastSpec,
+    eps: float = 1e-8,
+) -> CASEVectors:
+    """CASE's pooled gradient vectors, their projection and the resulting maps, from one forward pass.
+
+    ``w⊥ = w_u − (w_u·w̄)/(‖w̄‖² + ε)·w̄``; the maps are ``ReLU(Σ_c w_c A_c)`` for
+    ``w = w_u`` (Grad-CAM), ``w = w̄`` (the direction CASE removes) and ``w = w⊥`` (CASE).
+    """
+    if contrast is None:
+        raise ValueError("case_vectors needs contrast=[B, T, K] class indices")
+    with evaluation_mode(model):
+        fw = _forward(model, images, layer, targets, contrast, need_grad=True)
+    assert fw.grads is not None and fw.contrast is not None
+    B, T = fw.targets.shape
+    K = fw.contrast.shape[2]
+    pooled = M.gradcam_weights(fw.grads)  # [B, T(1+K), C]
+    w_u = pooled[:, :T]
+    w_v = pooled[:, T:].reshape(B, T, K, -1)
+    w_bar = w_v.mean(dim=2)
+    w_perp = M.orthogonal_component(w_u, w_bar, eps)
+    cosine = F.cosine_similarity(w_u, w_bar, dim=-1)
+    kept = w_perp.norm(dim=-1) / w_u.norm(dim=-1).clamp_min(torch.finfo(w_u.dtype).tiny)
+    size = (images.shape[-2], images.shape[-1])
+    A = fw.activations
+    maps = [finalize_maps(M.weighted_sum(w, A), size) for w in (w_u, w_bar, w_perp)]
+    return CASEVectors(w_u, w_v, w_bar, w_perp, cosine, kept, *maps, fw.logits, fw.targets, fw.contrast)
 
 
 def saliency(

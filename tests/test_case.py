@@ -176,3 +176,24 @@ def test_case_matches_reference_formula_on_resnet(resnet):
         cam = torch.nn.functional.interpolate(cam, size=(64, 64), mode="bilinear", align_corners=False)[0, 0]
         cam = (cam - cam.min()) / (cam.max() - cam.min())
         torch.testing.assert_close(maps[b, 0], cam, atol=2e-5, rtol=0)
+
+
+def test_case_vectors_by_hand():
+    W = torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    model = GapLinear(W)
+    v = ck.case_vectors(model, A, "features", torch.tensor([0]), torch.tensor([[[1, 2]]]))
+    # w_u = (2,1,0)/4; w_v = (0,1,0)/4 and (0,0,1)/4; w̄ = (0, .125, .125)
+    torch.testing.assert_close(v.w_target[0, 0], torch.tensor([0.5, 0.25, 0.0]))
+    torch.testing.assert_close(v.w_contrast[0, 0], torch.tensor([[0.0, 0.25, 0.0], [0.0, 0.0, 0.25]]))
+    torch.testing.assert_close(v.w_mean[0, 0], torch.tensor([0.0, 0.125, 0.125]))
+    # w_u·w̄ = 1/32, ‖w̄‖² = 1/32 → w⊥ = w_u − w̄ = (.5, .125, −.125)
+    torch.testing.assert_close(v.w_perp[0, 0], torch.tensor([0.5, 0.125, -0.125]), atol=1e-6, rtol=0)
+    # cos(w_u, w̄) = (1/32) / (√(5/16)·√(1/32)); kept = ‖w⊥‖/‖w_u‖ = √(.28125)/√(.3125)
+    torch.testing.assert_close(v.cosine[0, 0], torch.tensor((1 / 32) / ((5 / 16) ** 0.5 * (1 / 32) ** 0.5)))
+    torch.testing.assert_close(v.kept[0, 0], torch.tensor((0.28125 / 0.3125) ** 0.5))
+    assert float((v.w_perp * v.w_mean).sum()) == pytest.approx(0.0, abs=1e-7)
+    # maps agree with the engine
+    torch.testing.assert_close(v.case, ck.saliency(model, A, "features", "case", torch.tensor([0]), torch.tensor([[[1, 2]]])))
+    torch.testing.assert_close(v.gradcam, ck.saliency(model, A, "features", "gradcam", torch.tensor([0])))
+    # the removed direction: ReLU(.125·A1 + .125·A2) = .125·[[4,1],[1,0]] → [[1, .25], [.25, 0]]
+    torch.testing.assert_close(v.contrast_gradcam[0, 0], torch.tensor([[1.0, 0.25], [0.25, 0.0]]))
