@@ -950,3 +950,219 @@ def example_maps(config: RunConfig, image_ids: Sequence[int], subject: Subject |
                      for role, c in zip(ctx.targets, row)] for row in res.targets.tolist()]
     return {"images": images, "labels": labels, "masks": masks, "result": res, "targets": ctx.targets,
             "target_names": target_names}
+
+
+# =============================================================================================== book: notebooks 01–03
+# The contrast-set study (effect of K and of the contrast strategy on CASE) and the inputs of the figures of
+# notebooks 01–03 (Figures 1–3).  Everything below is additive; the runs above are used unchanged.
+
+#: Sub-folder of a results folder that holds the contrast-set study's runs (kept apart from the shared study,
+#: whose rows have the same (model, seed, layer, method, image, target) keys).
+CONTRAST_STUDY_DIR = "contrast_study"
+#: Key of the contrast study's rows: the map key of one run, per contrast strategy and K.
+CONTRAST_KEY: tuple[str, ...] = ("contrast_strategy", "contrast_k", *MAP_KEY)
+#: Run fields that :func:`contrast_configs` sets itself (passing them as overrides is an error).
+_CONTRAST_FIXED = ("methods", "rq1", "rq2", "sparsity_layers", "tag", "contrast_k", "contrast_strategy", "model",
+                   "profile", "n_images", "layer", "seed")
+
+
+def profile_models(profile: str) -> tuple[str, ...]:
+    """The models of a profile's study: the demo families, or the paper's four ImageNet models."""
+    if profile == "demo":
+        from .zoo import FAMILIES
+
+        return tuple(FAMILIES)
+    if profile == "paper":
+        return PAPER_MODELS
+    raise ValueError(f"profile must be 'demo' or 'paper', got {profile!r}")
+
+
+def _default_n_images(profile: str) -> int:
+    return DEMO_N_IMAGES if profile == "demo" else 1000
+
+
+def study_config(profile: str = "demo", model: str | None = None, *, layer: str = "final_conv", seed: int = 0,
+                 **options: Any) -> RunConfig:
+    """The :class:`RunConfig` that :func:`run_study` ``(profile, **options)`` uses for one model, layer and seed
+    (default: the profile's first model), so that figures explain images exactly as the study did."""
+    model = profile_models(profile)[0] if model is None else model
+    configs = study_configs(profile, **options)
+    found = [c for c in configs if c.model == model and c.layer == layer and c.seed == seed]
+    if not found:
+        have = ", ".join(f"{c.model}/seed {c.seed}/{c.layer}" for c in configs)
+        raise ValueError(f"the {profile} study has no run for model={model!r}, layer={layer!r}, seed={seed} "
+                         f"(it has {have})")
+    return found[0]
+
+
+def _check_ks(ks: Any) -> tuple[int, ...]:
+    if isinstance(ks, (int, np.integer)) and not isinstance(ks, bool):
+        ks = (ks,)
+    if not isinstance(ks, Iterable):
+        raise TypeError(f"ks must be a sequence of contrast sizes K (ints >= 1), got {type(ks).__name__}")
+    out = tuple(_check_int(k, "each K of ks", 1) for k in ks)
+    if not out:
+        raise ValueError("ks is empty; give contrast sizes such as (1, 2, 3, 5)")
+    if len(set(out)) != len(out):
+        raise ValueError(f"ks repeats a value: {out}")
+    return tuple(sorted(out))
+
+
+def contrast_configs(models: str | Sequence[str] | None = None, ks: Sequence[int] = (1, 2, 3, 5),
+                     strategies: str | Sequence[str] = STRATEGIES, *, profile: str = "demo",
+                     n_images: int | None = None, layer: str = "final_conv", seed: int = 0,
+                     **overrides: Any) -> list[RunConfig]:
+    """One CASE-only RQ1 run per (model, strategy, K): ``RunConfig(model, contrast_k=K,
+    contrast_strategy=strategy, methods=("case",), rq2=False, sparsity_layers=(), tag=f"K{K}-{strategy}")``.
+
+    ``models``: default the profile's models (:func:`profile_models`); ``n_images``: default the study's
+    (300 demo images, 1000 paper images), so the runs explain the study's own sample (same sample seed).
+    ``overrides`` go to every config (e.g. ``device``, ``batch_size``, ``k``); the fields this study sets are
+    refused."""
+    bad = sorted(set(overrides) & set(_CONTRAST_FIXED))
+    if bad:
+        raise ValueError(f"contrast_configs sets {bad} itself; pass them as its own arguments (models, ks, "
+                         "strategies, profile, n_images, layer, seed) or not at all")
+    models = profile_models(profile) if models is None else _tuple_of_str(models, "models")
+    if not models:
+        raise ValueError("models is empty")
+    ks = _check_ks(ks)
+    strategies = _tuple_of_str(strategies, "strategies")
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or len(set(strategies)) != len(strategies):
+        raise ValueError(f"strategies must be distinct values of {STRATEGIES}, got {strategies}")
+    n = _default_n_images(profile) if n_images is None else n_images
+    return [RunConfig(model=m, profile=profile, seed=seed, layer=layer, n_images=n, methods=("case",), rq2=False,
+                      sparsity_layers=(), contrast_k=K, contrast_strategy=s, tag=f"K{K}-{s}", **overrides)
+            for m in dict.fromkeys(models) for s in strategies for K in ks]
+
+
+def contrast_study(models: str | Sequence[str] | None = None, ks: Sequence[int] = (1, 2, 3, 5),
+                   strategies: str | Sequence[str] = STRATEGIES, *, profile: str = "demo",
+                   n_images: int | None = None, results_dir: str | os.PathLike | None = None,
+                   recompute: bool = False, progress: bool = True, layer: str = "final_conv", seed: int = 0,
+                   **overrides: Any) -> pd.DataFrame:
+    """The effect of CASE's contrast size K and contrast strategy (the confusion matrix vs the image's own top
+    logits): run (or resume, or load) :func:`contrast_configs` and return their maps rows together, with the
+    columns ``contrast_strategy`` and ``contrast_k`` added (key :data:`CONTRAST_KEY`).
+
+    Runs are stored in ``<results_dir>/contrast_study/<run name>`` (``results_dir`` default
+    :func:`default_results_dir`), apart from the shared study, and resume like every run.  CASE needs only
+    gradients, so this costs about one backward pass per image and run.  Summarise with
+    :func:`casekit.tables.contrast_table`."""
+    configs = contrast_configs(models, ks, strategies, profile=profile, n_images=n_images, layer=layer, seed=seed,
+                               **overrides)
+    root = (Path(results_dir) if results_dir is not None else default_results_dir(profile)) / CONTRAST_STUDY_DIR
+    subjects: dict[tuple[str, int], Subject] = {}
+    frames = []
+    for c in configs:
+        if (c.model, c.seed) not in subjects:
+            subjects[(c.model, c.seed)] = load_subject(c)
+        r = run(c, subjects[(c.model, c.seed)], results_dir=root, recompute=recompute, progress=progress)
+        frames.append(r.maps.assign(contrast_strategy=c.contrast_strategy, contrast_k=np.int64(c.contrast_k)))
+    df = pd.concat(frames, ignore_index=True)
+    front = list(CONTRAST_KEY)
+    df = df[front + [c for c in df.columns if c not in front]]
+    order = {s: i for i, s in enumerate(STRATEGIES)}
+    df = df.sort_values(list(CONTRAST_KEY), key=lambda s: s.map(order) if s.name == "contrast_strategy" else s,
+                        kind="mergesort")
+    return df.reset_index(drop=True)
+
+
+def representative_images(data: Any, *, model: str, method: str = "gradcam", n: int = 3, layer: str = "final_conv",
+                          seed: int = 0, comparison: str = "top1_vs_top2") -> list[int]:
+    """``n`` image ids whose top-k agreement for ``method`` is closest to that method's median over the run
+    (ties by image id): typical images for a figure, chosen by a fixed rule rather than by eye.  Images with
+    an undefined agreement (a constant map) come last."""
+    maps = data.maps if isinstance(data, Results) else data
+    if not isinstance(maps, pd.DataFrame):
+        raise TypeError(f"data must be a Results or the maps DataFrame of a run, got {type(data).__name__}")
+    n = _check_int(n, "n", 1)
+    agree = agreement_rows(maps, model=model, method=method, layer=layer, seed=seed, comparison=comparison)
+    if agree.empty:
+        raise ValueError(f"no agreement rows for model={model!r}, method={method!r}, layer={layer!r}, seed={seed}, "
+                         f"{comparison}")
+    v = agree["agreement"].to_numpy(float)
+    finite = ~np.isnan(v)
+    median = float(np.median(v[finite])) if finite.any() else 0.0
+    dist = np.where(finite, np.abs(v - median), np.inf)
+    order = np.lexsort((agree["image_id"].to_numpy(), dist))
+    return [int(i) for i in agree["image_id"].to_numpy()[order[:n]]]
+
+
+def denormalizer(config: RunConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The inverse of the run's input normalisation, clipped to [0, 1]: normalised ``[..., 3, H, W]`` →
+    displayable images (demo benchmark, ImageNet, or CIFAR-100 statistics by model)."""
+    if config.profile == "demo":
+        from .synthetic import denormalize
+
+        return denormalize
+    if config.profile != "paper":
+        raise ValueError(f"no known normalisation for profile {config.profile!r}; denormalise the images yourself")
+    from . import data as _data
+
+    cifar = "cifar" in config.model.lower()
+    mean = _data.CIFAR100_MEAN if cifar else _data.IMAGENET_MEAN
+    std = _data.CIFAR100_STD if cifar else _data.IMAGENET_STD
+
+    def denormalize(images: torch.Tensor) -> torch.Tensor:
+        m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(3, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32, device=images.device).view(3, 1, 1)
+        return (images.float() * s + m).clamp(0, 1)
+
+    return denormalize
+
+
+def case_example(config: RunConfig, image_ids: Sequence[int], subject: Subject | None = None) -> dict[str, Any]:
+    """CASE's projection on a few images, with the run's targets and contrast sets (Figure 2's data).
+
+    Returns ``{"vectors": CASEVectors`` (:func:`casekit.case_vectors`: ``w_target, w_contrast, w_mean, w_perp,
+    cosine, kept`` and the Grad-CAM, contrast-mean and CASE maps), ``"images"``: displayable ``[B, 3, H, W]``,
+    ``"masks"``: ``{"unique", "shared"}`` bool ``[B, H, W]`` or None, ``"labels"``, ``"targets"``: the target
+    roles, ``"target_names"[b][t]``, ``"contrast_names"[b][t]`` (the K contrast classes), ``"image_ids"``,
+    ``"layer"``}."""
+    from .engine import case_vectors
+
+    subject = subject if subject is not None else load_subject(config)
+    ids = [int(i) for i in image_ids]
+    if not ids:
+        raise ValueError("image_ids is empty")
+    ctx = _context(config.replace(methods=("case",)), subject)
+    images, labels, masks = _load_batch(subject.dataset, ids, config.device)
+    vec = case_vectors(subject.model, images, ctx.layer_name, _target_fn(ctx, labels), ctx.contrast)
+    names = subject.class_names
+
+    def name(c: int) -> str:
+        return names[c] if names is not None else f"class {c}"
+
+    target_names = [[f"{role}: {name(c)}" for role, c in zip(ctx.targets, row)] for row in vec.targets.tolist()]
+    contrast_names = [[[name(c) for c in con] for con in row] for row in vec.contrast.tolist()]
+    return {"vectors": vec, "images": denormalizer(config)(images).cpu(), "image_ids": ids, "labels": labels.cpu(),
+            "masks": None if masks is None else {k: v.cpu() for k, v in masks.items()}, "targets": ctx.targets,
+            "target_names": target_names, "contrast_names": contrast_names, "layer": ctx.layer_name}
+
+
+def part_areas(profile: str = "demo", image_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """The share of each test image's pixels on the true class's unique part and on its group's shared part
+    (``image_id, unique_area, shared_area``), for the chance level and the ceiling of the evidence scores.
+
+    A random top-k set lands on the unique part with expected precision ``unique_area``; no top-k set can
+    exceed ``min(1, unique_area / k)``.  Empty (with these columns) for a profile without part masks."""
+    cols = ["image_id", "unique_area", "shared_area"]
+    if profile == "paper":
+        return pd.DataFrame(columns=cols)
+    if profile != "demo":
+        raise ValueError(f"profile must be 'demo' or 'paper', got {profile!r}")
+    from . import demo
+
+    parts = demo.dataset(split="test", seed=0, progress=False).parts  # uint8 [N, H, W]: 1 shared, 2 unique
+    ids = np.arange(parts.shape[0]) if image_ids is None else np.asarray([int(i) for i in image_ids], dtype=np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() >= parts.shape[0]):
+        raise ValueError(f"image_ids must lie in 0..{parts.shape[0] - 1}")
+    p = parts[torch.as_tensor(ids, dtype=torch.long)].flatten(1)
+    return pd.DataFrame({"image_id": ids.astype(np.int64), "unique_area": (p == 2).double().mean(1).numpy(),
+                         "shared_area": (p == 1).double().mean(1).numpy()})
+
+
+__all__ += ["CONTRAST_STUDY_DIR", "CONTRAST_KEY", "profile_models", "study_config", "contrast_configs",
+            "contrast_study", "representative_images", "denormalizer", "case_example", "part_areas"]

@@ -115,3 +115,108 @@ def test_map_grids_show_the_topk_pixels():
     np.testing.assert_allclose(overlay, maps["gradcam"][1, 1].numpy())
     with pytest.raises(ValueError, match="must be \\[B=2"):
         F.saliency_grid(images, {"gradcam": maps["gradcam"][:1]})
+
+
+# =============================================================================================== notebooks 04–07
+# active_channel_kdes, sparsity_sensitivity_plot, layer_comparison_plot, fidelity_difference_plot,
+# appendix_histograms.  Additive block.
+
+from test_tables import _high, _sparsity_for, _two_layers  # noqa: E402
+
+
+def _points(ax):
+    """The data markers of an axis (not error-bar caps, KDE curves or reference lines)."""
+    return [l for l in ax.lines if l.get_marker() in ("o", "s", "D")]
+
+
+def test_active_channel_kdes_counts_left_fractions_right():
+    cm = pd.DataFrame({"Model": ["A"] * 4 + ["B"] * 4, "mean_active_channels": [2, 3, 4, 3.5, 20, 22, 25, 21],
+                       "n_channels": [10] * 4 + [64] * 4, "tau": 1e-3})
+    cm["fraction_active"] = cm["mean_active_channels"] / cm["n_channels"]
+    fig = F.active_channel_kdes(cm)
+    left, right = fig.axes
+    rugs = lambda ax: [l for l in ax.lines if l.get_marker() == "|"]  # noqa: E731
+    np.testing.assert_allclose(rugs(left)[1].get_xdata(), [20, 22, 25, 21])
+    np.testing.assert_allclose(rugs(right)[0].get_xdata(), [0.2, 0.3, 0.4, 0.35])
+    assert right.get_xlim() == (0, 1) and "fraction" in right.get_xlabel() and "τ = 0.001" in fig.get_suptitle()
+    assert png_size(fig) > 1000
+
+
+def test_sparsity_sensitivity_plot_points_are_the_table():
+    ss = T.sparsity_sensitivity(make_maps(low_for_case), _sparsity_for(["vgg", "densenet", "resnet"],
+                                count=lambda m, i: {"vgg": 40, "densenet": 5, "resnet": 20}[m] + i % 3), n_boot=50)
+    fig = F.sparsity_sensitivity_plot(ss)
+    axes = visible_axes(fig)
+    assert [ax.get_title() for ax in axes] == [T.DISPLAY_NAMES[m] for m in T.PAPER_METHOD_ORDER]
+    ax = axes[T.PAPER_METHOD_ORDER.index("gradcam")]
+    got = sorted((p.get_xdata()[0], p.get_ydata()[0], p.get_markerfacecolor() != "white") for p in _points(ax))
+    g = ss[ss.method == "gradcam"]
+    want = sorted(zip(g["median_fraction"] * 100, g["median"] * 100, g["reject"]))
+    np.testing.assert_allclose([(a, b) for a, b, _ in got], [(a, b) for a, b, _ in want])
+    assert [c for *_, c in got] == [bool(c) for *_, c in want]  # filled where H0 is rejected
+    assert any(l.get_linestyle() == "--" and l.get_ydata()[0] == 50 for l in ax.lines)
+    counts = F.sparsity_sensitivity_plot(ss, fraction=False)
+    xs = sorted(p.get_xdata()[0] for p in _points(visible_axes(counts)[0]))
+    assert xs == pytest.approx(sorted(ss[ss.method == "ablationcam"]["median_active"]))
+    with pytest.raises(ValueError, match="sparsity_sensitivity"):
+        F.sparsity_sensitivity_plot(ss.drop(columns="median_fraction"))
+
+
+def test_layer_comparison_plot_medians_per_layer():
+    full = T.table2_full(_two_layers(), n_boot=50)
+    cm = T.class_active_channels(pd.concat([_sparsity_for(["densenet"], width=12),
+                                            _sparsity_for(["densenet"], width=66, layer="norm5")]))
+    fig = F.layer_comparison_plot(full, cm)
+    left, right = fig.axes
+    conv = [p for p in _points(left) if p.get_marker() == "o"]
+    norm5 = [p for p in _points(left) if p.get_marker() == "s"]
+    assert len(conv) == 1 and len(norm5) == 1  # all rejected at the conv, none at norm5: one series each
+    want = full[full.layer == "norm5"].set_index("method").reindex(list(T.PAPER_METHOD_ORDER))["median"] * 100
+    np.testing.assert_allclose(norm5[0].get_xdata(), want)
+    assert norm5[0].get_markerfacecolor() == "white"
+    assert [t.get_text() for t in left.get_legend().get_texts()] == ["final_conv (H0 rejected)", "norm5 (not rejected)"]
+    assert len(right.collections) >= 2 and png_size(fig) > 1000  # two KDEs of the fractions
+    assert len(F.layer_comparison_plot(full).axes) == 1
+
+
+def test_fidelity_difference_plot_shows_the_paired_means(maps):
+    d = T.fidelity_differences(maps)
+    fig = F.fidelity_difference_plot(d)
+    axes = visible_axes(fig)
+    assert [ax.get_title() for ax in axes] == ["ConvNeXt", "DenseNet", "ResNet", "VGG"]
+    vgg = d[d.model == "vgg"].set_index("method")
+    baselines = [m for m in T.PAPER_METHOD_ORDER if m != "case"]
+    pts = _points(axes[3])
+    np.testing.assert_allclose([p.get_xdata()[0] for p in pts], vgg.loc[baselines, "mean_diff"])
+    hollow = [p.get_markerfacecolor() == "white" for p in pts]
+    assert hollow == [bool(p >= 0.05) for p in vgg.loc[baselines, "p_two_sided"]]
+    assert "top 5% blanked" in fig.get_suptitle() and png_size(fig) > 1000
+
+
+def test_appendix_histograms_in_the_papers_order():
+    figs = F.appendix_histograms(_two_layers())
+    titles = [f.get_suptitle() for f in figs]
+    assert [t.split(" · ")[0] + " " + t.split(" · ")[1].split(" ")[0] for t in titles] == [
+        "VGG final_conv", "ResNet final_conv", "ConvNeXt final_conv", "DenseNet final_conv", "DenseNet norm5"]
+    assert "(densenet.norm5)" in titles[-1]
+    heights = [p.get_height() for p in visible_axes(figs[-1])[1].patches]  # DenseNet norm5, CASE
+    assert heights == T.agreement_histogram(_two_layers(), model="densenet", layer="norm5", method="case")["count"].tolist()
+    assert len(F.appendix_histograms(_two_layers(), models=["vgg"], methods=["case", "gradcam"])) == 1
+    with pytest.raises(ValueError, match="no agreement rows"):
+        F.appendix_histograms(_two_layers(), seed=3)
+
+
+def test_returned_figures_display_as_png_in_ipython():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    InteractiveShell.clear_instance()
+    assert F.show_figures_inline() is False  # no shell: nothing to register
+    shell = InteractiveShell.instance()
+    try:
+        assert F.show_figures_inline() is True
+        fig = Figure(figsize=(2, 1))
+        fig.subplots().plot([0, 1], [1, 0])
+        data, _ = shell.display_formatter.format(fig)
+        assert data["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        InteractiveShell.clear_instance()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
 
@@ -293,3 +294,195 @@ def test_claims_fidelity_not_supported_when_three_baselines_beat_case():
     c = T.claims(make_maps(low_for_case, weak_case), sections=["fidelity"], n_boot=10)
     assert len(c) == 1 and c["supported"].iloc[0] is False
     assert "5 baseline(s) significantly higher" in c["this run"].iloc[0]
+
+
+# =============================================================================================== notebooks 04–07
+# sparsity_summary, sparsity_sensitivity, sparsity_correlation, layer_comparison, fidelity_pairing,
+# fidelity_differences, table3_vs_paper, histogram_summary, chapter_claims.  Additive block.
+
+
+def _counts(rows):
+    """Sparsity rows from (model, layer, width, labels, counts) tuples."""
+    out = []
+    for model, layer, width, labels, counts in rows:
+        for i, (y, c) in enumerate(zip(labels, counts)):
+            out.append({"model": model, "seed": 0, "layer": layer, "image_id": i, "layer_name": f"{model}.{layer}",
+                        "label": y, "active_channels": c, "n_channels": width, "tau": 1e-3})
+    return pd.DataFrame(out)
+
+
+def test_sparsity_summary_spread_over_classes_and_layer_order():
+    sp = _counts([("densenet", "norm5", 20, [0, 1, 2], [15, 15, 15]),
+                  ("densenet", "extra", 8, [0, 1], [1, 3]),
+                  ("densenet", "final_conv", 10, [0, 0, 1, 1, 2], [2, 4, 6, 6, 9])])
+    s = T.sparsity_summary(sp)
+    assert s["layer"].tolist() == ["final_conv", "norm5", "extra"]  # the paper's layer first, unknown roles last
+    r = s.iloc[0]  # class means 3, 6, 9 of 10 channels
+    assert (r.n_classes, r.n_images, r.n_channels) == (3, 5, 10)
+    assert (r.median_active, r.min_active, r.max_active) == (6.0, 3.0, 9.0)
+    assert (r.median_fraction, r.min_fraction, r.max_fraction) == pytest.approx((0.6, 0.3, 0.9))
+    assert s.iloc[1].median_fraction == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="no sparsity rows"):
+        T.sparsity_summary(sp, model="vgg")
+
+
+def test_spearman_exact_permutation_p_matches_scipy():
+    rho, p, n = T._spearman([1, 2, 3, 4, 5], [2, 4, 6, 8, 10])
+    assert (rho, n) == (pytest.approx(1.0), 5) and p == pytest.approx(2 / 120)  # identity and reversal of 5! pairings
+    x, y = [0.3, 0.1, 0.5, 0.5, 0.9, 0.2], [1.0, 3.0, 2.0, 2.0, 5.0, 0.0]  # with ties
+    oracle = sps.pearsonr(sps.rankdata(x), sps.rankdata(y),
+                          method=sps.PermutationMethod(n_resamples=np.inf))
+    rho, p, n = T._spearman(x, y)
+    assert rho == pytest.approx(sps.spearmanr(x, y).statistic) and p == pytest.approx(oracle.pvalue) and n == 6
+    big = np.random.default_rng(0).normal(size=(2, 40))
+    assert T._spearman(*big)[1] == pytest.approx(sps.spearmanr(*big).pvalue)  # n > 8: scipy's
+    assert np.isnan(T._spearman([1, 2, np.nan, 4], [1, 1, 5, 1])[0])  # constant side after dropping the NaN pair
+    assert T._spearman([1, 2], [2, 1])[2] == 2 and np.isnan(T._spearman([1, 2], [2, 1])[1])
+
+
+def _sparsity_for(models, width=64, count=lambda model, i: 10 + i % 7, layer="final_conv"):
+    return _counts([(m, layer, width, [i % 10 for i in range(30)], [count(m, i) for i in range(30)]) for m in models])
+
+
+def test_sparsity_sensitivity_joins_tests_and_per_image_rho():
+    maps = make_maps(low_for_case)
+    sp = _sparsity_for(["vgg", "resnet", "densenet"], count=lambda m, i: (3 * i) % 17)
+    ss = T.sparsity_sensitivity(maps, sp, n_boot=50)
+    assert len(ss) == 18 and "convnext" not in set(ss["model"])  # a layer without counts is left out
+    r = ss[(ss.model == "vgg") & (ss.method == "case")].iloc[0]
+    agr = maps[(maps.model == "vgg") & (maps.method == "case") & (maps.target == "top2")]["agreement"].to_numpy()
+    ok = ~np.isnan(agr)
+    assert r.p == pytest.approx(sps.wilcoxon(agr[ok] - 0.5, alternative="less").pvalue)
+    assert (r.n, r.n_excluded, r.reject) == (29, 1, True)
+    counts = (3 * np.arange(30)) % 17
+    assert r.rho_images == pytest.approx(sps.spearmanr(counts[ok], agr[ok]).statistic)
+    assert r.p_rho_images == pytest.approx(sps.spearmanr(counts[ok], agr[ok]).pvalue) and r.n_rho == 29
+    cls = pd.Series(counts).groupby(np.arange(30) % 10).mean()
+    assert r.median_active == pytest.approx(cls.median()) and r.median_fraction == pytest.approx(cls.median() / 64)
+    with pytest.raises(TypeError, match="sparsity table"):
+        T.sparsity_sensitivity(maps)
+
+
+def test_sparsity_correlation_over_layers():
+    frame = pd.DataFrame({"method": "case", "Model": list("ABCDE"), "layer": "final_conv",
+                          "median_fraction": [0.1, 0.2, 0.3, 0.4, 0.5], "median_active": [50, 40, 30, 20, 10],
+                          "median": [0.1, 0.3, 0.2, 0.6, 0.9]})
+    c = T.sparsity_correlation(frame).iloc[0]
+    assert c.n_layers == 5 and c.Method == "CASE"
+    assert c.rho_fraction == pytest.approx(0.9) and c.rho_count == pytest.approx(-0.9)
+    perms = [np.corrcoef([1, 2, 3, 4, 5], p)[0, 1] for p in itertools.permutations([1, 3, 2, 4, 5])]
+    assert c.p_fraction == pytest.approx(np.mean(np.abs(perms) >= 0.9 - 1e-12))
+    with pytest.raises(ValueError, match="sparsity_sensitivity"):
+        T.sparsity_correlation(frame.drop(columns="median"))
+
+
+def _high(model, method, rng):
+    v = np.clip(rng.normal(0.8, 0.1, 30), 0, 1)
+    v[4] = np.nan
+    return v
+
+
+def _two_layers():
+    norm5 = make_maps(_high, layer="norm5")
+    return pd.concat([make_maps(low_for_case), norm5[norm5.model == "densenet"]], ignore_index=True)
+
+
+def test_layer_comparison_puts_sparsity_next_to_table2():
+    maps = _two_layers()
+    sp = pd.concat([_sparsity_for(["densenet"], width=12, count=lambda m, i: 2 + i % 3),
+                    _sparsity_for(["densenet"], width=66, count=lambda m, i: 60, layer="norm5")], ignore_index=True)
+    lc = T.layer_comparison(maps, sp, n_boot=50).set_index("layer")
+    assert lc.loc["final_conv", "n_reject"] == 6 and lc.loc["norm5", "n_reject"] == 0
+    assert lc.loc["norm5", "rejecting"] == "none" and lc.loc["final_conv", "rejecting"].startswith("AblationCAM, CASE")
+    case = maps[(maps.model == "densenet") & (maps.layer == "norm5") & (maps.method == "case") & (maps.target == "top2")]
+    assert lc.loc["norm5", "case_median"] == pytest.approx(case["agreement"].median())
+    assert lc.loc["norm5", "median_fraction"] == pytest.approx(60 / 66) and lc.loc["norm5", "n_channels"] == 66
+    assert lc.loc["final_conv", "layer_name"] == "densenet.final_conv"
+    no_sp = T.layer_comparison(maps, sp[sp.layer == "final_conv"], n_boot=50).set_index("layer")
+    assert np.isnan(no_sp.loc["norm5", "median_fraction"]) and no_sp.loc["norm5", "n_reject"] == 0
+
+
+def test_fidelity_pairing_and_paired_differences(maps):
+    pairing = T.fidelity_pairing(maps)
+    assert pairing["same_images_as_case"].all() and (pairing["n_images_max"] == 30).all()
+    gap = maps.drop(maps[(maps.model == "vgg") & (maps.method == "gradcam") & (maps.image_id == 7)].index)
+    p = T.fidelity_pairing(gap).set_index("model")
+    assert not p.loc["vgg", "same_images_as_case"] and p.loc["vgg", "unpaired_ids"] == [7]
+    assert p.loc["vgg", "n_images_min"] == 29 and p.loc["resnet", "same_images_as_case"]
+
+    d = T.fidelity_differences(maps)
+    assert len(d) == 20 and "case" not in set(d["method"])
+    r = d[(d.model == "vgg") & (d.method == "layercam")].iloc[0]
+    top1 = maps[(maps.model == "vgg") & (maps.target == "top1")]
+    diff = (top1[top1.method == "case"]["relative_drop"].to_numpy() - top1[top1.method == "layercam"]["relative_drop"].to_numpy())
+    lo, hi = sps.t.interval(0.95, 29, loc=diff.mean(), scale=sps.sem(diff))
+    assert (r.mean_diff, r.ci_low, r.ci_high) == pytest.approx((diff.mean(), lo, hi))
+    assert r.p_two_sided == pytest.approx(sps.ttest_rel(top1[top1.method == "case"]["relative_drop"],
+                                                        top1[top1.method == "layercam"]["relative_drop"]).pvalue)
+
+
+def test_table3_vs_paper_verdicts(maps):
+    cmp = T.table3_vs_paper(maps)
+    assert len(cmp) == 20
+    vgg = cmp[cmp.Model == "VGG"].set_index("Method")
+    assert vgg.loc["Grad-CAM++", "paper_verdict"] == "CASE significantly higher"  # .1020 < .1317, p < .0001
+    assert vgg.loc["LayerCAM", "paper_verdict"] == "method significantly higher"
+    assert vgg.loc["LayerCAM", "verdict"] == "method significantly higher"  # the hand-made LayerCAM drops more
+    assert vgg.loc["LayerCAM", "same_verdict"] is True
+    assert (cmp[cmp.Model == "DenseNet"]["paper_verdict"] == "no significant difference").all()
+    assert all(s == (a == b) for s, a, b in zip(cmp["same_verdict"], cmp["paper_verdict"], cmp["verdict"]))
+    other = T.table3_vs_paper(maps.replace({"model": {"resnet": "mynet"}}))
+    row = other[other.model == "mynet"].iloc[0]
+    assert np.isnan(row.paper_mean) and row.paper_verdict == "–" and row.same_verdict is None
+
+
+def test_histogram_summary_values():
+    maps = make_maps(lambda *a: np.r_[np.full(10, 0.2), np.full(19, 0.7), [np.nan]])
+    h = T.histogram_summary(maps).set_index(["model", "method"])
+    r = h.loc[("vgg", "case")]
+    assert (r.n, r.n_excluded) == (29, 1)
+    assert r["share_below"] == pytest.approx(10 / 29) and r["median"] == pytest.approx(0.7)
+    assert T.histogram_summary(maps, threshold=0.8).loc[0, "share_below"] == pytest.approx(1.0)
+
+
+def test_chapter_claims_sparsity_relation():
+    c = T.chapter_claims(make_maps(low_for_case), "sparsity", sparsity=_sparsity(2), n_boot=50).set_index("claim")
+    assert set(c["section"]) == {"sparsity", "sparsity ↔ sensitivity"}
+    rel = c[c["section"] == "sparsity ↔ sensitivity"]
+    assert len(rel) == 3 and (rel["supported"] == True).all()  # noqa: E712  DenseNet: sparsest and 6/6 reject
+    assert "sparsest: DenseNet final_conv" in rel["this run"].iloc[0]
+    # DenseNet narrow but dense: sparsest by count (still 6/6), VGG sparsest by fraction (1/6) → not supported
+    c2 = T.chapter_claims(make_maps(low_for_case), "sparsity", sparsity=_sparsity(9), n_boot=50)
+    rel2 = c2[c2["section"] == "sparsity ↔ sensitivity"]
+    assert rel2["supported"].tolist()[:2] == [True, False] and "sparsest: VGG final_conv" in rel2["this run"].iloc[1]
+
+
+def test_chapter_claims_norm5_and_appendix():
+    maps = _two_layers()
+    c = T.chapter_claims(maps, "norm5", sparsity=_sparsity(2, norm5_fraction=0.95), n_boot=50).set_index("claim")
+    assert c.loc["CASE still rejects H0 at norm5", "supported"] is False
+    more = [k for k in c.index if k.startswith("the final conv gives more")][0]
+    assert c.loc[more, "supported"] is True and "final_conv: 6/6" in c.loc[more, "this run"]
+    denser = [k for k in c.index if k.startswith("norm5 is denser")][0]
+    assert c.loc[denser, "supported"] is True
+    assert (c["section"] == "norm5").all() and any(k.startswith("norm5 activates nearly all") for k in c.index)
+
+    a = T.chapter_claims(maps, "appendix")
+    assert len(a) == 5
+    assert a["supported"].tolist() == [True, True, True, True, True]  # VGG high, CASE lowest, DenseNet conv low, norm5 high
+    assert T.chapter_claims(make_maps(low_for_case), "appendix")["supported"].iloc[4] is None  # no norm5 rows
+    with pytest.raises(ValueError, match="chapter must be one of"):
+        T.chapter_claims(maps, "rq9")
+
+
+def test_chapter_claims_fidelity_at_both_ks(maps):
+    c = T.chapter_claims(maps, "fidelity")
+    assert len(c) == 10 and c["section"].str.contains("k = 5%").sum() == 5 and c["section"].str.contains("k = 50%").sum() == 5
+    first = c.iloc[0]
+    assert "relative drop" in first["section"] and first["supported"] is True  # only LayerCAM drops more than CASE
+    dn = c[c["claim"].str.startswith("on DenseNet and ResNet")].iloc[0]
+    assert dn["supported"] is False and "LayerCAM" in dn["this run"]
+    cx = c[c["claim"].str.startswith("on ConvNeXt")].iloc[0]
+    assert cx["supported"] is False and "AblationCAM: p" in cx["this run"]  # CASE beats AblationCAM, not LayerCAM
+    one = T.chapter_claims(maps, "fidelity", ks=[0.05])
+    assert len(one) == 5
