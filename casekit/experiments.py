@@ -1085,7 +1085,9 @@ def representative_images(data: Any, *, model: str, method: str = "gradcam", n: 
     v = agree["agreement"].to_numpy(float)
     finite = ~np.isnan(v)
     median = float(np.median(v[finite])) if finite.any() else 0.0
-    dist = np.where(finite, np.abs(v - median), np.inf)
+    # Rounded so that distances equal in exact arithmetic (e.g. 0.2 and 0.4 from the median 0.3) tie, and the
+    # tie goes to the lower image id as documented, instead of to whichever side floating point favours.
+    dist = np.where(finite, np.round(np.abs(v - median), 12), np.inf)
     order = np.lexsort((agree["image_id"].to_numpy(), dist))
     return [int(i) for i in agree["image_id"].to_numpy()[order[:n]]]
 

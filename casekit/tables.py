@@ -1125,6 +1125,16 @@ __all__ += ["LAYER_ORDER", "APPENDIX_ORDER", "PAPER_TABLE3", "CHAPTERS", "sparsi
 from .experiments import COMPARISONS, STRATEGIES, degenerate_maps  # noqa: E402
 
 
+def _one_row_per_map(df: pd.DataFrame, where: str) -> None:
+    """Refuse rows that repeat a map (same model, seed, layer, method, image and target), e.g. two runs mixed:
+    they would be counted twice (or break the top-1 lookup) instead of raising as Table I does."""
+    key = ["model", "seed", "layer", "method", "image_id", "target"]
+    dup = df.duplicated(subset=key)
+    if dup.any():
+        raise ValueError(f"image ids repeat{where}: {sorted(set(df.loc[dup, 'image_id'].tolist()))[:5]}; one row "
+                         "per (model, seed, layer, method, image, target) is expected (mixing two runs?)")
+
+
 def degenerate_table(data: Any, *, layer: str = "final_conv", seed: int = 0,
                      targets: Sequence[str] = ("top1", "top2")) -> pd.DataFrame:
     """Share of constant maps (no top-k set, e.g. all zero after the ReLU): rows = methods in the paper's
@@ -1160,6 +1170,7 @@ def contrast_table(rows: pd.DataFrame, *, comparison: str | Sequence[str] | None
         raise ValueError(f"rows lacks column(s) {sorted(need - set(rows.columns))}: pass the rows of contrast_study")
     parts = []
     for (strategy, K), g in rows.groupby(["contrast_strategy", "contrast_k"], sort=False):
+        _one_row_per_map(g, f" within contrast_strategy={strategy!r}, contrast_k={K}")
         a = agreement_rows(g, comparison=comparison)
         top1 = g[g["target"] == "top1"].set_index(["model", "seed", "layer", "method", "image_id"])
         idx = pd.MultiIndex.from_frame(a[["model", "seed", "layer", "method", "image_id"]])
@@ -1326,6 +1337,7 @@ def evidence_comparison(data: Any, *, layer: str = "final_conv", seed: int = 0,
         raise ValueError(f"no maps for layer={layer!r}, seed={seed}")
     if "unique_evidence" not in sel or sel["unique_evidence"].notna().sum() == 0:
         return pd.DataFrame(columns=cols)
+    _one_row_per_map(sel, "")
     agree = agreement_rows(sel, comparison=comparison)
     top1 = sel[sel["target"] == "top1"].set_index(["model", "seed", "layer", "method", "image_id"])
     idx = pd.MultiIndex.from_frame(agree[["model", "seed", "layer", "method", "image_id"]])

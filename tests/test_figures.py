@@ -220,3 +220,169 @@ def test_returned_figures_display_as_png_in_ipython():
         assert data["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         InteractiveShell.clear_instance()
+
+
+# =============================================================================================== notebooks 01–03
+# case_projection, contrast_effect, evidence_bars.  Additive block.
+
+from types import SimpleNamespace  # noqa: E402
+
+from test_tables import _evidence_maps, _set_evidence, make_contrast_rows  # noqa: E402
+
+
+def projection_example(masks=True):
+    """A case_example-like dict: 1 image, 2 targets, 5 channels, 10×10 maps, unique part = row 0."""
+    w_u = torch.tensor([[[0.5, -2.0, 0.1, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]]])
+    w_bar = torch.tensor([[[0.2, -1.0, 0.0, 0.3, 0.4], [0.5, 0.5, 0.5, 0.5, 0.5]]])
+    w_perp = torch.tensor([[[0.3, -1.0, 0.1, 0.7, -3.0], [0.0, 0.0, 0.0, 0.0, 0.0]]])
+    flat = torch.arange(100, 0, -1, dtype=torch.float32)  # top 5 % = positions 0..4, on the unique part
+    case = torch.zeros(1, 2, 100)
+    case[0, 0, 8:13] = torch.tensor([5.0, 4, 3, 2, 1])  # 2 of its 5 top pixels on row 0
+    vectors = SimpleNamespace(
+        targets=torch.tensor([[3, 2]]), w_target=w_u, w_mean=w_bar, w_perp=w_perp,
+        cosine=torch.tensor([[0.5, 1.0]]), kept=torch.tensor([[0.75, 0.0]]),
+        gradcam=flat.expand(1, 2, 100).reshape(1, 2, 10, 10), contrast_gradcam=torch.zeros(1, 2, 10, 10),
+        case=case.reshape(1, 2, 10, 10))
+    unique = torch.zeros(1, 10, 10, dtype=torch.bool)
+    unique[0, 0] = True
+    shared = torch.zeros(1, 10, 10, dtype=torch.bool)
+    shared[0, 5:] = True
+    return {"vectors": vectors, "images": torch.rand(1, 3, 10, 10, generator=torch.Generator().manual_seed(0)),
+            "image_ids": [42], "targets": ("top1", "top2"), "layer": "layer4.0.conv2",
+            "target_names": [["top1: cat", "top2: dog"]], "contrast_names": [[["a", "b"], ["c"]]],
+            "masks": {"unique": unique, "shared": shared} if masks else None}
+
+
+def test_case_projection_bars_are_the_weights():
+    ex = projection_example()
+    fig = F.case_projection(ex, top=3)
+    assert isinstance(fig, Figure) and len(fig.axes) == 5  # the weights, then image + three maps
+    bars = fig.axes[0]
+    # channels by max(|w_u|, |w⊥|): 4 (3.0), 1 (2.0), 3 (1.0), then 0 (0.5), 2 (0.1)
+    assert [t.get_text() for t in bars.get_xticklabels()] == ["4", "1", "3"]
+    heights = [p.get_height() for p in bars.patches]
+    assert heights == pytest.approx([0.0, -2.0, 1.0,  0.4, -1.0, 0.3,  -3.0, -1.0, 0.7])  # w_u, w̄, w⊥
+    assert "the 3 largest of 5" in bars.get_xlabel() and "layer4.0.conv2" in bars.get_xlabel()
+    title = bars.get_title()
+    assert "top1: cat" in title and "contrast: a, b" in title and "cos(w_u, w̄) = 0.50" in title
+    assert "‖w⊥‖/‖w_u‖ = 0.75" in title
+    heads = [ax.get_title() for ax in fig.axes[1:]]
+    assert heads[0].startswith("image\n") and "unique part" in heads[0]
+    assert heads[1] == "Grad-CAM map (w_u)\ntop 5% on unique part: 100%"
+    assert heads[2] == "shared direction (w̄)\nconstant map"
+    assert heads[3] == "CASE map (w⊥)\ntop 5% on unique part: 40%"
+    overlay = fig.axes[4].get_images()[1].get_array()
+    np.testing.assert_allclose(overlay, ex["vectors"].case[0, 0].numpy())
+    assert fig.get_suptitle() == "CASE removes the direction shared with the contrast classes"
+    assert png_size(fig) > 1000
+
+
+def test_case_projection_options_and_errors():
+    ex = projection_example(masks=False)
+    fig = F.case_projection(ex, target=1, top=50, title="K = 1")
+    assert len(fig.axes[0].patches) == 3 * 5 and "the 5 largest of 5" in fig.axes[0].get_xlabel()  # top capped
+    assert "top2: dog" in fig.axes[0].get_title() and "contrast: c" in fig.axes[0].get_title()
+    assert [ax.get_title() for ax in fig.axes[1:]] == ["image", "Grad-CAM map (w_u)", "shared direction (w̄)",
+                                                       "CASE map (w⊥)"]  # no masks: no evidence
+    assert fig.get_suptitle() == "K = 1"
+    for kwargs in ({"index": 1}, {"target": 2}, {"index": -1}):
+        with pytest.raises(ValueError, match="index must be in 0..0 and target in 0..1"):
+            F.case_projection(ex, **kwargs)
+    for top in (0, 2.5):
+        with pytest.raises(ValueError, match="top must be a positive int"):
+            F.case_projection(ex, top=top)
+
+
+CONTRAST_SETTINGS = [("confusion", 1), ("confusion", 3), ("logits", 1), ("logits", 3)]
+CONTRAST_CENTRES = {("resnet", "confusion"): 0.2, ("resnet", "logits"): 0.3, ("vgg", "confusion"): 0.4,
+                    ("vgg", "logits"): 0.6}
+
+
+def _contrast_summary(evidence=True):
+    rows = make_contrast_rows(lambda m, s, K: CONTRAST_CENTRES.get((m, s), 0.5) + 0.02 * K, CONTRAST_SETTINGS,
+                              nan_at=4)
+    return T.contrast_table(_set_evidence(rows) if evidence else rows, n_boot=50)
+
+
+def test_contrast_effect_lines_are_the_medians():
+    summary = _contrast_summary()
+    fig = F.contrast_effect(summary, title="K")
+    assert isinstance(fig, Figure) and len(fig.axes) == 2 and fig.get_suptitle() == "K"
+    left, right = fig.axes
+    lines = _points(left)
+    assert len(lines) == 4  # 2 models × 2 strategies
+    for line in lines:
+        style = line.get_linestyle()
+        strategy = {"-": "confusion", "--": "logits"}[style]
+        shift = -0.04 if strategy == "confusion" else 0.04
+        g = [g for _, g in summary[summary.contrast_strategy == strategy].groupby("model")
+             if np.allclose(g.sort_values("contrast_k")["median"] * 100, line.get_ydata())]
+        assert len(g) == 1  # the line is one model's medians for this strategy
+        np.testing.assert_allclose(line.get_xdata(), g[0].sort_values("contrast_k")["contrast_k"] + shift)
+    colours = {(l.get_linestyle(), tuple(l.get_ydata())): l.get_color() for l in lines}
+    assert len(set(map(str, colours.values()))) == 2  # one colour per model
+    (thr,) = [l for l in left.lines if l.get_color() == "red"]
+    assert thr.get_linestyle() == "--" and thr.get_ydata()[0] == 50
+    assert [t.get_text() for t in left.get_xticklabels()] == ["1", "3"]
+    right_lines = _points(right)
+    assert len(right_lines) == 4
+    np.testing.assert_allclose(sorted(v for l in right_lines for v in l.get_ydata()),
+                               sorted(summary["unique_top1"] * 100))
+    assert [t.get_text() for t in right.get_legend().get_texts()] == [
+        "ResNet", "VGG", "confusion matrix contrast", "image's top logits contrast"]
+    assert png_size(fig) > 1000
+
+
+def test_contrast_effect_without_masks_and_errors():
+    summary = _contrast_summary(evidence=False)
+    fig = F.contrast_effect(summary, threshold=0.7)
+    assert len(fig.axes) == 1 and len(_points(fig.axes[0])) == 4
+    assert [l for l in fig.axes[0].lines if l.get_color() == "red"][0].get_ydata()[0] == pytest.approx(70)
+    one = F.contrast_effect(summary[summary.contrast_strategy == "logits"])
+    lines = _points(one.axes[0])
+    assert len(lines) == 2 and all(l.get_linestyle() == "--" for l in lines)
+    np.testing.assert_allclose(lines[0].get_xdata(), [1, 3])  # a single strategy is not shifted
+    with pytest.raises(ValueError, match="summary lacks column"):
+        F.contrast_effect(summary.drop(columns="ci_low"))
+    with pytest.raises(ValueError, match="no CASE rows for comparison 'true_vs_sibling'"):
+        F.contrast_effect(summary, comparison="true_vs_sibling")
+
+
+def test_evidence_bars_heights_are_the_shares():
+    areas = pd.DataFrame({"image_id": np.arange(30), "unique_area": np.arange(30) / 300})
+    ev = T.evidence_comparison(_evidence_maps(), areas=areas)
+    fig = F.evidence_bars(ev)
+    axes = visible_axes(fig)
+    assert [ax.get_title() for ax in axes] == ["ConvNeXt", "DenseNet", "ResNet", "VGG"]
+    vgg = ev[(ev.model == "vgg") & (ev.comparison == "top1_vs_top2")].set_index("method").loc[list(T.PAPER_METHOD_ORDER)]
+    heights = [p.get_height() for p in axes[3].patches]
+    assert len(heights) == 12
+    np.testing.assert_allclose(heights[:6], vgg["unique_top1"] * 100)
+    np.testing.assert_allclose(heights[6:], vgg["unique_other"] * 100)
+    assert [t.get_text() for t in axes[3].get_xticklabels()] == [T.DISPLAY_NAMES[m] for m in T.PAPER_METHOD_ORDER]
+    refs = {l.get_linestyle(): l.get_ydata()[0] for l in axes[3].lines}
+    assert refs[":"] == pytest.approx(vgg["unique_chance"].mean() * 100)
+    assert refs["-."] == pytest.approx(vgg["unique_ceiling"].mean() * 100)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "top-1 (true class) map", "top-2 map", "chance (random top-k set)", "ceiling (unique part ⊂ top-k)"]
+    assert "top1 vs top2" in fig.get_suptitle() and png_size(fig) > 1000
+
+    sib = F.evidence_bars(ev, comparison="true_vs_sibling", ncols=3, title="siblings")
+    assert len(sib.axes) == 6 and len(visible_axes(sib)) == 4  # a 2 × 3 grid, two panels hidden
+    assert sib.legends[0].get_texts()[1].get_text() == "sibling map" and sib.get_suptitle() == "siblings"
+    s = ev[(ev.model == "convnext") & (ev.comparison == "true_vs_sibling")].set_index("method").loc[list(T.PAPER_METHOD_ORDER)]
+    np.testing.assert_allclose([p.get_height() for p in visible_axes(sib)[0].patches][6:], s["unique_other"] * 100)
+
+
+def test_evidence_bars_without_references_empty_and_errors():
+    ev = T.evidence_comparison(_evidence_maps(), comparison="top1_vs_top2")
+    fig = F.evidence_bars(ev)
+    assert all(len(ax.lines) == 0 for ax in visible_axes(fig))  # no chance / ceiling lines without areas
+    assert len(fig.legends[0].get_texts()) == 2
+    empty = F.evidence_bars(T.evidence_comparison(make_maps(low_for_case)))
+    (ax,) = empty.axes
+    assert "no ground truth" in ax.texts[0].get_text() and not ax.axison
+    with pytest.raises(ValueError, match=r"evidence lacks column\(s\) \['unique_other'\]"):
+        F.evidence_bars(ev.drop(columns="unique_other"))
+    with pytest.raises(ValueError, match="no evidence rows for comparison 'true_vs_sibling'"):
+        F.evidence_bars(ev, comparison="true_vs_sibling")

@@ -21,11 +21,11 @@ import pytest
 import torch
 import torchvision
 from pytorch_grad_cam import AblationCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
-from pytorch_grad_cam.ablation_layer import AblationLayer
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 import casekit as ck
+from casekit.bench import _pgc
 from conftest import needs_shared_cifar10
 
 ORACLES = {
@@ -37,16 +37,9 @@ ORACLES = {
 }
 
 
-class FixedAblationLayer(AblationLayer):
-    """pytorch-grad-cam's AblationLayer with the value computed once: 0 if min A = 0, else min A − 1e7."""
-
-    def __call__(self, x):
-        output = self.activations
-        low = torch.min(output)
-        value = 0.0 if low == 0 else low - 1e7
-        for i in range(output.size(0)):
-            output[i, self.indices[i], :] = value
-        return output
+# pytorch-grad-cam's AblationLayer with the value computed once per image (0 if min A = 0, else min A − 1e7);
+# shared with the benchmark so that both compare against the same oracle.
+FixedAblationLayer = _pgc()[2]
 
 
 def oracle_maps(method: str, model: nn.Module, layer: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> np.ndarray:

@@ -486,3 +486,416 @@ def test_chapter_claims_fidelity_at_both_ks(maps):
     assert cx["supported"] is False and "AblationCAM: p" in cx["this run"]  # CASE beats AblationCAM, not LayerCAM
     one = T.chapter_claims(maps, "fidelity", ks=[0.05])
     assert len(one) == 5
+
+
+# =============================================================================================== notebooks 01–03
+# model_display, degenerate_table, contrast_table, contrast_claims, diagnostic_claims, evidence_comparison,
+# evidence_claims, projection_table.  Additive block.
+
+from types import SimpleNamespace  # noqa: E402
+
+import torch  # noqa: E402
+
+from casekit.stats import holm  # noqa: E402
+
+
+def test_model_display():
+    assert [T.model_display(m) for m in ("densenet", "vgg19_bn", "convnext_large", "resnet")] == [
+        "DenseNet", "VGG", "ConvNeXt", "ResNet"]
+    assert T.model_display("densenet201-cifar100") == "DenseNet (CIFAR-100)"
+    assert T.model_display("mynet") == "mynet"
+
+
+def _flat(value):
+    return lambda model, method, rng: np.full(30, value)
+
+
+def test_degenerate_table_shares_of_constant_maps():
+    maps = make_maps(_flat(0.3), extra_targets=("sibling",))
+    assert not maps["constant"].any()
+    sel = lambda model, method, target, ids: ((maps.model == model) & (maps.method == method)  # noqa: E731
+                                               & (maps.target == target) & maps.image_id.isin(ids))
+    maps.loc[sel("vgg", "scorecam", "top1", range(6)), "constant"] = True  # 6/30
+    maps.loc[sel("vgg", "scorecam", "top2", range(3)), "constant"] = True  # 3/30
+    maps.loc[sel("densenet", "case", "top2", [17]), "constant"] = True  # 1/30
+    maps.loc[sel("resnet", "gradcam", "sibling", range(15)), "constant"] = True  # 15/30, a target not shown
+    other = make_maps(_flat(0.3), layer="norm5").assign(constant=True)  # another layer: must not count
+    other_seed = make_maps(_flat(0.3), seed=1).assign(constant=True)
+    data = pd.concat([other, maps, other_seed], ignore_index=True)
+    tab = T.degenerate_table(data)
+    assert list(tab.index) == ["AblationCAM", "CASE", "Grad-CAM", "Grad-CAM++", "LayerCAM", "ScoreCAM"]
+    assert tab.columns.names == ["model", "target"]
+    assert list(tab.columns) == [(m, t) for m in ("ConvNeXt", "DenseNet", "ResNet", "VGG") for t in ("top1", "top2")]
+    expected = pd.DataFrame(0.0, index=tab.index, columns=tab.columns)
+    expected.loc["ScoreCAM", ("VGG", "top1")] = 6 / 30
+    expected.loc["ScoreCAM", ("VGG", "top2")] = 3 / 30
+    expected.loc["CASE", ("DenseNet", "top2")] = 1 / 30
+    np.testing.assert_allclose(tab.to_numpy(float), expected.to_numpy(float))
+    with_sib = T.degenerate_table(T.Results(data, pd.DataFrame()), targets=("top1", "top2", "sibling"))
+    assert list(with_sib.columns)[:3] == [("ConvNeXt", "top1"), ("ConvNeXt", "top2"), ("ConvNeXt", "sibling")]
+    assert with_sib.loc["Grad-CAM", ("ResNet", "sibling")] == pytest.approx(0.5)
+    assert with_sib.loc["ScoreCAM", ("VGG", "top1")] == pytest.approx(0.2)
+    n5 = T.degenerate_table(data, layer="norm5")
+    assert (n5.to_numpy() == 1.0).all() and n5.shape == (6, 8)
+    with pytest.raises(ValueError, match="no maps for layer='conv9'"):
+        T.degenerate_table(data, layer="conv9")
+    with pytest.raises(TypeError, match="expected the maps DataFrame"):
+        T.degenerate_table(data.to_dict())
+
+
+# ------------------------------------------------------------------ the contrast-set study
+
+CONTRAST_MODELS = ("resnet", "vgg")
+
+
+def make_contrast_rows(centre, settings, n=30, nan_at=None, extra_targets=(), models=CONTRAST_MODELS):
+    """Rows like contrast_study's: CASE only, per (strategy, K) the top-2 agreements
+    ``centre(model, strategy, K) + linspace(-0.1, 0.1, n)`` (NaN = constant top-2 map at ``nan_at``)."""
+    frames = []
+    for strategy, K in settings:
+        def agreement(model, method, rng, strategy=strategy, K=K):
+            v = centre(model, strategy, K) + np.linspace(-0.1, 0.1, n)
+            if nan_at is not None:
+                v[nan_at] = np.nan
+            return v
+        m = make_maps(agreement, n=n, extra_targets=extra_targets)
+        m = m[(m.method == "case") & m.model.isin(models)]
+        frames.append(m.assign(contrast_strategy=strategy, contrast_k=np.int64(K)))
+    return pd.concat(frames, ignore_index=True)
+
+
+SETTINGS = [("confusion", 1), ("confusion", 3), ("logits", 3)]
+CENTRES = {("resnet", "confusion", 1): 0.3, ("resnet", "confusion", 3): 0.2, ("resnet", "logits", 3): 0.45,
+           ("vgg", "confusion", 1): 0.6, ("vgg", "confusion", 3): 0.25, ("vgg", "logits", 3): 0.5}
+
+
+def _set_evidence(rows):
+    """unique evidence: top-1 map i/100 (1.0 on the degenerate image 4), top-2 map 0.1; shared: 0.3 and 0.6."""
+    rows = rows.copy()
+    top1, top2 = rows.target == "top1", rows.target == "top2"
+    rows.loc[top1, "unique_evidence"] = np.where(rows.loc[top1, "image_id"] == 4, 1.0, rows.loc[top1, "image_id"] / 100)
+    rows.loc[top2, "unique_evidence"] = np.where(rows.loc[top2, "image_id"] == 4, np.nan, 0.1)
+    rows.loc[top1, "shared_evidence"] = 0.3
+    rows.loc[top2, "shared_evidence"] = 0.6
+    return rows
+
+
+def test_contrast_table_tests_equal_scipy_and_evidence_means():
+    rows = _set_evidence(make_contrast_rows(lambda *key: CENTRES.get(key, 0.5), SETTINGS, nan_at=4,
+                                            extra_targets=("sibling",)))
+    tab = T.contrast_table(rows.sample(frac=1.0, random_state=1), comparison="top1_vs_top2", n_boot=100)
+    assert len(tab) == 6
+    assert list(zip(tab.model, tab.contrast_strategy, tab.contrast_k)) == [
+        ("resnet", "confusion", 1), ("resnet", "confusion", 3), ("resnet", "logits", 3),
+        ("vgg", "confusion", 1), ("vgg", "confusion", 3), ("vgg", "logits", 3)]
+    assert (tab.method == "case").all() and (tab.comparison == "top1_vs_top2").all()
+    keep = np.arange(30) != 4
+    for r in tab.itertuples():
+        x = (CENTRES[(r.model, r.contrast_strategy, r.contrast_k)] + np.linspace(-0.1, 0.1, 30))[keep]
+        assert (r.n, r.n_excluded, r.n_degenerate) == (29, 1, 1)
+        assert r.p == pytest.approx(sps.wilcoxon(x - 0.5, alternative="less").pvalue, rel=1e-12)
+        assert r.median == pytest.approx(np.median(x))
+        assert r.reject == (r.p < 0.05) and r.Model == T.model_display(r.model) and r.Method == "CASE"
+        assert r.unique_top1 == pytest.approx(np.arange(30)[keep].mean() / 100)  # image 4's 1.0 left out
+        assert (r.unique_other, r.shared_top1, r.shared_other) == pytest.approx((0.1, 0.3, 0.6))
+    np.testing.assert_allclose(tab["p_holm"], holm(tab["p"].to_numpy()))
+    v = tab.set_index(["model", "contrast_strategy", "contrast_k"])
+    assert v.loc[("resnet", "confusion", 3), "verdict"] == "class-sensitive"
+    assert v.loc[("vgg", "confusion", 1), "verdict"] == "not shown class-sensitive"
+
+    both = T.contrast_table(rows, n_boot=20)
+    assert len(both) == 12
+    assert both.comparison.tolist()[:2] == ["top1_vs_top2", "true_vs_sibling"]  # per setting, top-2 first
+    sib = T.contrast_table(rows, comparison="true_vs_sibling", n_boot=20)
+    assert len(sib) == 6 and (sib["median"] == 0.25).all() and (sib["n"] == 30).all()
+    # the sibling maps are never constant: image 4 counts, and the other map has no evidence score
+    assert sib["unique_top1"].iloc[0] == pytest.approx((np.arange(30)[keep].sum() + 100) / 3000)
+    assert sib["unique_other"].isna().all()
+    np.testing.assert_allclose(sib["p"], sps.wilcoxon(np.full(30, 0.25) - 0.5, alternative="less").pvalue)
+
+
+def test_contrast_table_without_masks_and_errors():
+    rows = make_contrast_rows(lambda *key: CENTRES.get(key, 0.5), SETTINGS)
+    tab = T.contrast_table(rows, n_boot=20)
+    assert tab[["unique_top1", "unique_other", "shared_top1", "shared_other"]].isna().all().all()
+    assert (tab["n_excluded"] == 0).all()
+    with pytest.raises(ValueError, match=r"rows lacks column\(s\) \['contrast_k'\]"):
+        T.contrast_table(rows.drop(columns="contrast_k"))
+    with pytest.raises(TypeError, match="rows must be the DataFrame of contrast_study"):
+        T.contrast_table(T.Results(rows, pd.DataFrame()))
+    dup = pd.concat([rows, rows[(rows.image_id == 0) & (rows.contrast_k == 1)]], ignore_index=True)
+    with pytest.raises(ValueError, match=r"image ids repeat within contrast_strategy='confusion', contrast_k=1: \[0\]"):
+        T.contrast_table(dup, n_boot=10)
+    dup2 = pd.concat([rows, rows[(rows.image_id == 3) & (rows.contrast_k == 3) & (rows.target == "top2")]])
+    with pytest.raises(ValueError, match="image ids repeat"):
+        T.contrast_table(dup2, n_boot=10)
+
+
+def _claims_of(frame):
+    return dict(zip(frame["claim"].str.slice(0, 8), frame["supported"]))
+
+
+def test_contrast_claims_hold_and_fail():
+    ks = [("confusion", 1), ("confusion", 3), ("confusion", 5), ("logits", 1), ("logits", 3), ("logits", 5)]
+    good = {1: 0.3, 3: 0.2, 5: 0.17}  # K = 3 within 3 points of the best K (5); K = 1 rejects
+
+    summary = T.contrast_table(make_contrast_rows(lambda m, s, K: good[K], ks), n_boot=20)
+    c = T.contrast_claims(summary)
+    assert len(c) == 2 and list(c.columns) == ["section", "claim", "paper says", "this run", "supported"]
+    assert c["supported"].tolist() == [True, True]
+    assert "ResNet: K = 3 median 20.0%" in c["this run"].iloc[0] and "at K = 5" in c["this run"].iloc[0]
+
+    # ResNet: K = 3 is 20 points worse than the best K → fails at 5 points' tolerance, holds at 25
+    worse = lambda m, s, K: {1: 0.3, 3: 0.3, 5: 0.1}[K] if m == "resnet" else good[K]  # noqa: E731
+    summary = T.contrast_table(make_contrast_rows(worse, ks), n_boot=20)
+    assert T.contrast_claims(summary)["supported"].tolist() == [False, True]
+    assert T.contrast_claims(summary, tolerance=0.25)["supported"].tolist() == [True, True]
+    # the logits rows are another study: with strategy="logits" only they count
+    logits_bad = lambda m, s, K: 0.7 if s == "logits" else good[K]  # noqa: E731
+    summary = T.contrast_table(make_contrast_rows(logits_bad, ks), n_boot=20)
+    assert T.contrast_claims(summary)["supported"].tolist() == [True, True]
+    assert T.contrast_claims(summary, strategy="logits")["supported"].tolist() == [False, False]
+    # VGG: K = 1 does not reject → the second claim fails; K = 3 (at the best median) still holds
+    one_fails = lambda m, s, K: 0.7 if (m, K) == ("vgg", 1) else good[K]  # noqa: E731
+    summary = T.contrast_table(make_contrast_rows(one_fails, ks), n_boot=20)
+    c = T.contrast_claims(summary)
+    assert c["supported"].tolist() == [True, False] and "VGG: median 70.0%" in c["this run"].iloc[1]
+
+
+def test_contrast_claims_undecidable():
+    good = {1: 0.3, 3: 0.2, 5: 0.17}
+    # five images: no test can run → None, not False
+    few = T.contrast_table(make_contrast_rows(lambda m, s, K: good[K], [("confusion", 1), ("confusion", 3)], n=5),
+                           n_boot=20)
+    assert few["reason"].astype(bool).all()
+    c = T.contrast_claims(few)
+    assert c["supported"].tolist() == [None, None]
+    # K = 3 (or K = 1) not studied → None with the reason in the text
+    no3 = T.contrast_table(make_contrast_rows(lambda m, s, K: good[K], [("confusion", 1), ("confusion", 5)]), n_boot=20)
+    c = T.contrast_claims(no3)
+    assert c["supported"].tolist() == [None, True] and "ResNet: K = 3 not studied" in c["this run"].iloc[0]
+    no1 = T.contrast_table(make_contrast_rows(lambda m, s, K: good[K], [("confusion", 3)]), n_boot=20)
+    c = T.contrast_claims(no1)
+    assert c["supported"].tolist() == [True, None] and "K = 1 not studied" in c["this run"].iloc[1]
+    # one model contradicts, the other is undecidable: the claim "on every model" is False
+    mixed = pd.concat([make_contrast_rows(lambda m, s, K: 0.7, [("confusion", 1), ("confusion", 3)], models=("resnet",)),
+                       make_contrast_rows(lambda m, s, K: 0.2, [("confusion", 1), ("confusion", 3)], n=5,
+                                          models=("vgg",))], ignore_index=True)
+    assert T.contrast_claims(T.contrast_table(mixed, n_boot=20))["supported"].tolist() == [False, False]
+
+
+# ------------------------------------------------------------------ diagnostic claims
+
+
+def _diagnostic(high, n=30, const=()):
+    """agreements 0.8 (fails H0) for (model, method) in ``high``, else 0.2; ``const`` flags top-1 maps of
+    Score-CAM on VGG as constant (with a NaN agreement)."""
+    def agreement(model, method, rng):
+        v = (0.8 if (model, method) in high else 0.2) + np.linspace(-0.1, 0.1, n)
+        if model == "vgg" and method == "scorecam":
+            v[list(const)] = np.nan
+        return v
+    maps = make_maps(agreement, n=n)
+    top1 = (maps.model == "vgg") & (maps.method == "scorecam") & (maps.target == "top1") & maps.image_id.isin(const)
+    maps.loc[top1, "constant"] = True
+    return maps
+
+
+BASE = ("gradcam", "gradcam++", "scorecam", "ablationcam", "layercam")
+
+
+def test_diagnostic_claims_hold():
+    high = {(m, b) for m in ("vgg", "resnet", "convnext") for b in BASE}  # 15 of 20 baseline tests fail
+    c = T.diagnostic_claims(_diagnostic(high, const=[0]), n_boot=50)
+    assert len(c) == 3 and (c["section"] == "diagnostic").all()
+    assert c["supported"].tolist() == [True, True, True]
+    assert "fails on 3 of 4 models tested" in c["this run"].iloc[0]
+    assert "15 of 20 tests fail" in c["this run"].iloc[1]
+    # Score-CAM on VGG: the constant top-1 map and its NaN (constant) top-2 map = 2 of 60 maps
+    assert "VGG 2/60 (3.3%)" in c["this run"].iloc[2] and "ResNet 0/60 (0.0%)" in c["this run"].iloc[2]
+    assert T.diagnostic_claims(_diagnostic(high, const=[0]), n_boot=50, min_constant=0.03)["supported"].iloc[2] is True
+    assert T.diagnostic_claims(_diagnostic(high, const=[0]), n_boot=50, min_constant=0.04)["supported"].iloc[2] is False
+
+
+def test_diagnostic_claims_fail_at_the_boundaries():
+    # Grad-CAM fails on exactly half of the models (2 of 4): not "more than half"; 10 of 20 baseline tests
+    # fail: "at least half" holds; one fewer and it does not
+    high = {(m, b) for m in ("vgg", "resnet") for b in BASE}
+    c = T.diagnostic_claims(_diagnostic(high), n_boot=50)
+    assert c["supported"].tolist() == [False, True, False]  # and no constant Score-CAM map
+    assert "fails on 2 of 4 models" in c["this run"].iloc[0] and "10 of 20 tests fail" in c["this run"].iloc[1]
+    c9 = T.diagnostic_claims(_diagnostic(high - {("resnet", "layercam")}), n_boot=50)
+    assert c9["supported"].tolist() == [False, False, False] and "9 of 20 tests fail" in c9["this run"].iloc[1]
+    none = T.diagnostic_claims(_diagnostic(set()), n_boot=50)
+    assert none["supported"].tolist() == [False, False, False] and "fails on 0 of 4" in none["this run"].iloc[0]
+
+
+def test_diagnostic_claims_undecidable_and_missing_methods():
+    few = T.diagnostic_claims(_diagnostic(set(), n=5, const=[1]), n_boot=20)
+    assert few["supported"].iloc[0] is None and few["supported"].iloc[1] is None
+    assert "4 not tested: too few images" in few["this run"].iloc[0]
+    assert few["supported"].iloc[2] is True  # 2 of 10 maps constant: counting needs no test
+    maps = _diagnostic(set())
+    c = T.diagnostic_claims(maps[~maps.method.isin(["gradcam", "scorecam"])], n_boot=20)
+    assert c["supported"].iloc[0] is None and c["this run"].iloc[0] == "no Grad-CAM results"
+    assert c["supported"].iloc[2] is None and c["this run"].iloc[2] == "no Score-CAM results"
+    assert c["supported"].iloc[1] is False  # 0 of 12 remaining baseline tests fail
+
+
+# ------------------------------------------------------------------ ground-truth evidence
+
+
+def _evidence_maps():
+    """Every (model, method): top-1 unique evidence i/100 (image 4, whose top-2 map is constant: 1.0), top-2
+    0.1 (NaN on image 4), sibling 0.05; shared 0.3 / 0.6 / 0.2."""
+    maps = make_maps(low_for_case, extra_targets=("sibling",))
+    top1, top2, sib = (maps.target == t for t in ("top1", "top2", "sibling"))
+    i = maps["image_id"]
+    maps.loc[top1, "unique_evidence"] = np.where(i[top1] == 4, 1.0, i[top1] / 100)
+    maps.loc[top2, "unique_evidence"] = np.where(i[top2] == 4, np.nan, 0.1)
+    maps.loc[sib, "unique_evidence"] = 0.05
+    maps.loc[top1, "shared_evidence"], maps.loc[top2, "shared_evidence"], maps.loc[sib, "shared_evidence"] = 0.3, 0.6, 0.2
+    return maps
+
+
+def test_evidence_comparison_means_over_the_images_with_two_maps():
+    maps = _evidence_maps()
+    areas = pd.DataFrame({"image_id": np.arange(30), "unique_area": np.arange(30) / 300,  # 0 … 9.7 %
+                          "shared_area": 0.2})
+    ev = T.evidence_comparison(maps, areas=areas.sample(frac=1.0, random_state=0))
+    assert list(ev.columns) == ["model", "Model", "method", "Method", "comparison", "n", "n_excluded",
+                                "median_agreement", "unique_top1", "unique_other", "shared_top1", "shared_other",
+                                "unique_chance", "unique_ceiling"]
+    assert len(ev) == 4 * 6 * 2
+    assert list(dict.fromkeys(ev["Model"])) == ["ConvNeXt", "DenseNet", "ResNet", "VGG"]
+    assert ev["Method"].iloc[:6].tolist() == ["AblationCAM", "CASE", "Grad-CAM", "Grad-CAM++", "LayerCAM", "ScoreCAM"]
+    assert ev["comparison"].iloc[:12].tolist() == ["top1_vs_top2"] * 6 + ["true_vs_sibling"] * 6
+    keep = np.arange(30) != 4
+    r = ev[(ev.model == "vgg") & (ev.method == "case") & (ev.comparison == "top1_vs_top2")].iloc[0]
+    x = maps[(maps.model == "vgg") & (maps.method == "case") & (maps.target == "top2")]["agreement"].to_numpy()
+    assert (r.n, r.n_excluded) == (29, 1)
+    assert r.median_agreement == pytest.approx(np.median(x[keep]))
+    assert r.unique_top1 == pytest.approx(np.arange(30)[keep].mean() / 100)
+    assert (r.unique_other, r.shared_top1, r.shared_other) == pytest.approx((0.1, 0.3, 0.6))
+    area = np.arange(30)[keep] / 300
+    assert r.unique_chance == pytest.approx(area.mean())
+    assert r.unique_ceiling == pytest.approx(np.minimum(1, area / 0.05).mean())  # capped from image 15 on
+    s = ev[(ev.model == "vgg") & (ev.method == "case") & (ev.comparison == "true_vs_sibling")].iloc[0]
+    assert (s.n, s.n_excluded, s.median_agreement) == (30, 0, 0.25)
+    assert s.unique_top1 == pytest.approx((np.arange(30)[keep].sum() + 100) / 3000)
+    assert (s.unique_other, s.shared_other) == pytest.approx((0.05, 0.2))
+    assert s.unique_chance == pytest.approx(np.arange(30).mean() / 300)
+    assert ev[ev.comparison == "true_vs_sibling"]["unique_ceiling"].iloc[0] == pytest.approx(
+        np.minimum(1, np.arange(30) / 300 / 0.05).mean())
+    at10 = T.evidence_comparison(maps, areas=areas, k=0.1, comparison="top1_vs_top2")
+    assert len(at10) == 24 and at10["unique_ceiling"].iloc[0] == pytest.approx(np.minimum(1, area / 0.1).mean())
+    plain = T.evidence_comparison(maps, comparison="top1_vs_top2")
+    assert plain[["unique_chance", "unique_ceiling"]].isna().all().all()
+    np.testing.assert_allclose(plain["unique_top1"], at10["unique_top1"])
+
+
+def test_evidence_comparison_all_degenerate_no_masks_and_errors():
+    maps = _evidence_maps()
+    gone = (maps.model == "vgg") & (maps.method == "scorecam") & (maps.target == "top1")
+    maps.loc[gone, "constant"] = True  # every top-1 map of this method constant: no image left
+    ev = T.evidence_comparison(maps, comparison="top1_vs_top2")
+    r = ev[(ev.model == "vgg") & (ev.method == "scorecam")].iloc[0]
+    assert (r.n, r.n_excluded) == (0, 30) and np.isnan(r.unique_top1) and np.isnan(r.median_agreement)
+    none = T.evidence_comparison(make_maps(low_for_case))  # no part masks: empty, with the columns
+    assert none.empty and "unique_ceiling" in none.columns and "median_agreement" in none.columns
+    areas = pd.DataFrame({"image_id": np.arange(30), "unique_area": 0.05})
+    with pytest.raises(ValueError, match="no maps for layer='norm5'"):
+        T.evidence_comparison(maps, layer="norm5")
+    with pytest.raises(ValueError, match=r"areas lacks image ids \[29\]"):
+        T.evidence_comparison(maps, areas=areas[areas.image_id != 29])
+    with pytest.raises(ValueError, match="one row per image_id"):
+        T.evidence_comparison(maps, areas=pd.concat([areas, areas.head(1)]))
+    with pytest.raises(ValueError, match="one row per image_id"):
+        T.evidence_comparison(maps, areas=areas.rename(columns={"unique_area": "area"}))
+    with pytest.raises(ValueError, match="k must be a fraction"):
+        T.evidence_comparison(maps, areas=areas, k=5)
+    # a map given twice (two runs mixed) is refused, not counted twice
+    vgg0 = (maps.model == "vgg") & (maps.image_id == 0)
+    for extra in (maps[vgg0], maps[vgg0 & (maps.target == "top2")]):
+        with pytest.raises(ValueError, match=r"image ids repeat: \[0\]"):
+            T.evidence_comparison(pd.concat([maps, extra], ignore_index=True))
+
+
+AGREE = {"case": 0.1, "layercam": 0.3, "gradcam++": 0.4, "ablationcam": 0.5, "scorecam": 0.6, "gradcam": 0.8}
+PRECISION = {"case": 0.9, "layercam": 0.7, "gradcam++": 0.6, "ablationcam": 0.5, "scorecam": 0.4, "gradcam": 0.2}
+
+
+def _evidence_claim_maps(precision):
+    """Top-2 agreements around AGREE[method]; top-1 unique evidence ``precision(model, method)``."""
+    maps = make_maps(lambda model, method, rng: AGREE[method] + np.linspace(-0.05, 0.05, 30))
+    top1 = maps.target == "top1"
+    maps.loc[top1, "unique_evidence"] = [precision(m, me) for m, me in zip(maps.loc[top1, "model"], maps.loc[top1, "method"])]
+    maps.loc[maps.target == "top2", "unique_evidence"] = 0.1
+    return maps
+
+
+def test_evidence_claims_hold_and_fail():
+    c = T.evidence_claims(_evidence_claim_maps(lambda model, method: PRECISION[method]))
+    assert len(c) == 2 and (c["section"] == "ground truth").all()
+    assert c["supported"].tolist() == [True, True]
+    assert "VGG: CASE 90.0%, best CASE 90.0%" in c["this run"].iloc[0] and "ρ = -1.00" in c["this run"].iloc[1]
+    # on VGG Grad-CAM's top-1 map is the most precise: claim 1 fails there; ρ over the methods on VGG is
+    # then 1 − 6·Σd²/(n(n²−1)) = 1 − 6·40/210 = −1/7 (Grad-CAM moves from the last rank to the first): still < 0
+    vgg_gc = lambda model, method: 0.95 if (model, method) == ("vgg", "gradcam") else PRECISION[method]  # noqa: E731
+    c = T.evidence_claims(_evidence_claim_maps(vgg_gc))
+    assert c["supported"].tolist() == [False, True]
+    assert "VGG: CASE 90.0%, best Grad-CAM 95.0%" in c["this run"].iloc[0]
+    assert "VGG: ρ = -0.14" in c["this run"].iloc[1]
+    # on ResNet precision rises with agreement (ρ = +1) and CASE is the least precise
+    rising = lambda model, method: AGREE[method] if model == "resnet" else PRECISION[method]  # noqa: E731
+    c = T.evidence_claims(_evidence_claim_maps(rising))
+    assert c["supported"].tolist() == [False, False] and "ResNet: ρ = 1.00" in c["this run"].iloc[1]
+
+
+def test_evidence_claims_undecidable():
+    c = T.evidence_claims(make_maps(low_for_case))  # no part masks
+    assert c["supported"].tolist() == [None, None] and (c["this run"] == "no part masks in this profile").all()
+    maps = _evidence_claim_maps(lambda model, method: PRECISION[method])
+    c = T.evidence_claims(maps[~((maps.model == "vgg") & (maps.method == "layercam"))])
+    assert c["supported"].tolist() == [None, None] and "VGG: only 5 methods with evidence" in c["this run"].iloc[0]
+    # a model that contradicts outweighs one that cannot be checked
+    vgg_gc = lambda model, method: 0.95 if (model, method) == ("resnet", "gradcam") else PRECISION[method]  # noqa: E731
+    maps = _evidence_claim_maps(vgg_gc)
+    c = T.evidence_claims(maps[~((maps.model == "vgg") & (maps.method == "layercam"))])
+    assert c["supported"].tolist() == [False, None]
+
+
+# ------------------------------------------------------------------ projection table
+
+
+def hand_example(masks=True):
+    """A case_example-like dict: 1 image, 2 targets, 10×10 maps (top 5 % = 5 pixels), unique part = row 0."""
+    flat = torch.arange(100, 0, -1, dtype=torch.float32)  # decreasing: top 5 = positions 0..4
+    gradcam = torch.stack([flat, torch.zeros(100)]).reshape(1, 2, 10, 10)  # target 1: a constant map
+    case = torch.zeros(1, 2, 100)
+    case[0, 0, 8:13] = torch.tensor([5.0, 4, 3, 2, 1])  # positions 8, 9 on row 0 → 2 of 5
+    case[0, 1, 50:55] = 1.0 + torch.arange(5.0)  # row 5 → 0 of 5
+    unique = torch.zeros(1, 10, 10, dtype=torch.bool)
+    unique[0, 0] = True
+    vectors = SimpleNamespace(targets=torch.tensor([[3, 2]]), cosine=torch.tensor([[0.5, -0.25]]),
+                              kept=torch.tensor([[0.8, 1.0]]), gradcam=gradcam, case=case.reshape(1, 2, 10, 10))
+    return {"vectors": vectors, "image_ids": [42], "targets": ("top1", "top2"),
+            "target_names": [["top1: cat", "top2: dog: big"]], "contrast_names": [[["a", "b"], ["c"]]],
+            "masks": {"unique": unique, "shared": ~unique} if masks else None}
+
+
+def test_projection_table_values():
+    tab = T.projection_table(hand_example())
+    assert list(tab.columns) == ["image", "target", "class", "contrast classes", "cos(w_u, w̄)", "‖w⊥‖ / ‖w_u‖",
+                                 "unique (Grad-CAM)", "unique (CASE)"]
+    assert tab["image"].tolist() == [42, 42] and tab["target"].tolist() == ["top1", "top2"]
+    assert tab["class"].tolist() == ["cat", "dog: big"]  # only the role prefix is cut
+    assert tab["contrast classes"].tolist() == ["a, b", "c"]
+    assert tab["cos(w_u, w̄)"].tolist() == [0.5, -0.25] and tab["‖w⊥‖ / ‖w_u‖"].tolist() == pytest.approx([0.8, 1.0])
+    assert tab["unique (Grad-CAM)"].iloc[0] == 1.0 and np.isnan(tab["unique (Grad-CAM)"].iloc[1])  # constant map
+    assert tab["unique (CASE)"].tolist() == pytest.approx([0.4, 0.0])
+    # k = 10 %: 10 pixels; Grad-CAM's are row 0 (all unique), CASE's 5 set pixels + 5 zeros first in the tie order
+    at10 = T.projection_table(hand_example(), k=0.1)
+    assert at10["unique (Grad-CAM)"].iloc[0] == 1.0
+    no_masks = T.projection_table(hand_example(masks=False))
+    assert list(no_masks.columns) == ["image", "target", "class", "contrast classes", "cos(w_u, w̄)", "‖w⊥‖ / ‖w_u‖"]
