@@ -563,6 +563,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{plan.notebook.relative_to(repo)}: " + json.dumps(plan.parameters, default=str))
             return 0
 
+        if args.profile == "paper" and not args.html_only:
+            from .experiments import missing_inputs
+
+            missing = missing_inputs("paper")
+            if missing:
+                raise BookError(f"the paper profile needs {len(missing)} item(s) that are not on this machine "
+                                "(nothing was run):\n\n" + "\n\n".join(missing))
+
         executed_dir = build / "notebooks"
         run = [p for p in plans if not args.html_only and (not args.only or
                                                            any(fnmatch.fnmatch(p.name, pat) for pat in args.only))]

@@ -838,6 +838,52 @@ def study_configs(profile: str = "demo", **options: Any) -> list[RunConfig]:
     raise ValueError(f"profile must be 'demo' or 'paper', got {profile!r}")
 
 
+def missing_inputs(profile: str = "demo", configs: Sequence[RunConfig] | None = None) -> list[str]:
+    """What a profile's study needs from disk but does not find: one message per missing item (pretrained
+    weights, ImageNet validation folder, CIFAR-100, fine-tuned checkpoints), each saying where casekit looked and
+    how to provide it.  Empty when everything is there; always empty on the demo profile (it makes its own data).
+
+    Cheap: it checks files and folders, it loads no weights.  ``configs`` default :func:`study_configs`."""
+    configs = study_configs(profile) if configs is None else list(configs)
+    if all(c.profile == "demo" for c in configs):
+        return []
+    from . import data, finetune, models
+
+    problems: list[str] = []
+    imagenet = cifar = False
+    seeds_missing: list[int] = []
+    folder = cache_dir("finetune")
+    for c in configs:
+        if c.profile != "paper":
+            continue
+        if c.model.lower() in ("densenet201-cifar100", "densenet201_cifar100"):
+            cifar = True
+            if not finetune.checkpoint_path(folder, c.seed).is_file() and c.seed not in seeds_missing:
+                seeds_missing.append(c.seed)
+            continue
+        imagenet = True
+        _, spec = models.paper_model_spec(c.model)
+        entry, path = models.torchvision_weights_file(spec.builder)
+        if not path.is_file():
+            problems.append(str(models._missing_torchvision_weights(spec.display, spec.builder, entry.name,
+                                                                    entry.url, path)))
+    if seeds_missing:
+        seeds = " ".join(str(x) for x in seeds_missing)
+        problems.append(
+            f"casekit: the fine-tuned DenseNet-201 (CIFAR-100) checkpoints of seed(s) {seeds} do not exist.\n"
+            f"  missing: {', '.join(finetune.checkpoint_path(folder, x).name for x in seeds_missing)}\n"
+            f"  looked in: {folder} ($CASEKIT_CACHE/finetune)\n"
+            f"  to provide them: run  python -m casekit.finetune --seed {seeds}  (with CIFAR-100 in place; a GPU is "
+            "advisable, see the book's 'Profiles' page), which writes them there, or copy them there.")
+    for needed, load in ((imagenet, data.imagenet_val), (cifar, lambda: data.cifar100(train=False))):
+        if needed:
+            try:
+                load()
+            except data.MissingDataError as err:
+                problems.append(str(err))
+    return list(dict.fromkeys(problems))
+
+
 def run_study(profile: str = "demo", *, results_dir: str | os.PathLike | None = None, recompute: bool = False,
               progress: bool = True, **options: Any) -> Results:
     """Run (or resume, or just load) the whole study of a profile; ``options`` go to :func:`study_configs`
@@ -1166,5 +1212,5 @@ def part_areas(profile: str = "demo", image_ids: Sequence[int] | None = None) ->
                          "shared_area": (p == 1).double().mean(1).numpy()})
 
 
-__all__ += ["CONTRAST_STUDY_DIR", "CONTRAST_KEY", "profile_models", "study_config", "contrast_configs",
+__all__ += ["missing_inputs", "CONTRAST_STUDY_DIR", "CONTRAST_KEY", "profile_models", "study_config", "contrast_configs",
             "contrast_study", "representative_images", "denormalizer", "case_example", "part_areas"]

@@ -319,3 +319,19 @@ def test_dry_run_prints_the_plan():
     lines = dict(line.split(": ", 1) for line in proc.stdout.strip().splitlines())
     quick = json.loads(lines["notebooks/00_quickstart.ipynb"])
     assert quick["seed"] == 3 and quick["device"] == "cpu"
+
+
+def test_paper_profile_without_inputs_stops_before_running_anything(tmp_path, monkeypatch):
+    """Offline, `make book PROFILE=paper` lists everything that is missing once, and executes no notebook."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("CASEKIT_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("CASEKIT_CACHE", str(tmp_path / "cache"))
+    proc = run_driver("--profile", "paper", "--build-dir", str(tmp_path / "build"), timeout=300)
+    assert proc.returncode == 1
+    err = proc.stderr
+    assert "needs 7 item(s) that are not on this machine (nothing was run)" in err, err
+    for name in ("resnet50-", "vgg19_bn-", "densenet201-", "convnext_large-", "seed(s) 0 1 2 3 4",
+                 "ImageNet validation images not found", "CIFAR-100 (test split) not found"):
+        assert name in err, name
+    assert not (tmp_path / "build" / "notebooks").exists()
+    assert "[1/" not in proc.stdout

@@ -441,3 +441,44 @@ def test_contrast_study_rows_equal_plain_runs(contrast_run, resnet_subject, tmp_
     # K and the strategy reach CASE: the settings' maps differ
     top2 = rows[rows["target"] == "top2"].set_index(["contrast_strategy", "contrast_k", "image_id"])["agreement"]
     assert not np.allclose(top2.loc[("confusion", 1)], top2.loc[("confusion", 3)], equal_nan=True)
+
+
+# ---------------------------------------------------------------------------------------------- missing_inputs
+
+
+def test_missing_inputs_names_every_missing_item(tmp_path, monkeypatch):
+    from casekit import finetune, models
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("CASEKIT_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("CASEKIT_CACHE", str(tmp_path / "cache"))
+    assert E.missing_inputs("demo") == []
+    missing = E.missing_inputs("paper")
+    # four weight files, one message for the five fine-tuned seeds, ImageNet, CIFAR-100
+    assert len(missing) == 7, missing
+    files = []
+    for name in E.PAPER_MODELS:
+        entry, path = models.torchvision_weights_file(models.paper_model_spec(name)[1].builder)
+        assert str(path.parent).startswith(str(tmp_path / "torch"))
+        assert sum(path.name in m for m in missing) == 1 and any(entry.url in m for m in missing)
+        files.append(path)
+    seeds = [m for m in missing if "fine-tuned" in m]
+    assert len(seeds) == 1 and "seed(s) 0 1 2 3 4" in seeds[0] and str(tmp_path / "cache" / "finetune") in seeds[0]
+    assert any("ImageNet" in m and str(tmp_path / "data" / "imagenet" / "val") in m for m in missing)
+    assert any("CIFAR-100" in m and str(tmp_path / "data" / "cifar100") in m for m in missing)
+
+    # provide the weights and two checkpoints: only the data and the three other seeds remain
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    for s in (0, 3):
+        ckpt = finetune.checkpoint_path(tmp_path / "cache" / "finetune", s)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        ckpt.write_bytes(b"")
+    missing = E.missing_inputs("paper")
+    assert len(missing) == 3, missing
+    assert "seed(s) 1 2 4" in next(m for m in missing if "fine-tuned" in m)
+    assert not any(".pth" in m for m in missing)
+    # only what the given runs need
+    only_resnet = E.missing_inputs("paper", [E.RunConfig(model="resnet50", profile="paper")])
+    assert len(only_resnet) == 1 and "ImageNet" in only_resnet[0]
