@@ -223,6 +223,20 @@ def _label(text: str, width: int = 20) -> str:
     return "\n".join(textwrap.wrap(str(text), width)) or str(text)
 
 
+def _image_grid(images: torch.Tensor, maps: Mapping[str, torch.Tensor],
+                cell: tuple[float, float]) -> tuple[Figure, np.ndarray, list[str], int, int]:
+    """A grid with one row per image and ``1 + methods × targets`` columns, the image drawn in column 0."""
+    B, T = _check_maps(images, maps)
+    ms = [canonical_method(m) for m in maps]
+    ncols = 1 + len(ms) * T
+    fig = Figure(figsize=(cell[0] * ncols, cell[1] * B), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(B, ncols, squeeze=False))
+    for b in range(B):
+        axes[b, 0].imshow(_as_hwc(images[b]))
+        axes[b, 0].set_title("image", fontsize=8)
+    return fig, axes, ms, B, T
+
+
 def saliency_grid(images: torch.Tensor, maps: Mapping[str, torch.Tensor], *,
                   target_names: Sequence[Sequence[str]] | None = None, alpha: float = 0.5,
                   cmap: str = "jet", title: str | None = None) -> Figure:
@@ -230,15 +244,9 @@ def saliency_grid(images: torch.Tensor, maps: Mapping[str, torch.Tensor], *,
 
     ``images [B, 3, H, W]`` in [0, 1] (denormalised); ``maps``: ``{method: [B, T, H, W]}`` (e.g.
     ``CAMResult.maps``); ``target_names[b][t]`` labels each map (default "target t")."""
-    B, T = _check_maps(images, maps)
-    ms = [canonical_method(m) for m in maps]
-    ncols = 1 + len(ms) * T
-    fig = Figure(figsize=(1.9 * ncols, 2.3 * B), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(B, ncols, squeeze=False))
+    fig, axes, ms, B, T = _image_grid(images, maps, (1.9, 2.3))
     for b in range(B):
         img = _as_hwc(images[b])
-        axes[b, 0].imshow(img)
-        axes[b, 0].set_title("image", fontsize=8)
         c = 1
         for m, key in zip(ms, maps):
             for t in range(T):
@@ -266,15 +274,9 @@ def masked_topk_grid(images: torch.Tensor, maps: Mapping[str, torch.Tensor], *, 
     nothing ("no top-k set")."""
     from .metrics import topk_agreement, topk_mask
 
-    B, T = _check_maps(images, maps)
-    ms = [canonical_method(m) for m in maps]
-    ncols = 1 + len(ms) * T
-    fig = Figure(figsize=(1.8 * ncols, 2.2 * B), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(B, ncols, squeeze=False))
+    fig, axes, ms, B, T = _image_grid(images, maps, (1.8, 2.2))
     for b in range(B):
         img = _as_hwc(images[b])
-        axes[b, 0].imshow(img)
-        axes[b, 0].set_title("image", fontsize=8)
         c = 1
         for m, key in zip(ms, maps):
             mb = maps[key][b].detach().float().cpu()

@@ -58,20 +58,21 @@ def model_display(model: str) -> str:
     return MODEL_NAMES.get(model, model)
 
 
-def _maps(data: Any) -> pd.DataFrame:
+def _frame(data: Any, table: str) -> pd.DataFrame:
+    """``data.<table>`` of a :class:`Results`, or ``data`` itself when it already is that DataFrame."""
     if isinstance(data, Results):
-        return data.maps
+        return getattr(data, table)
     if isinstance(data, pd.DataFrame):
         return data
-    raise TypeError(f"expected the maps DataFrame of a run or a Results object, got {type(data).__name__}")
+    raise TypeError(f"expected the {table} DataFrame of a run or a Results object, got {type(data).__name__}")
+
+
+def _maps(data: Any) -> pd.DataFrame:
+    return _frame(data, "maps")
 
 
 def _sparsity(data: Any) -> pd.DataFrame:
-    if isinstance(data, Results):
-        return data.sparsity
-    if isinstance(data, pd.DataFrame):
-        return data
-    raise TypeError(f"expected the sparsity DataFrame of a run or a Results object, got {type(data).__name__}")
+    return _frame(data, "sparsity")
 
 
 def _method_rank(m: str) -> int:
