@@ -16,6 +16,8 @@ pytorch-grad-cam (PyPI ``grad-cam``) must be installed.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import platform
 import sys
@@ -120,7 +122,9 @@ def pgc_maps(method: str, model: nn.Module, layer: nn.Module, images: torch.Tens
         kwargs: dict = {"reshape_transform": _clone}
         if method == "ablationcam":
             kwargs["ablation_layer"] = FixedAblation()
-        with classes[method](model=model, target_layers=[layer], **kwargs) as cam:
+        # its Score-CAM and Ablation-CAM draw tqdm bars on stderr; keep the benchmark's table readable
+        with classes[method](model=model, target_layers=[layer], **kwargs) as cam, \
+                contextlib.redirect_stderr(io.StringIO()):
             out[:, t] = cam(images, [Target(int(c)) for c in targets[:, t]])
     return out
 
@@ -184,8 +188,9 @@ def run(quick: bool = False, device: str = "cpu", repeat: int = 1, methods: tupl
         targets = logits.topk(2, dim=1).indices
         contrast = _contrast(logits, targets, k)
         n_maps = targets.numel()
-        # warm-up (allocators, kernels) on one image
+        # warm-up (allocators, kernels) on one image, for both libraries, so neither is timed cold
         explain(model, images[:1], cfg["layer"], "gradcam", targets[:1])
+        pgc_maps("gradcam", model, layer, images[:1], targets[:1])
         for m in todo:
             variants = [(None, "")]
             if m in ("scorecam", "ablationcam") and dev.type == "cuda":
