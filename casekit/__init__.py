@@ -3,7 +3,10 @@
 >>> import casekit as ck
 >>> maps = ck.saliency(model, images, "layer4.2.conv3", "case", targets, contrast)
 
-Submodules load on first use: ``ck.demo``, ``ck.models``, ``ck.data``,
+The package is grouped in rooms by concern, imports going one way (down):
+``cam`` (engine, methods, contrast sets) → ``evaluation`` (metrics, statistics) → ``subjects`` (models and
+data) → ``study`` (runner, store) → ``report`` (tables, figures, explorers); ``book`` and ``bench`` are the
+command-line entry points.  Short names load on first use: ``ck.demo``, ``ck.models``, ``ck.data``,
 ``ck.metrics``, ``ck.stats``, ``ck.experiments``, ``ck.widgets``.
 """
 
@@ -12,8 +15,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .contrast import confusion_matrix, contrast_sets, row_normalise
-from .engine import DISPLAY_NAMES, GRADIENT_METHODS, METHODS, CAMResult, CASEVectors, case_vectors, explain, finalize_maps, saliency
+from .cam.contrast import confusion_matrix, contrast_sets, row_normalise
+from .cam.engine import DISPLAY_NAMES, GRADIENT_METHODS, METHODS, CAMResult, CASEVectors, case_vectors, explain, finalize_maps, saliency
 
 __version__ = "0.1.0"
 
@@ -32,10 +35,34 @@ __all__ = [
     "row_normalise",
 ]
 
-_SUBMODULES = {"demo", "models", "data", "metrics", "stats", "experiments", "widgets", "synthetic", "zoo", "store", "tables", "bench", "finetune", "figures"}
+# Short public names (``ck.metrics``, ``ck.demo``, ...) for modules that live in the rooms below; loaded on first use.
+_SUBMODULES = {
+    "demo": "subjects.demo",
+    "models": "subjects.models",
+    "data": "subjects.data",
+    "synthetic": "subjects.synthetic",
+    "zoo": "subjects.zoo",
+    "finetune": "subjects.finetune",
+    "metrics": "evaluation.metrics",
+    "stats": "evaluation.stats",
+    "experiments": "study.experiments",
+    "store": "study.store",
+    "tables": "report.tables",
+    "figures": "report.figures",
+    "widgets": "report.widgets",
+    "bench": "bench",
+    "book": "book",
+    "cam": "cam",
+    "evaluation": "evaluation",
+    "subjects": "subjects",
+    "study": "study",
+    "report": "report",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
+        module = importlib.import_module(f".{_SUBMODULES[name]}", __name__)
+        globals()[name] = module
+        return module
     raise AttributeError(f"module 'casekit' has no attribute {name!r}")

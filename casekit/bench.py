@@ -30,7 +30,7 @@ import torch
 import torchvision
 from torch import nn
 
-from .engine import explain
+from .cam.engine import explain
 
 GOALS = {"gradcam": 3.0, "gradcam++": 3.0, "layercam": 3.0, "case": 6.0, "scorecam": 1.8, "ablationcam": 1.8}
 

@@ -564,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
 
         if args.profile == "paper" and not args.html_only:
-            from .experiments import missing_inputs
+            from .study.experiments import missing_inputs
 
             missing = missing_inputs("paper")
             if missing:

@@ -1,4 +1,4 @@
-"""casekit.experiments, "book: notebooks 01–03": the contrast-set study and the inputs of Figures 1–3.
+"""casekit.study.experiments, "book: notebooks 01–03": the contrast-set study and the inputs of Figures 1–3.
 
 Configs and hand-made result frames are checked against values written down here; the demo-zoo tests run one
 tiny real study (one model, 4 images) and compare it with the plain runner, the benchmark's own masks and the
@@ -16,9 +16,9 @@ import pytest
 import torch
 
 import casekit as ck
-from casekit import experiments as E
-from casekit.contrast import contrast_sets
-from casekit.synthetic import normalize
+from casekit.study import experiments as E
+from casekit.cam.contrast import contrast_sets
+from casekit.subjects.synthetic import normalize
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_FAMILIES = ("resnet", "vgg", "densenet", "convnext")

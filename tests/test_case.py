@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 import casekit as ck
-from casekit import methods as M
+from casekit.cam import methods as M
 
 
 class GapLinear(nn.Module):
@@ -129,8 +129,8 @@ def test_projection_is_orthogonal_to_contrast_mean(resnet):
     x = torch.randn(2, 3, 64, 64)
     res = ck.explain(resnet, x, "layer4.1.conv2", "gradcam", torch.arange(12).repeat(2, 1))
     # gradients for all 12 classes via the engine's own batched backward
-    from casekit.engine import class_gradients
-    from casekit.hooks import LayerCapture, evaluation_mode
+    from casekit.cam.engine import class_gradients
+    from casekit.cam.hooks import LayerCapture, evaluation_mode
 
     with evaluation_mode(resnet):
         cap = LayerCapture(resnet.layer4[1].conv2, "layer4.1.conv2", grad_from_layer=True)

@@ -1,4 +1,4 @@
-"""casekit.data: ImageNet folders (both layouts), seeded correct-only samples, disjoint splits, CIFAR-100, the
+"""casekit.subjects.data: ImageNet folders (both layouts), seeded correct-only samples, disjoint splits, CIFAR-100, the
 shared CIFAR-10 images and the missing-data messages."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from scipy import io as sio
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from casekit import data as D
+from casekit.subjects import data as D
 from conftest import REFERENCE_CIFAR10, needs_shared_cifar10
 
 # wnid → torchvision class index (sorted-wnid order) and name, checked against torchvision's own metadata below

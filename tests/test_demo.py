@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 import casekit as ck
-from casekit import synthetic as sy
-from casekit import zoo
+from casekit.subjects import synthetic as sy
+from casekit.subjects import zoo
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DATA = sy.BenchmarkConfig(split_sizes={"train": 192, "val": 60, "test": 60})
@@ -128,7 +128,8 @@ def test_a_damaged_checkpoint_is_never_used(tmp_path, monkeypatch):
 _WORKER = """
 import os, sys
 os.environ["CASEKIT_CACHE"] = sys.argv[1]
-from casekit import synthetic as sy, zoo
+from casekit.subjects import synthetic as sy
+from casekit.subjects import zoo
 data = sy.BenchmarkConfig(split_sizes={{"train": {train}, "val": 60, "test": 60}})
 t = zoo.get("resnet", 0, data=data, settings=zoo.TrainSettings(epochs={epochs}, batch_size=32), progress=False)
 print("TRAINED" if t.trained_now else "LOADED", flush=True)

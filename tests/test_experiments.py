@@ -1,4 +1,4 @@
-"""casekit.experiments: the RQ1 / RQ2 / sparsity runners on tiny models whose answers are known.
+"""casekit.study.experiments: the RQ1 / RQ2 / sparsity runners on tiny models whose answers are known.
 
 The hand-checked model is ``x → Identity ("feat") → spatial mean → Linear(W = 10·I)``: the attribution layer
 *is* the image, the logit of class c is 10·mean(x_c), so every gradient method's map for class c is the image's
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 import casekit as ck
-from casekit.experiments import (
+from casekit.study.experiments import (
     MAP_KEY,
     RunConfig,
     Subject,
@@ -483,7 +483,7 @@ SCRIPT = textwrap.dedent(
     import sys
     sys.path.insert(0, {tests!r})
     from test_experiments import TINY, tiny_subject
-    from casekit.experiments import run
+    from casekit.study.experiments import run
     cfg = TINY.replace(n_images=24, batch_size=2, methods=("gradcam", "scorecam", "case"))
     print("started", flush=True)
     run(cfg, tiny_subject(slow={slow}), results_dir=sys.argv[1], progress=False)

@@ -1,4 +1,4 @@
-"""casekit.figures: what is drawn is the data (bar heights, lines, masked pixels), and every figure renders."""
+"""casekit.report.figures: what is drawn is the data (bar heights, lines, masked pixels), and every figure renders."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
-from casekit import figures as F
-from casekit import tables as T
-from casekit.metrics import topk_mask
+from casekit.report import figures as F
+from casekit.report import tables as T
+from casekit.evaluation.metrics import topk_mask
 
 from test_tables import drops, low_for_case, make_maps
 

@@ -1,4 +1,4 @@
-"""casekit.finetune on the CPU: untrained DenseNet-201, a fake CIFAR-100 folder, 32×32 images, one batch per epoch.
+"""casekit.subjects.finetune on the CPU: untrained DenseNet-201, a fake CIFAR-100 folder, 32×32 images, one batch per epoch.
 
 Checks that a checkpoint is written each epoch, that a restarted run resumes from it and ends with exactly the
 weights of an uninterrupted run with the same seed, and the error paths.
@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from casekit import data as D
-from casekit import finetune as FT
-from casekit.models import MissingWeightsError
+from casekit.subjects import data as D
+from casekit.subjects import finetune as FT
+from casekit.subjects.models import MissingWeightsError
 
 TINY = dict(device="cpu", weights=None, batch_size=2, image_size=32, max_steps=1, max_eval_batches=1, verify_md5=False, progress=False)
 
@@ -77,7 +77,7 @@ def test_load_finetuned(runs, one_thread):
     assert not model.training and layers["final_conv"] == "features.denseblock4.denselayer32.conv2"
     saved = torch.load(runs["resumed"]["checkpoint"], weights_only=True)["model"]
     assert torch.equal(model.classifier.weight, saved["classifier.weight"])
-    with pytest.raises(MissingWeightsError, match="python -m casekit.finetune"):
+    with pytest.raises(MissingWeightsError, match="python -m casekit.subjects.finetune"):
         FT.load_finetuned(runs["base"] / "missing.pt")
 
 

@@ -1,4 +1,4 @@
-"""casekit.metrics on tiny inputs whose answers are worked out by hand."""
+"""casekit.evaluation.metrics on tiny inputs whose answers are worked out by hand."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import casekit as ck
-from casekit.metrics import (
+from casekit.evaluation.metrics import (
     active_channels,
     class_mean_active_channels,
     confidence_drop,

@@ -1,4 +1,4 @@
-"""casekit.models: the paper's four models and their layers, offline weight handling, the CIFAR-10 reference ResNets."""
+"""casekit.subjects.models: the paper's four models and their layers, offline weight handling, the CIFAR-10 reference ResNets."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torchvision
 from PIL import Image
 
 import casekit as ck
-from casekit import models as M
+from casekit.subjects import models as M
 from conftest import REFERENCE_CIFAR10, needs_shared_cifar10
 
 # The attribution layers' output shapes [C, h, w] at 224×224 (reference-implementation notes).

@@ -1,4 +1,4 @@
-"""casekit.stats against hand computations and scipy."""
+"""casekit.evaluation.stats against hand computations and scipy."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from casekit.stats import (
+from casekit.evaluation.stats import (
     bootstrap_median_ci,
     class_sensitivity_test,
     format_p,

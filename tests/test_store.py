@@ -1,4 +1,4 @@
-"""casekit.store: atomic batches, resume after SIGKILL, duplicate and config checks."""
+"""casekit.study.store: atomic batches, resume after SIGKILL, duplicate and config checks."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from casekit.store import ResultStore
+from casekit.study.store import ResultStore
 
 KEY = ("model", "image_id", "method")
 CONFIG = {"seed": 0, "k": 0.05, "methods": ["gradcam", "case"]}
@@ -32,8 +32,8 @@ RUNNER = textwrap.dedent(
         package = types.ModuleType("casekit")
         package.__path__ = [os.environ["CASEKIT_PACKAGE_DIR"]]
         sys.modules["casekit"] = package
-    from casekit import store as store_module
-    from casekit.store import ResultStore
+    from casekit.study import store as store_module
+    from casekit.study.store import ResultStore
 
     KEY = ("model", "image_id", "method")
     CONFIG = {"seed": 0, "k": 0.05, "methods": ["gradcam", "case"]}

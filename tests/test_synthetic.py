@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from casekit import synthetic as sy
+from casekit.subjects import synthetic as sy
 
 CFG = sy.BenchmarkConfig()
 CLUTTERED = sy.BenchmarkConfig(distractors=(6, 8))  # occlusions are common here

@@ -1,4 +1,4 @@
-"""casekit.tables on hand-made result frames, with scipy as the oracle for every p-value."""
+"""casekit.report.tables on hand-made result frames, with scipy as the oracle for every p-value."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from casekit import tables as T
-from casekit.stats import format_p
+from casekit.report import tables as T
+from casekit.evaluation.stats import format_p
 
 METHODS = ("gradcam", "gradcam++", "scorecam", "ablationcam", "layercam", "case")
 MODELS = ("resnet", "vgg", "densenet", "convnext")
@@ -496,7 +496,7 @@ from types import SimpleNamespace  # noqa: E402
 
 import torch  # noqa: E402
 
-from casekit.stats import holm  # noqa: E402
+from casekit.evaluation.stats import holm  # noqa: E402
 
 
 def test_model_display():

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 import casekit as ck
-from casekit.stats import class_sensitivity_test, format_p
-from casekit.widgets import LIVE_NOTE, AgreementExplorer, SaliencyExplorer
+from casekit.evaluation.stats import class_sensitivity_test, format_p
+from casekit.report.widgets import LIVE_NOTE, AgreementExplorer, SaliencyExplorer
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 C, H = 6, 16

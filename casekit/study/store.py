@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._io import atomic_path, atomic_write_text, config_hash
+from .._io import atomic_path, atomic_write_text, config_hash
 
 try:  # POSIX advisory locks; without them the store assumes a single writer
     import fcntl

@@ -15,7 +15,7 @@ augmentation are seeded from ``(seed, epoch)``, so an interrupted and resumed ru
 an uninterrupted one (bitwise on the CPU; on a GPU cuDNN runs in deterministic mode, which made it bitwise there
 too in our check, though PyTorch does not promise it for every kernel).
 
-    python -m casekit.finetune --seed 0 1 2 3 4 --data ~/data --out runs/cifar100
+    python -m casekit.subjects.finetune --seed 0 1 2 3 4 --data ~/data --out runs/cifar100
 
 Cost, measured on one H200 (16 CPU cores, 8 loader workers): about 0.1 s per batch of 32 at 224×224, so roughly
 50 minutes per seed for 20 epochs of the 50,000 training images, about 4 hours for the five seeds.  A resumed
@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ._io import atomic_path, cache_dir
+from .._io import atomic_path, cache_dir
 from .data import MissingDataError, cifar100
 from .models import PAPER_MODELS, MissingWeightsError, load_paper_model
 
@@ -104,7 +104,7 @@ def finetune_cifar100(
     Each step minimises the cross-entropy of the 100-way logits with Adam.  ``max_steps`` caps the training batches
     per epoch and ``max_eval_batches`` the test batches (for smoke tests; ``None`` = the full splits).
     ``out_dir`` defaults to ``$CASEKIT_CACHE/finetune``; ``root`` is the CIFAR-100 folder (see
-    ``casekit.data.cifar100``).  Returns ``{"checkpoint": Path, "epoch": completed epochs, "history": [...]}``,
+    ``casekit.subjects.data.cifar100``).  Returns ``{"checkpoint": Path, "epoch": completed epochs, "history": [...]}``,
     one history row per epoch: ``epoch, train_loss, train_accuracy, test_accuracy`` (``None`` without ``evaluate``).
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -256,7 +256,7 @@ def load_finetuned(path: str | os.PathLike, device: str | torch.device = "cpu") 
         raise MissingWeightsError(
             f"casekit: the fine-tuned DenseNet-201 checkpoint {path} does not exist.\n"
             f"  looked in: {path.parent}\n"
-            "  to provide it: run  python -m casekit.finetune --seed <s> --data <cifar100 folder> --out <folder>  "
+            "  to provide it: run  python -m casekit.subjects.finetune --seed <s> --data <cifar100 folder> --out <folder>  "
             "(a GPU is advisable) and pass the .pt file it writes."
         )
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -268,9 +268,9 @@ def load_finetuned(path: str | os.PathLike, device: str | torch.device = "cpu") 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m casekit.finetune --seed 0 [1 ...] --data DIR --out DIR``."""
+    """Command line: ``python -m casekit.subjects.finetune --seed 0 [1 ...] --data DIR --out DIR``."""
     parser = argparse.ArgumentParser(
-        prog="python -m casekit.finetune",
+        prog="python -m casekit.subjects.finetune",
         description="Fine-tune ImageNet-pretrained DenseNet-201 on CIFAR-100 (the paper's seed-robustness models). "
         "Resumes from the checkpoint in --out.",
     )

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hooks import evaluation_mode
+from ..cam.hooks import evaluation_mode
 
 Ties = Literal["random", "index"]
 Fill = Union[Literal["mean", "blur"], float, Sequence[float], torch.Tensor]

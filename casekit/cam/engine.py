@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import methods as M
-from ._checks import (
+from .checks import (
     as_contrast,
     as_targets,
     check_class_range,

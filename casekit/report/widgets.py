@@ -8,8 +8,8 @@
 
 Both are ``VBox`` widgets: in JupyterLab every control updates the view at once.  Their display also
 carries a static HTML snapshot of the current state (figure and numbers), which is what the built book
-and other viewers without a widget manager show.  All numbers come from :mod:`casekit.metrics` and
-:mod:`casekit.stats`; nothing is computed twice in a different way here.
+and other viewers without a widget manager show.  All numbers come from :mod:`casekit.evaluation.metrics` and
+:mod:`casekit.evaluation.stats`; nothing is computed twice in a different way here.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import metrics
-from ._checks import resolve_layer
-from .engine import DISPLAY_NAMES, METHODS, canonical_method, explain
+from ..evaluation import metrics
+from ..cam.checks import resolve_layer
+from ..cam.engine import DISPLAY_NAMES, METHODS, canonical_method, explain
 
 __all__ = ["SaliencyExplorer", "AgreementExplorer", "figure_png"]
 
@@ -494,7 +494,7 @@ class AgreementExplorer(_SnapshotBox):
             self._summary_html = self.summary.value
 
     def _update(self) -> None:
-        from . import stats
+        from ..evaluation import stats
 
         sel = self.results
         for col, menu in self.menus.items():
@@ -545,7 +545,7 @@ class AgreementExplorer(_SnapshotBox):
         return f"not shown class-sensitive: agreement not significantly below {thr} (α = {r.get('alpha', 0.05):g})"
 
     def _summary(self) -> str:
-        from .stats import format_p
+        from ..evaluation.stats import format_p
 
         r = self.result_dict()
         known = {"n", "n_excluded", "n_zero", "median", "ci_low", "ci_high", "p", "method", "alternative"}

@@ -1,4 +1,4 @@
-"""The paper's figures, drawn from the data of :mod:`casekit.tables` (matplotlib ``Figure`` objects, no pyplot
+"""The paper's figures, drawn from the data of :mod:`casekit.report.tables` (matplotlib ``Figure`` objects, no pyplot
 state: a notebook shows the returned figure once).
 
 - :func:`saliency_grid` — Figure 1: an image and its maps for the top-1 and top-2 classes.
@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from .engine import DISPLAY_NAMES, canonical_method
+from ..cam.engine import DISPLAY_NAMES, canonical_method
 from .tables import PAPER_METHOD_ORDER, agreement_histogram, model_display
 
 __all__ = [
@@ -66,7 +66,7 @@ def agreement_histograms(data: Any, *, model: str, layer: str = "final_conv", se
                          title: str | None = None) -> Figure:
     """Figures 7–11: one panel per method, the images' top-k agreement in ``bin_width`` bins (percent axis),
     a red dashed line at ``threshold``; each panel notes n and the constant maps left out.  Counts come from
-    :func:`casekit.tables.agreement_histogram`."""
+    :func:`casekit.report.tables.agreement_histogram`."""
     hist = agreement_histogram(data, bin_width=bin_width, comparison=comparison, model=model, layer=layer, seed=seed)
     if hist.empty:
         raise ValueError(f"no agreement rows for model={model!r}, layer={layer!r}, seed={seed}, {comparison}")
@@ -99,7 +99,7 @@ def active_channel_kde(class_means: pd.DataFrame, *, hue: str = "Model", fractio
                        title: str | None = None, ax: Any = None) -> Figure:
     """Figures 5–6: kernel density estimates of the per-class mean number of active channels (one curve per
     ``hue`` value, e.g. ``"Model"`` for Figure 6 or ``"layer"`` for Figure 5), with the classes as a rug.
-    ``class_means`` is :func:`casekit.tables.class_active_channels`; ``fraction=True`` plots the fraction of
+    ``class_means`` is :func:`casekit.report.tables.class_active_channels`; ``fraction=True`` plots the fraction of
     the layer's channels instead of counts.  A group whose classes all have the same value gets a vertical
     line (a KDE needs spread)."""
     import seaborn as sns
@@ -132,7 +132,7 @@ def active_channel_kde(class_means: pd.DataFrame, *, hue: str = "Model", fractio
 
 def seed_robustness_bars(seed_frame: pd.DataFrame, *, threshold: float = 0.5, title: str | None = None) -> Figure:
     """Figure 4: mean top-k agreement per method, one bar per seed (lower = more class-distinct), the
-    threshold as a red dashed line.  ``seed_frame`` is :func:`casekit.tables.seed_agreement`."""
+    threshold as a red dashed line.  ``seed_frame`` is :func:`casekit.report.tables.seed_agreement`."""
     need = {"seed", "method", "mean"}
     if not need <= set(seed_frame.columns):
         raise ValueError(f"seed_frame lacks column(s) {sorted(need - set(seed_frame.columns))}")
@@ -163,7 +163,7 @@ def seed_robustness_bars(seed_frame: pd.DataFrame, *, threshold: float = 0.5, ti
 def deletion_curve_plot(curves: pd.DataFrame, *, methods: Sequence[str] | None = None, ncols: int = 4,
                         title: str | None = None) -> Figure:
     """Mean relative confidence drop after blanking the top-k % pixels, k on a log axis, one panel per model
-    and one line per method (± 1 standard error).  ``curves`` is :func:`casekit.tables.deletion_curves`."""
+    and one line per method (± 1 standard error).  ``curves`` is :func:`casekit.report.tables.deletion_curves`."""
     need = {"model", "method", "k", "mean_relative_drop", "sem_relative_drop"}
     if not need <= set(curves.columns):
         raise ValueError(f"curves lacks column(s) {sorted(need - set(curves.columns))}")
@@ -270,9 +270,9 @@ def masked_topk_grid(images: torch.Tensor, maps: Mapping[str, torch.Tensor], *, 
     """Figure 3: per image (rows) the image and, for each method, the image showing only the top-k % pixels
     of the map for each target (the rest darkened), titled with the two maps' top-k agreement.
 
-    The pixels are :func:`casekit.metrics.topk_mask`'s (the same sets RQ1 scores); a constant map shows
+    The pixels are :func:`casekit.evaluation.metrics.topk_mask`'s (the same sets RQ1 scores); a constant map shows
     nothing ("no top-k set")."""
-    from .metrics import topk_agreement, topk_mask
+    from ..evaluation.metrics import topk_agreement, topk_mask
 
     fig, axes, ms, B, T = _image_grid(images, maps, (1.8, 2.2))
     for b in range(B):
@@ -329,7 +329,7 @@ def sparsity_sensitivity_plot(frame: pd.DataFrame, *, fraction: bool = True, thr
     """The relation the paper posits, one panel per method: each attribution layer's sparsity (median class;
     fraction of channels active, or the count with ``fraction=False``) against the method's median top-k
     agreement there with its bootstrap CI; a filled marker where the method rejects H0, hollow where not; the
-    threshold as a red dashed line.  ``frame`` is :func:`casekit.tables.sparsity_sensitivity`."""
+    threshold as a red dashed line.  ``frame`` is :func:`casekit.report.tables.sparsity_sensitivity`."""
     need = {"model", "layer", "method", "median", "ci_low", "ci_high", "reject", "median_fraction", "median_active"}
     if not need <= set(frame.columns):
         raise ValueError(f"frame lacks column(s) {sorted(need - set(frame.columns))}: pass sparsity_sensitivity's table")
@@ -387,7 +387,7 @@ def layer_comparison_plot(full: pd.DataFrame, class_means: pd.DataFrame | None =
     """Table II and Figure 5 side by side: (left) each method's median top-k agreement with its bootstrap CI at
     each layer, filled where H0 is rejected, the threshold as a red dashed line; (right, when ``class_means`` is
     given) the KDEs of the per-class fraction of active channels of the same layers.  ``full`` is
-    :func:`casekit.tables.table2_full`, ``class_means`` :func:`casekit.tables.class_active_channels`."""
+    :func:`casekit.report.tables.table2_full`, ``class_means`` :func:`casekit.report.tables.class_active_channels`."""
     need = {"layer", "method", "median", "ci_low", "ci_high", "reject"}
     if not need <= set(full.columns):
         raise ValueError(f"full lacks column(s) {sorted(need - set(full.columns))}: pass table2_full's table")
@@ -434,7 +434,7 @@ def layer_comparison_plot(full: pd.DataFrame, class_means: pd.DataFrame | None =
 def fidelity_difference_plot(diffs: pd.DataFrame, *, ncols: int = 4, title: str | None = None) -> Figure:
     """The paired comparisons behind Table III: per model (panel) and baseline (row) the mean of CASE − method
     of the confidence drop on the same images with its confidence interval; right of the grey zero line CASE's
-    drop is higher.  ``diffs`` is :func:`casekit.tables.fidelity_differences`."""
+    drop is higher.  ``diffs`` is :func:`casekit.report.tables.fidelity_differences`."""
     need = {"model", "method", "mean_diff", "ci_low", "ci_high", "p_two_sided"}
     if not need <= set(diffs.columns):
         raise ValueError(f"diffs lacks column(s) {sorted(need - set(diffs.columns))}: pass fidelity_differences' table")
@@ -475,7 +475,7 @@ def appendix_histograms(data: Any, *, seed: int = 0, models: Sequence[str] | Non
     """Figures 7–11: :func:`agreement_histograms` for every (model, layer) of the run at ``seed``, in the
     appendix's order (VGG, ResNet, ConvNeXt, DenseNet's final conv, DenseNet's ``norm5``, then any other model),
     each titled with the model, the layer role and the module name."""
-    from .experiments import agreement_rows
+    from ..study.experiments import agreement_rows
 
     agree = agreement_rows(data.maps if hasattr(data, "maps") else data, seed=seed, comparison=comparison,
                            model=models)
@@ -515,7 +515,7 @@ def show_figures_inline() -> bool:
 
     The figures are built without pyplot, so unless pyplot was imported with the inline backend no formatter
     knows them and a notebook shows only ``<Figure size …>``.  Registers one (leaving an existing one in
-    place); returns whether a formatter is now registered.  Called when :mod:`casekit.figures` is imported."""
+    place); returns whether a formatter is now registered.  Called when :mod:`casekit.report.figures` is imported."""
     import sys
 
     if "IPython" not in sys.modules:
@@ -543,7 +543,7 @@ __all__ += ["active_channel_kdes", "sparsity_sensitivity_plot", "layer_compariso
 # =============================================================================================== notebooks 01–03
 # Figure 2 (CASE's projection, computed), the contrast-set study, and the ground-truth evidence.  Additive block.
 
-from .experiments import STRATEGIES as _STRATEGIES  # noqa: E402
+from ..study.experiments import STRATEGIES as _STRATEGIES  # noqa: E402
 
 _STRATEGY_STYLE = {"confusion": "-", "logits": "--"}
 _STRATEGY_LABEL = {"confusion": "confusion matrix", "logits": "image's top logits"}
@@ -568,14 +568,14 @@ def _outline(ax: Any, masks: Mapping[str, torch.Tensor] | None, b: int) -> None:
 
 def case_projection(example: Mapping[str, Any], *, index: int = 0, target: int = 0, top: int = 12, k: float = 0.05,
                     title: str | None = None) -> Figure:
-    """Figure 2, computed: CASE on one image and target (from :func:`casekit.experiments.case_example`).
+    """Figure 2, computed: CASE on one image and target (from :func:`casekit.study.experiments.case_example`).
 
     Top: the channel weights ``w_u`` (target's pooled gradient = Grad-CAM's weights), ``w̄`` (mean of the
     contrast classes' pooled gradients) and ``w⊥ = w_u − (w_u·w̄)/‖w̄‖²·w̄`` (CASE's weights) for the ``top``
     channels with the largest ``max(|w_u|, |w⊥|)``.  Bottom: the image and the three maps ``ReLU(Σ_c w_c A_c)``
     over it, with the image's unique part outlined in white and the shared group part dashed in black, each
     titled with the share of its top-k pixels on the unique part (when the data has part masks)."""
-    from .metrics import unique_evidence
+    from ..evaluation.metrics import unique_evidence
 
     v = example["vectors"]
     B, T = v.targets.shape
@@ -633,7 +633,7 @@ def case_projection(example: Mapping[str, Any], *, index: int = 0, target: int =
 
 def contrast_effect(summary: pd.DataFrame, *, comparison: str = "top1_vs_top2", threshold: float = 0.5,
                     title: str | None = None) -> Figure:
-    """The effect of K and of the contrast strategy on CASE (:func:`casekit.tables.contrast_table`): left, the
+    """The effect of K and of the contrast strategy on CASE (:func:`casekit.report.tables.contrast_table`): left, the
     median top-k agreement (with its 95 % bootstrap CI) against K, the threshold dashed in red; right, the
     share of the top-1 map's top-k pixels on the true class's unique part (omitted without part masks).
     One colour per model, solid = confusion-matrix contrast, dashed = the image's own top logits."""
@@ -688,7 +688,7 @@ def contrast_effect(summary: pd.DataFrame, *, comparison: str = "top1_vs_top2", 
 
 def evidence_bars(evidence: pd.DataFrame, *, comparison: str = "top1_vs_top2", ncols: int = 4,
                   title: str | None = None) -> Figure:
-    """The ground truth per method (:func:`casekit.tables.evidence_comparison`): for each model a panel with,
+    """The ground truth per method (:func:`casekit.report.tables.evidence_comparison`): for each model a panel with,
     per method, the share of the top-1 (true-class) map's top-k pixels on the class's unique part (solid) and
     the same share for the other map of the comparison (hatched); with the columns ``unique_chance`` and
     ``unique_ceiling`` (``evidence_comparison(..., areas=...)``) the chance level (dotted) and the ceiling

@@ -515,7 +515,7 @@ def correct_sample(
         raise ValueError(f"asked for n={n} correctly classified images but the pool has only {candidates.numel()} images")
     order = candidates[torch.randperm(candidates.numel(), generator=torch.Generator().manual_seed(seed))]
     loader = DataLoader(Subset(dataset, order.tolist()), batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    from .hooks import evaluation_mode
+    from ..cam.hooks import evaluation_mode
 
     chosen: list[int] = []
     seen = 0

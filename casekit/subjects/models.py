@@ -353,7 +353,7 @@ def load_reference_cifar10(depth: int = 20, root: str | Path | None = None) -> t
 
     ``root`` defaults to ``$CASEKIT_SHARED/reference/cifar10``, else the ``shared/reference/cifar10`` found walking up
     from the current directory and from the package.  Inputs: 32×32 RGB normalised with ImageNet mean/std
-    (see ``casekit.data.reference_cifar10_images``).
+    (see ``casekit.subjects.data.reference_cifar10_images``).
     """
     if depth not in REFERENCE_CIFAR10_CHECKPOINTS:
         raise ValueError(f"reference CIFAR-10 checkpoints exist for depth {sorted(REFERENCE_CIFAR10_CHECKPOINTS)}, got {depth!r}")

@@ -1,9 +1,9 @@
 """Tables I–III of the paper and the data behind Figures 4–11, built from the experiment runners' rows.
 
-Every builder takes the ``maps`` table of :mod:`casekit.experiments` (or a :class:`~casekit.experiments.Results`)
+Every builder takes the ``maps`` table of :mod:`casekit.study.experiments` (or a :class:`~casekit.experiments.Results`)
 and returns pandas DataFrames: a *full* long frame with every number (n, excluded NaNs, medians with their
 bootstrap CI, raw and Holm-adjusted p, verdicts, effect sizes) and a compact *paper-shaped* frame with the
-p-values written as in the paper (:func:`casekit.stats.format_p`).  Rows follow the paper's order (methods
+p-values written as in the paper (:func:`casekit.evaluation.stats.format_p`).  Rows follow the paper's order (methods
 alphabetically by their display names: AblationCAM, CASE, Grad-CAM, Grad-CAM++, LayerCAM, ScoreCAM; models
 ConvNeXt, DenseNet, ResNet, VGG).
 
@@ -18,10 +18,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .engine import DISPLAY_NAMES, METHODS
-from .experiments import Results, agreement_rows, fidelity_rows, kcol
-from .metrics import class_mean_active_channels
-from .stats import class_sensitivity_test, format_p, holm, paired_fidelity_test
+from ..cam.engine import DISPLAY_NAMES, METHODS
+from ..study.experiments import Results, agreement_rows, fidelity_rows, kcol
+from ..evaluation.metrics import class_mean_active_channels
+from ..evaluation.stats import class_sensitivity_test, format_p, holm, paired_fidelity_test
 
 __all__ = [
     "MODEL_NAMES",
@@ -251,7 +251,7 @@ def _num(x: float, digits: int = 4) -> str:
 
 def table3(data: Any = None, *, full: pd.DataFrame | None = None, **options: Any) -> pd.DataFrame:
     """Table III as in the paper: per model, Mean | SD | p (one-sided) | p (two-sided) of the confidence drop,
-    methods as rows; numbers as the paper writes them (``.1696``; p via :func:`casekit.stats.format_p`)."""
+    methods as rows; numbers as the paper writes them (``.1696``; p via :func:`casekit.evaluation.stats.format_p`)."""
     full = full if full is not None else table3_full(data, **options)
     parts = {}
     for model in dict.fromkeys(full["Model"]):
@@ -1123,7 +1123,7 @@ __all__ += ["LAYER_ORDER", "APPENDIX_ORDER", "PAPER_TABLE3", "CHAPTERS", "sparsi
 # Diagnostic (01), CASE method (02) and RQ1 (03): degenerate maps, the contrast-set study, the ground-truth
 # evidence of the demo benchmark, and the claims each of these notebooks checks.  Additive block.
 
-from .experiments import COMPARISONS, STRATEGIES, degenerate_maps  # noqa: E402
+from ..study.experiments import COMPARISONS, STRATEGIES, degenerate_maps  # noqa: E402
 
 
 def _one_row_per_map(df: pd.DataFrame, where: str) -> None:
@@ -1158,7 +1158,7 @@ def degenerate_table(data: Any, *, layer: str = "final_conv", seed: int = 0,
 
 def contrast_table(rows: pd.DataFrame, *, comparison: str | Sequence[str] | None = None, threshold: float = 0.5,
                    alpha: float = 0.05, n_boot: int = 2_000, boot_seed: int = 0) -> pd.DataFrame:
-    """The contrast-set study (:func:`casekit.experiments.contrast_study`) summarised: one row per (model,
+    """The contrast-set study (:func:`casekit.study.experiments.contrast_study`) summarised: one row per (model,
     strategy, K, comparison, method) with the class-sensitivity test of the agreements (n, excluded constant
     maps, median and bootstrap CI, one-sided Wilcoxon p, Holm over the table, verdict, as Table I) and the
     mean fraction of the top-k pixels on the true class's unique part and on the shared group part, for the
@@ -1326,7 +1326,7 @@ def evidence_comparison(data: Any, *, layer: str = "final_conv", seed: int = 0,
     group's **shared** part (``shared_top1``, ``shared_other``).
 
     A class-specific explanation of the true class lands on its unique part; the other class's map should not.
-    With ``areas`` (:func:`casekit.experiments.part_areas`) two reference columns over the same images
+    With ``areas`` (:func:`casekit.study.experiments.part_areas`) two reference columns over the same images
     (NaN without): ``unique_chance`` (mean unique-part area: the precision of a random top-k set) and
     ``unique_ceiling`` (mean ``min(1, area / k)``: the best precision a top-k set can reach).
     Empty (with these columns) when the data has no part masks (e.g. the paper profile)."""
@@ -1426,11 +1426,11 @@ def evidence_claims(data: Any, *, layer: str = "final_conv", seed: int = 0) -> p
 
 
 def projection_table(example: Mapping[str, Any], *, k: float = 0.05) -> pd.DataFrame:
-    """CASE's projection on a few images (:func:`casekit.experiments.case_example`): per image and target the
+    """CASE's projection on a few images (:func:`casekit.study.experiments.case_example`): per image and target the
     class, its contrast classes, ``cos(w_u, w̄)``, the share ``‖w⊥‖ / ‖w_u‖`` of the target's weight vector
     that CASE keeps, and (with part masks) the fraction of the top-k pixels of the Grad-CAM map (``w_u``)
     and of the CASE map (``w⊥``) on the true class's unique part."""
-    from .metrics import unique_evidence
+    from ..evaluation.metrics import unique_evidence
 
     v = example["vectors"]
     B, T = v.targets.shape

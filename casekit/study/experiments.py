@@ -12,7 +12,7 @@ place (:func:`_explain_batch`):
    maps, the same images for every method;
 4. active channels of the layer from the activations the engine already recorded (other layers through one
    forward pass with hooks);
-5. result rows → two :class:`casekit.store.ResultStore` folders (``maps/``: one row per
+5. result rows → two :class:`casekit.study.store.ResultStore` folders (``maps/``: one row per
    ``(model, seed, layer, method, image_id, target)``; ``sparsity/``: one row per
    ``(model, seed, layer, image_id)``), committed batch by batch.
 
@@ -21,7 +21,7 @@ uninterrupted run (batches are fixed slices of the sample, so every batch is com
 have been).  Same config → same tables.
 
 Profiles: ``"demo"`` (the embedded benchmark and model zoo, :mod:`casekit.demo`), ``"paper"`` (ImageNet
-models of :mod:`casekit.models`, or the CIFAR-100 DenseNet-201 of :mod:`casekit.finetune`), or ``"custom"``
+models of :mod:`casekit.subjects.models`, or the CIFAR-100 DenseNet-201 of :mod:`casekit.subjects.finetune`), or ``"custom"``
 (pass a :class:`Subject`).
 """
 
@@ -45,12 +45,12 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ._checks import resolve_layer
-from ._io import atomic_path, cache_dir
-from .contrast import confusion_matrix, contrast_sets
-from .engine import METHODS, canonical_method, explain
-from .hooks import LayerCapture, evaluation_mode
-from .metrics import DELETION_KS, active_channels, deletion_curve, topk_agreement, topk_count, unique_evidence, shared_evidence
+from ..cam.checks import resolve_layer
+from .._io import atomic_path, cache_dir
+from ..cam.contrast import confusion_matrix, contrast_sets
+from ..cam.engine import METHODS, canonical_method, explain
+from ..cam.hooks import LayerCapture, evaluation_mode
+from ..evaluation.metrics import DELETION_KS, active_channels, deletion_curve, topk_agreement, topk_count, unique_evidence, shared_evidence
 from .store import ResultStore
 
 __all__ = [
@@ -320,7 +320,7 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 def _demo_subject(config: RunConfig) -> Subject:
-    from . import demo
+    from ..subjects import demo
 
     model, layers = demo.model(config.model, seed=config.seed)
     dataset = demo.dataset(split="test", seed=0)
@@ -333,7 +333,7 @@ def _demo_subject(config: RunConfig) -> Subject:
 
 
 def _confusion_cached(model: nn.Module, dataset: Dataset, heldout: torch.Tensor, key: str, device: str) -> torch.Tensor:
-    from .data import subset_loader
+    from ..subjects.data import subset_loader
 
     path = cache_dir("confusion") / f"{key}.pt"
     if path.exists():
@@ -348,7 +348,9 @@ def _confusion_cached(model: nn.Module, dataset: Dataset, heldout: torch.Tensor,
 
 
 def _paper_subject(config: RunConfig) -> Subject:
-    from . import data, finetune, models
+    from ..subjects import data
+    from ..subjects import finetune
+    from ..subjects import models
 
     if config.model.lower() in ("densenet201-cifar100", "densenet201_cifar100"):
         model, layers = finetune.load_finetuned(finetune.checkpoint_path(cache_dir("finetune"), config.seed),
@@ -382,7 +384,7 @@ def load_subject(config: RunConfig) -> Subject:
 
 def sample_images(config: RunConfig, subject: Subject, progress: bool = False) -> list[int]:
     """The run's sample: ``n_images`` dataset indices, a seeded random draw among correctly classified images."""
-    from .data import correct_sample
+    from ..subjects.data import correct_sample
 
     ids = correct_sample(subject.model, subject.dataset, config.n_images, config.sample_seed,
                          batch_size=max(64, config.batch_size), device=config.device, pool=subject.pool,
@@ -788,7 +790,7 @@ def demo_configs(n_images: int = DEMO_N_IMAGES, seeds: Sequence[int] = (0, 1, 2,
                  norm5: bool = True, **overrides: Any) -> list[RunConfig]:
     """The demo study: RQ1 + RQ2 + sparsity on every family's final conv; DenseNet also on ``norm5``;
     DenseNet seeds other than 0 with RQ1 only (Figure 4's seed robustness).  ``overrides`` go to every config."""
-    from .zoo import FAMILIES
+    from ..subjects.zoo import FAMILIES
 
     families = tuple(FAMILIES if families is None else families)
     configs = [RunConfig(model=f, profile="demo", n_images=n_images, **overrides) for f in families]
@@ -817,7 +819,7 @@ def paper_configs(n_images: int = 1000, seeds: Sequence[int] = (0, 1, 2, 3, 4), 
                   norm5: bool = True, seed_study: bool = True, **overrides: Any) -> list[RunConfig]:
     """The paper's study: RQ1 + RQ2 + sparsity on the four ImageNet models' attribution layers (1000 correctly
     classified validation images each), DenseNet-201 also at ``norm5``, and RQ1 on the five CIFAR-100
-    DenseNet-201 seeds (``densenet201-cifar100``, checkpoints of :mod:`casekit.finetune`)."""
+    DenseNet-201 seeds (``densenet201-cifar100``, checkpoints of :mod:`casekit.subjects.finetune`)."""
     models = tuple(PAPER_MODELS if models is None else models)
     configs = [RunConfig(model=m, profile="paper", n_images=n_images, **overrides) for m in models]
     if "densenet201" in models and norm5:
@@ -847,7 +849,9 @@ def missing_inputs(profile: str = "demo", configs: Sequence[RunConfig] | None = 
     configs = study_configs(profile) if configs is None else list(configs)
     if all(c.profile == "demo" for c in configs):
         return []
-    from . import data, finetune, models
+    from ..subjects import data
+    from ..subjects import finetune
+    from ..subjects import models
 
     problems: list[str] = []
     imagenet = cifar = False
@@ -873,7 +877,7 @@ def missing_inputs(profile: str = "demo", configs: Sequence[RunConfig] | None = 
             f"casekit: the fine-tuned DenseNet-201 (CIFAR-100) checkpoints of seed(s) {seeds} do not exist.\n"
             f"  missing: {', '.join(finetune.checkpoint_path(folder, x).name for x in seeds_missing)}\n"
             f"  looked in: {folder} ($CASEKIT_CACHE/finetune)\n"
-            f"  to provide them: run  python -m casekit.finetune --seed {seeds}  (with CIFAR-100 in place; a GPU is "
+            f"  to provide them: run  python -m casekit.subjects.finetune --seed {seeds}  (with CIFAR-100 in place; a GPU is "
             "advisable, see the book's 'Profiles' page), which writes them there, or copy them there.")
     for needed, load in ((imagenet, data.imagenet_val), (cifar, lambda: data.cifar100(train=False))):
         if needed:
@@ -1015,7 +1019,7 @@ _CONTRAST_FIXED = ("methods", "rq1", "rq2", "sparsity_layers", "tag", "contrast_
 def profile_models(profile: str) -> tuple[str, ...]:
     """The models of a profile's study: the demo families, or the paper's four ImageNet models."""
     if profile == "demo":
-        from .zoo import FAMILIES
+        from ..subjects.zoo import FAMILIES
 
         return tuple(FAMILIES)
     if profile == "paper":
@@ -1095,7 +1099,7 @@ def contrast_study(models: str | Sequence[str] | None = None, ks: Sequence[int] 
     Runs are stored in ``<results_dir>/contrast_study/<run name>`` (``results_dir`` default
     :func:`default_results_dir`), apart from the shared study, and resume like every run.  CASE needs only
     gradients, so this costs about one backward pass per image and run.  Summarise with
-    :func:`casekit.tables.contrast_table`."""
+    :func:`casekit.report.tables.contrast_table`."""
     configs = contrast_configs(models, ks, strategies, profile=profile, n_images=n_images, layer=layer, seed=seed,
                                **overrides)
     root = (Path(results_dir) if results_dir is not None else default_results_dir(profile)) / CONTRAST_STUDY_DIR
@@ -1142,12 +1146,12 @@ def denormalizer(config: RunConfig) -> Callable[[torch.Tensor], torch.Tensor]:
     """The inverse of the run's input normalisation, clipped to [0, 1]: normalised ``[..., 3, H, W]`` →
     displayable images (demo benchmark, ImageNet, or CIFAR-100 statistics by model)."""
     if config.profile == "demo":
-        from .synthetic import denormalize
+        from ..subjects.synthetic import denormalize
 
         return denormalize
     if config.profile != "paper":
         raise ValueError(f"no known normalisation for profile {config.profile!r}; denormalise the images yourself")
-    from . import data as _data
+    from ..subjects import data as _data
 
     cifar = "cifar" in config.model.lower()
     mean = _data.CIFAR100_MEAN if cifar else _data.IMAGENET_MEAN
@@ -1169,7 +1173,7 @@ def case_example(config: RunConfig, image_ids: Sequence[int], subject: Subject |
     ``"masks"``: ``{"unique", "shared"}`` bool ``[B, H, W]`` or None, ``"labels"``, ``"targets"``: the target
     roles, ``"target_names"[b][t]``, ``"contrast_names"[b][t]`` (the K contrast classes), ``"image_ids"``,
     ``"layer"``}."""
-    from .engine import case_vectors
+    from ..cam.engine import case_vectors
 
     subject = subject if subject is not None else load_subject(config)
     ids = [int(i) for i in image_ids]
@@ -1201,7 +1205,7 @@ def part_areas(profile: str = "demo", image_ids: Sequence[int] | None = None) ->
         return pd.DataFrame(columns=cols)
     if profile != "demo":
         raise ValueError(f"profile must be 'demo' or 'paper', got {profile!r}")
-    from . import demo
+    from ..subjects import demo
 
     parts = demo.dataset(split="test", seed=0, progress=False).parts  # uint8 [N, H, W]: 1 shared, 2 unique
     ids = np.arange(parts.shape[0]) if image_ids is None else np.asarray([int(i) for i in image_ids], dtype=np.int64)

@@ -3,7 +3,7 @@
 Shapes: activations ``A [B, C, h, w]``; gradients of target logits
 ``G [B, T, C, h, w]`` (``G[b, t] = dS_{u_bt} / dA_b`` of the raw logit S).
 Every function returns the raw (un-rectified) map ``[B, T, h, w]``; ReLU,
-upsampling and min-max scaling are applied once, in :mod:`casekit.engine`.
+upsampling and min-max scaling are applied once, in :mod:`casekit.cam.engine`.
 The baselines follow pytorch-grad-cam 1.5 exactly.
 """
 

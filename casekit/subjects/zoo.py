@@ -38,9 +38,9 @@ from torchvision.models.vgg import make_layers
 from tqdm.auto import tqdm
 
 from . import synthetic
-from ._io import atomic_path, cache_dir, config_hash
-from .contrast import confusion_matrix
-from .hooks import evaluation_mode
+from .._io import atomic_path, cache_dir, config_hash
+from ..cam.contrast import confusion_matrix
+from ..cam.hooks import evaluation_mode
 
 FAMILIES: tuple[str, ...] = ("resnet", "vgg", "densenet", "convnext")
 DENSENET_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)  # the seed-robustness study

@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ._io import atomic_path, cache_dir, config_hash
+from .._io import atomic_path, cache_dir, config_hash
 
 GROUP_SHAPES: tuple[str, ...] = ("disk", "square", "triangle", "diamond", "hexagon")
 GROUP_TEXTURES: tuple[str, ...] = ("stripes", "checker", "dots", "solid", "rings")
