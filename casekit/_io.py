@@ -11,6 +11,22 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def checkout_root() -> Path | None:
+    """The source checkout casekit runs from, or ``None`` for an installed casekit.
+
+    A checkout is the folder above the package that holds a ``pyproject.toml`` naming the ``casekit`` project
+    (an editable install, or a clone on ``sys.path``).  Defaults for the cache, the results and the data are taken
+    from it, so they do not depend on the current directory.
+    """
+    root = Path(__file__).resolve().parent.parent
+    project = root / "pyproject.toml"
+    try:
+        text = project.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return root if 'name = "casekit"' in text else None
+
+
 def cache_dir(*parts: str) -> Path:
     """casekit's cache folder: ``$CASEKIT_CACHE`` if set, else ``~/.cache/casekit`` (created on demand)."""
     root = os.environ.get("CASEKIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "casekit")
