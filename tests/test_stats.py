@@ -15,7 +15,9 @@ from casekit.evaluation.stats import (
     class_sensitivity_test,
     format_p,
     holm,
+    paired_fidelity_both_ways,
     paired_fidelity_test,
+    sign_test,
     to_frame,
 )
 
@@ -92,6 +94,72 @@ def test_results_make_a_frame():
     assert len(rows) == 2 and rows["reason"].iloc[1] != ""
 
 
+# --------------------------------------------------------------------------- sign test and conflicts (issue 9)
+
+
+def test_sign_test_hand_example():
+    # [0.4, 0.3, 0.2, 0.9, 0.0] vs 0.5: 4 below, 1 above; P(X ≥ 4 | Bin(5, 1/2)) = (5 + 1) / 32
+    res = class_sensitivity_test([0.4, 0.3, 0.2, 0.9, 0.0], min_n=5)
+    assert (res.n_below, res.n_above) == (4, 1)
+    assert res.sign_p == pytest.approx(6 / 32) and res.sign_reject is False and res.conflict is False
+    assert sign_test(4, 1, "greater") == pytest.approx(31 / 32)  # P(X_above ≥ 1) = 1 − 1/32
+    assert sign_test(4, 1, "two-sided") == pytest.approx(12 / 32)
+    assert math.isnan(sign_test(0, 0))
+
+
+def test_sign_p_matches_scipy_binomtest_in_both_directions():
+    rng = np.random.default_rng(1)
+    for n in (15, 60, 301):
+        x = np.round(rng.beta(2, 2.5, size=n), 2)
+        x[:4] = 0.5  # equal to the threshold: left out of the sign test
+        below, above = int((x < 0.5).sum()), int((x > 0.5).sum())
+        for alt, tail in (("less", "greater"), ("greater", "less"), ("two-sided", "two-sided")):
+            res = class_sensitivity_test(np.concatenate([x, [np.nan]]), alternative=alt, n_boot=50)
+            ref = sps.binomtest(below, below + above, 0.5, alternative=tail).pvalue
+            assert res.sign_p == pytest.approx(float(ref), rel=1e-12)
+            assert res.sign_reject == (ref < 0.05)
+            assert (res.n_below, res.n_above, res.n_zero) == (below, above, n - below - above) and n - below - above >= 4
+    low = class_sensitivity_test(np.linspace(0.05, 0.45, 30), n_boot=50)  # all below: p = 2^-30
+    assert low.sign_p == pytest.approx(0.5 ** 30) and low.sign_reject and low.reject and not low.conflict
+    high = class_sensitivity_test(np.linspace(0.05, 0.45, 30), alternative="greater", n_boot=50)
+    assert high.sign_p == pytest.approx(1.0) and not high.sign_reject
+
+
+def test_bimodal_sample_is_a_conflict():
+    # spikes at 0 (38 images) and 1 (2 images), 60 values just above 0.5: median 0.56 > 0.5, yet the
+    # Wilcoxon rejects "below 0.5" (the 60 small positive differences have the smallest ranks); the sign
+    # test (38 below vs 62 above) does not.
+    x = np.concatenate([np.zeros(38), np.ones(2), np.linspace(0.52, 0.60, 60)])
+    res = class_sensitivity_test(x, n_boot=200)
+    assert res.median > 0.5
+    assert res.p == pytest.approx(float(sps.wilcoxon(x - 0.5, alternative="less").pvalue), rel=1e-12)
+    assert res.reject is True and res.p < 0.05
+    assert res.sign_p == pytest.approx(float(sps.binomtest(38, 100, 0.5, alternative="greater").pvalue))
+    assert res.sign_reject is False and res.conflict is True
+    row = to_frame([res]).iloc[0]
+    assert bool(row["conflict"]) and row["sign_p"] == res.sign_p and not bool(row["sign_reject"])
+
+
+def test_conflict_when_both_reject_but_the_median_sits_on_the_threshold():
+    # 30 below, 40 at the threshold, 5 above: sorted median = 0.5; both tests (ties dropped) reject
+    x = np.concatenate([np.linspace(0.1, 0.4, 30), np.full(40, 0.5), np.linspace(0.6, 0.7, 5)])
+    res = class_sensitivity_test(x, n_boot=100)
+    assert res.median == 0.5 and res.reject and res.sign_reject and res.conflict
+
+
+def test_no_test_no_sign_test_no_conflict():
+    res = class_sensitivity_test([0.1, 0.2, np.nan])
+    assert math.isnan(res.sign_p) and res.sign_reject is False and res.conflict is False
+    assert (res.n_below, res.n_above) == (2, 0)
+
+
+def test_frame_carries_the_new_columns():
+    rows = to_frame([class_sensitivity_test(np.linspace(0, 1, 30), n_boot=50)])
+    for col in ("n_below", "n_above", "sign_p", "sign_reject", "conflict"):
+        assert col in rows.columns
+    assert list(rows.columns[:3]) == ["n", "n_excluded", "n_zero"]
+
+
 # --------------------------------------------------------------------------- Holm
 
 
@@ -158,6 +226,30 @@ def test_paired_checks_the_pairing():
     assert res.mean_diff == pytest.approx(0.1)
     same = paired_fidelity_test([0.1, 0.2], [0.1, 0.2], [1, 2], [1, 2])
     assert math.isnan(same.p_one_sided) and "equal" in same.reason
+
+
+def test_fidelity_with_constant_pairs_kept_and_excluded():
+    # images a, b, c: the hand example above (t = 2√3); d: the method's map is constant (drop 0);
+    # e: CASE's map is constant.  Case side given in another order.
+    m = [0.1, 0.2, 0.3, 0.0, 0.25]
+    c = {"a": 0.3, "b": 0.5, "c": 0.4, "d": 0.35, "e": 0.0}
+    ids_c = ["e", "c", "a", "d", "b"]
+    out = paired_fidelity_both_ways(m, [c[i] for i in ids_c], list("abcde"), ids_c,
+                                    constant_method=np.array([False, False, False, True, False]),
+                                    constant_case=np.array([True, False, False, False, False]))
+    assert out["constant_pairs"].tolist() == ["kept", "excluded"]
+    assert out["n_constant_method"].tolist() == [1, 1] and out["n_constant_case"].tolist() == [1, 1]
+    assert out["n_pairs_excluded"].tolist() == [2, 2]
+    kept, excl = out.iloc[0], out.iloc[1]
+    assert kept["n"] == 5 and excl["n"] == 3
+    assert excl["t"] == pytest.approx(2 * math.sqrt(3)) and excl["d_z"] == pytest.approx(2.0)
+    cv = [c[i] for i in "abcde"]
+    assert kept["p_one_sided"] == pytest.approx(sps.ttest_rel(cv, m, alternative="greater").pvalue, rel=1e-12)
+    assert kept["mean_diff"] == pytest.approx(np.mean(np.subtract(cv, m)))
+    with pytest.raises(TypeError, match="booleans"):
+        paired_fidelity_both_ways(m, cv, list("abcde"), list("abcde"), [0, 0, 0, 1, 0], np.zeros(5, bool))
+    with pytest.raises(ValueError, match="one flag per image"):
+        paired_fidelity_both_ways(m, cv, list("abcde"), list("abcde"), np.zeros(4, bool), np.zeros(5, bool))
 
 
 # --------------------------------------------------------------------------- formatting

@@ -1,11 +1,13 @@
 """Statistics of the paper's two experiments, with the reference code's defects corrected.
 
-* Class sensitivity (RQ1): one-sided Wilcoxon signed-rank test of ``agreement − threshold``
-  (H0: median agreement ≥ threshold, H1: below it), NaNs (constant maps) dropped and counted, the
+* Class sensitivity (RQ1): the paper's one-sided Wilcoxon signed-rank test of ``agreement − threshold``
+  (a test of the pseudo-median, assuming a distribution symmetric about it) beside the exact sign test of
+  the median, with a ``conflict`` flag where they disagree; NaNs (constant maps) dropped and counted, the
   median with a seeded percentile-bootstrap CI, and Holm's correction across a table of such tests.
 * Fidelity (RQ2): a paired t-test of each method's confidence drops against CASE's **on the same
   images**, paired by image id and checked, one-sided (H1: CASE's mean drop is higher, as the paper's
-  text states) and two-sided (as the reference code ran it), with the paired effect size d_z.
+  text states) and two-sided (as the reference code ran it), with the paired effect size d_z;
+  :func:`paired_fidelity_both_ways` runs it with pairs of constant maps kept and excluded.
 * :func:`format_p` writes p-values in the style of the paper's tables.
 """
 
@@ -84,9 +86,41 @@ class ClassSensitivity:
     alpha: float
     reject: bool  # p < alpha
     reason: str  # why p is NaN ("" when the test ran)
+    n_below: int = 0  # agreements below the threshold
+    n_above: int = 0  # agreements above it
+    sign_p: float = math.nan  # exact sign test (binomial), same alternative; NaN when p is NaN
+    sign_reject: bool = False  # sign_p < alpha
+    conflict: bool = False  # the two verdicts differ, or the Wilcoxon rejects on the wrong side of the median
 
     def as_row(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def sign_test(n_below: int, n_above: int, alternative: str = "less") -> float:
+    """Exact sign test of "the median is below the threshold" (``alternative="less"``) from the counts of
+    values below and above it (values equal to it are left out): under H0 (median = threshold)
+    ``n_below ~ Binomial(n_below + n_above, 1/2)``, so the p-value is
+    ``binomtest(n_below, n_below + n_above, 0.5, alternative="greater")``; ``"greater"`` mirrors it
+    (``n_above`` in the upper tail), ``"two-sided"`` is the two-sided binomial test.  NaN when both are 0."""
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
+    n_below, n_above = int(n_below), int(n_above)
+    if n_below < 0 or n_above < 0:
+        raise ValueError(f"counts must be non-negative, got {n_below} and {n_above}")
+    if n_below + n_above == 0:
+        return math.nan
+    side = {"less": "greater", "greater": "less", "two-sided": "two-sided"}[alternative]
+    return float(sps.binomtest(n_below, n_below + n_above, 0.5, alternative=side).pvalue)
+
+
+def _conflict(reject: bool, sign_reject: bool, median: float, threshold: float, alternative: str,
+              ran: bool) -> bool:
+    """The Wilcoxon and sign verdicts differ, or the Wilcoxon rejects although the sample median lies on
+    H0's side of the threshold (≥ it for ``"less"``, ≤ it for ``"greater"``)."""
+    if not ran:
+        return False
+    wrong_side = (alternative == "less" and median >= threshold) or (alternative == "greater" and median <= threshold)
+    return bool(reject != sign_reject or (reject and wrong_side))
 
 
 def _wilcoxon_method(d: np.ndarray) -> str:
@@ -103,14 +137,20 @@ def _wilcoxon_method(d: np.ndarray) -> str:
 def class_sensitivity_test(agreement: Any, threshold: float = 0.5, alternative: str = "less",
                            alpha: float = 0.05, n_boot: int = 10_000, ci: float = 0.95, seed: int = 0,
                            min_n: int = 10) -> ClassSensitivity:
-    """Wilcoxon signed-rank test of ``d = agreement − threshold`` (default H1: median agreement below it).
+    """Wilcoxon signed-rank test of ``d = agreement − threshold`` (the paper's test), and the sign test.
 
-    NaNs are removed and counted (``n_excluded``).  The test is
-    ``scipy.stats.wilcoxon(d, zero_method="wilcox", alternative=alternative, method="auto")``: values
-    equal to the threshold (d = 0) are dropped before ranking (scipy's default; counted in ``n_zero``).
-    When fewer than ``min_n`` non-zero differences remain (including when all are zero) no p-value is
-    computed: ``p`` is NaN and ``reason`` says why.  ``median`` and its bootstrap CI are of the
-    agreements themselves (seeded, see :func:`bootstrap_median_ci`).
+    NaNs are removed and counted (``n_excluded``).  **Wilcoxon** (``p``, ``reject``):
+    ``scipy.stats.wilcoxon(d, zero_method="wilcox", alternative=alternative, method="auto")``; values
+    equal to the threshold (d = 0) are dropped before ranking (counted in ``n_zero``).  It tests the
+    location of a distribution of d *symmetric* about it — the pseudo-median (Hodges–Lehmann: the median
+    of the Walsh averages (d_i + d_j)/2) — against 0; it is a test of the median only if d is symmetric,
+    and agreement distributions are often bimodal (spikes at 0 and 1).  **Sign test** (``sign_p``,
+    ``sign_reject``): exact, of the median itself, H1 "median agreement < threshold" for
+    ``alternative="less"`` — :func:`sign_test` on ``n_below``/``n_above`` (values equal to the threshold
+    left out).  ``conflict``: the verdicts differ, or the Wilcoxon rejects although the sample median is
+    ≥ the threshold (≤ for ``"greater"``).  When fewer than ``min_n`` non-zero differences remain
+    (including when all are zero) neither test is run: ``p`` and ``sign_p`` are NaN and ``reason`` says
+    why.  ``median`` and its bootstrap CI are of the agreements themselves (:func:`bootstrap_median_ci`).
     """
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
@@ -140,11 +180,17 @@ def class_sensitivity_test(agreement: Any, threshold: float = 0.5, alternative: 
         res = sps.wilcoxon(d, zero_method="wilcox", alternative=alternative, method="auto")
         stat, p = float(res.statistic), float(res.pvalue)
         method = _wilcoxon_method(d)
+    n_below, n_above = int((d < 0).sum()), int((d > 0).sum())
+    ran = not math.isnan(p)
+    sign_p = sign_test(n_below, n_above, alternative) if ran else math.nan
+    reject = bool(p < alpha) if ran else False
+    sign_reject = bool(sign_p < alpha) if ran else False
     return ClassSensitivity(
         n=int(x.size), n_excluded=int(nan.sum()), n_zero=n_zero, threshold=float(threshold),
         alternative=alternative, median=median, ci_low=lo, ci_high=hi, statistic=stat, p=p,
-        method=method, alpha=float(alpha), reject=bool(p < alpha) if not math.isnan(p) else False,
-        reason=reason,
+        method=method, alpha=float(alpha), reject=reject, reason=reason, n_below=n_below, n_above=n_above,
+        sign_p=sign_p, sign_reject=sign_reject,
+        conflict=_conflict(reject, sign_reject, median, float(threshold), alternative, ran),
     )
 
 
@@ -277,6 +323,41 @@ def paired_fidelity_test(method_drops: Any, case_drops: Any, ids_method: Any, id
         p_one_sided=p1, p_two_sided=p2, d_z=dz, alpha=float(alpha),
         reject=bool(p1 < alpha) if not math.isnan(p1) else False, reason=reason,
     )
+
+
+def _flags(values: Any, name: str, n: int) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(values)
+    if arr.dtype != np.bool_:
+        raise TypeError(f"{name} must be booleans (True = a constant map), got dtype {arr.dtype}")
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must be 1-D with one flag per image ({n}), got shape {arr.shape}")
+    return arr
+
+
+def paired_fidelity_both_ways(method_drops: Any, case_drops: Any, ids_method: Any, ids_case: Any,
+                              constant_method: Any, constant_case: Any, alpha: float = 0.05) -> pd.DataFrame:
+    """:func:`paired_fidelity_test` with the pairs of constant maps kept and excluded → a 2-row DataFrame.
+
+    ``constant_method`` / ``constant_case``: bool per image, aligned with each side's drops (True = that
+    map is constant: nothing was blanked, its drop is 0 by construction).  An image is *excluded* when
+    either of its two maps is constant.  Row ``constant_pairs="kept"``: all pairs (the reference code's
+    behaviour); row ``"excluded"``: those images removed.  Columns: ``constant_pairs, n_constant_method,
+    n_constant_case, n_pairs_excluded`` then the :class:`PairedFidelity` fields (``n`` = pairs tested).
+    """
+    kept = paired_fidelity_test(method_drops, case_drops, ids_method, ids_case, alpha)  # validates the pairing
+    dm, dc = _as_1d(method_drops, "method_drops"), _as_1d(case_drops, "case_drops")
+    im, ic = _ids(ids_method, "ids_method"), _ids(ids_case, "ids_case")
+    cm = _flags(constant_method, "constant_method", len(dm))
+    cc = _flags(constant_case, "constant_case", len(dc))
+    cc_aligned = pd.Series(cc, index=ic).reindex(im).to_numpy(dtype=bool)
+    drop = cm | cc_aligned
+    keep_c = ~pd.Series(drop, index=im).reindex(ic).to_numpy(dtype=bool)
+    excluded = paired_fidelity_test(dm[~drop], dc[keep_c], im[~drop], ic[keep_c], alpha)
+    counts = {"n_constant_method": int(cm.sum()), "n_constant_case": int(cc.sum()), "n_pairs_excluded": int(drop.sum())}
+    rows = [{"constant_pairs": name, **counts, **res.as_row()} for name, res in (("kept", kept), ("excluded", excluded))]
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- formatting
