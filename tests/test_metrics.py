@@ -361,3 +361,48 @@ def test_class_mean_active_channels():
     assert df["mean_active_channels"].tolist() == [1.5, 7.0, 4.0]
     with pytest.raises(ValueError, match="one label per image"):
         class_mean_active_channels([1, 2], [0])
+
+
+# --------------------------------------------------------------------------- partly degenerate maps (issue 9)
+
+from casekit.evaluation.metrics import degenerate_counts, partly_degenerate, positive_area  # noqa: E402
+
+
+def _one_pixel(i: int, j: int, size: int = 20) -> torch.Tensor:
+    m = torch.zeros(size, size)
+    m[i, j] = 1.0
+    return m
+
+
+def test_partly_degenerate_by_hand():
+    # 20×20 maps, k = 5 % → n = 20 top-k pixels
+    maps = torch.zeros(6, 20, 20)
+    maps[0, 0, 0] = 1.0  # one positive pixel: 19 places decided by ties
+    maps[1].view(-1)[:19] = torch.linspace(0.1, 1.0, 19)  # 19 positive: 1 place decided by ties
+    maps[2].view(-1)[:20] = torch.linspace(0.1, 1.0, 20)  # exactly n positive: no tie decides
+    maps[3] = torch.rand(20, 20, generator=torch.Generator().manual_seed(0)) + 0.01  # all positive
+    # maps[4] all zero (constant: counted apart); maps[5] constant 0.3
+    maps[5] = 0.3
+    assert positive_area(maps).tolist() == [1, 19, 20, 400, 0, 400]
+    assert partly_degenerate(maps, 0.05).tolist() == [True, True, False, False, False, False]
+    assert partly_degenerate(maps, 0.10).tolist() == [True, True, True, False, False, False]  # n = 40
+    assert degenerate_counts(maps, 0.05) == {"n_maps": 6, "n_constant": 2, "n_partly_degenerate": 2}
+    # numpy in → numpy out, any leading shape
+    out = partly_degenerate(maps.numpy().reshape(2, 3, 20, 20), 0.05)
+    assert isinstance(out, np.ndarray) and out.shape == (2, 3) and out.sum() == 2
+    assert isinstance(positive_area(maps.numpy()), np.ndarray)
+    with pytest.raises(ValueError, match="negative"):
+        partly_degenerate(-maps, 0.05)
+
+
+def test_two_one_pixel_maps_measure_the_tie_rule():
+    # Two maps with one (different) positive pixel each: the other 19 of the 20 top-k places are ties.
+    a, b = _one_pixel(0, 0), _one_pixel(1, 1)
+    assert partly_degenerate(torch.stack([a, b]), 0.05).tolist() == [True, True]
+    # index ties (reference code): both fill with the 19 largest flat indices 381..399 → 19 / 20 shared
+    assert float(topk_agreement(a, b, 0.05, ties="index")) == pytest.approx(19 / 20)
+    # random ties, independent per map: overlap of two random 19-sets of the 399 zeros ≈ 19·19/399 ≈ 0.9
+    rand = float(topk_agreement(a, b, 0.05, ties="random", seed=0))
+    ma, _ = topk_mask(a, 0.05, "random", 0, stream=0)
+    mb, _ = topk_mask(b, 0.05, "random", 0, stream=1)
+    assert rand == pytest.approx(float((ma & mb).sum()) / 20) and rand <= 0.15

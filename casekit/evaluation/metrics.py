@@ -2,7 +2,8 @@
 active channels (the sparsity ablation, paper eq. 10), and unique/shared evidence on the demo benchmark.
 
 Everything takes and returns torch tensors on the caller's device and is meant to be called once per
-batch by an experiment runner.  Maps are ``[..., H, W]`` (e.g. the engine's ``[B, T, H, W]``).
+batch by an experiment runner.  :func:`partly_degenerate` flags maps whose top-k set is partly decided by
+tie-breaking (positive area below ``⌊k·H·W⌋``).  Maps are ``[..., H, W]`` (e.g. the engine's ``[B, T, H, W]``).
 
 **Top-k selection.**  A map's top-k set holds ``n = ⌊k·H·W⌋`` pixels (``k`` a fraction in (0, 1], at the
 map's own resolution): the pixels sorted by decreasing value, ties ordered by a *tie order* of pixel
@@ -217,6 +218,41 @@ def count_nan(values: torch.Tensor | np.ndarray | pd.Series | Sequence[float]) -
         return int(torch.isnan(values).sum()) if values.is_floating_point() else 0
     arr = np.asarray(values, dtype=float)
     return int(np.isnan(arr).sum())
+
+
+def positive_area(maps: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """Number of pixels > 0 of each map ``[..., H, W]`` → integer ``[...]`` (the input's kind: torch or numpy)."""
+    t = _check_maps(torch.as_tensor(maps) if isinstance(maps, np.ndarray) else maps)
+    area = (t > 0).flatten(-2).sum(-1)
+    return area.cpu().numpy() if isinstance(maps, np.ndarray) else area
+
+
+def partly_degenerate(maps: torch.Tensor | np.ndarray, k: float = 0.05) -> torch.Tensor | np.ndarray:
+    """Maps whose top-k set is partly chosen by tie-breaking → bool ``[...]`` (the input's kind).
+
+    Rule: ``0 < positive area < n = ⌊k·H·W⌋`` and the map is not constant.  For maps ≥ 0 with zeros
+    (casekit's maps: ReLU, min–max to [0, 1]) the top-k set then holds every positive pixel and
+    ``n − positive area`` zero pixels picked by the tie order (random or index), so the top-k agreement of
+    two such maps measures the tie rule, not the method.  Constant maps (no top-k set at all) are counted
+    apart (not partly degenerate).  Maps with negative values are rejected (the rule is about the zeros).
+    """
+    t = _check_maps(torch.as_tensor(maps) if isinstance(maps, np.ndarray) else maps)
+    if bool((t < 0).any()):
+        raise ValueError("maps have negative values; partly_degenerate is defined for maps ≥ 0 (after ReLU)")
+    n = topk_count(k, t.shape[-2], t.shape[-1])
+    flat = t.flatten(-2)
+    area = (flat > 0).sum(-1)
+    out = (area < n) & (flat.amax(-1) > flat.amin(-1))
+    return out.cpu().numpy() if isinstance(maps, np.ndarray) else out
+
+
+def degenerate_counts(maps: torch.Tensor | np.ndarray, k: float = 0.05) -> dict[str, int]:
+    """``{"n_maps", "n_constant", "n_partly_degenerate"}`` over maps ``[..., H, W]`` (see :func:`partly_degenerate`)."""
+    t = _check_maps(torch.as_tensor(maps) if isinstance(maps, np.ndarray) else maps)
+    flat = t.flatten(-2)
+    constant = flat.amax(-1) <= flat.amin(-1)
+    return {"n_maps": int(constant.numel()), "n_constant": int(constant.sum()),
+            "n_partly_degenerate": int(partly_degenerate(t, k).sum())}
 
 
 def _evidence(maps: torch.Tensor, masks: torch.Tensor, k: float, ties: Ties, seed: int, what: str) -> torch.Tensor:
