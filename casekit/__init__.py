@@ -45,6 +45,7 @@ _SUBMODULES = {
     "finetune": "subjects.finetune",
     "metrics": "evaluation.metrics",
     "stats": "evaluation.stats",
+    "diagnostic": "evaluation.diagnostic",
     "experiments": "study.experiments",
     "store": "study.store",
     "tables": "report.tables",

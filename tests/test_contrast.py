@@ -141,7 +141,8 @@ def test_ties_broken_by_the_tiebreak_then_index():
 def test_exact_ties_in_both_fall_back_to_index():
     M = torch.zeros(4, 4)
     flat = torch.full((4, 4), 0.25)
-    assert ck.contrast_sets(M, 2, tiebreak=flat).tolist() == ck.contrast_sets(M, 2).tolist() == [[1, 2], [0, 2], [0, 1], [0, 1]]
+    expected = [[1, 2], [0, 2], [0, 1], [0, 1]]
+    assert ck.contrast_sets(M, 2, tiebreak=flat).tolist() == ck.contrast_sets(M, 2).tolist() == expected
     assert decision_counts(contrast_decisions(M, 2, flat)) == {"counts": 0, "tiebreak": 0, "index": 8}
 
 
@@ -196,7 +197,8 @@ def test_confusion_probs_by_hand():
     a, b = math.e / (math.e + 2), 1 / (math.e + 2)
     P = ck.confusion_matrix(model, loader, progress=False, kind="probs")
     assert P.dtype == torch.float64 and P.shape == (3, 3)
-    expected = [[(2 * a + b) / 3, (a + 2 * b) / 3, b], [b, a, b], [(a + 3 * b) / 4, (a + 3 * b) / 4, (2 * a + 2 * b) / 4]]
+    expected = [[(2 * a + b) / 3, (a + 2 * b) / 3, b], [b, a, b],
+                [(a + 3 * b) / 4, (a + 3 * b) / 4, (2 * a + 2 * b) / 4]]
     np.testing.assert_allclose(P.numpy(), expected, rtol=1e-6)
     np.testing.assert_allclose(P.sum(1).numpy(), 1.0, rtol=1e-12)
     counts, probs = ck.confusion_matrix(model, loader, progress=False, kind="both")

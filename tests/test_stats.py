@@ -118,7 +118,8 @@ def test_sign_p_matches_scipy_binomtest_in_both_directions():
             ref = sps.binomtest(below, below + above, 0.5, alternative=tail).pvalue
             assert res.sign_p == pytest.approx(float(ref), rel=1e-12)
             assert res.sign_reject == (ref < 0.05)
-            assert (res.n_below, res.n_above, res.n_zero) == (below, above, n - below - above) and n - below - above >= 4
+            n_equal = n - below - above
+            assert (res.n_below, res.n_above, res.n_zero) == (below, above, n_equal) and n_equal >= 4
     low = class_sensitivity_test(np.linspace(0.05, 0.45, 30), n_boot=50)  # all below: p = 2^-30
     assert low.sign_p == pytest.approx(0.5 ** 30) and low.sign_reject and low.reject and not low.conflict
     high = class_sensitivity_test(np.linspace(0.05, 0.45, 30), alternative="greater", n_boot=50)

@@ -355,8 +355,10 @@ def paired_fidelity_both_ways(method_drops: Any, case_drops: Any, ids_method: An
     drop = cm | cc_aligned
     keep_c = ~pd.Series(drop, index=im).reindex(ic).to_numpy(dtype=bool)
     excluded = paired_fidelity_test(dm[~drop], dc[keep_c], im[~drop], ic[keep_c], alpha)
-    counts = {"n_constant_method": int(cm.sum()), "n_constant_case": int(cc.sum()), "n_pairs_excluded": int(drop.sum())}
-    rows = [{"constant_pairs": name, **counts, **res.as_row()} for name, res in (("kept", kept), ("excluded", excluded))]
+    counts = {"n_constant_method": int(cm.sum()), "n_constant_case": int(cc.sum()),
+              "n_pairs_excluded": int(drop.sum())}
+    rows = [{"constant_pairs": name, **counts, **res.as_row()}
+            for name, res in (("kept", kept), ("excluded", excluded))]
     return pd.DataFrame(rows)
 
 
