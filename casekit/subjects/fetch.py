@@ -220,9 +220,9 @@ def ensure(
 ) -> dict[str, Path]:
     """``{name: path}`` for every file in ``names`` (manifest names): found locally, else downloaded into
     ``$CASEKIT_DATA/<path>`` (``download_missing=None``: unless :func:`offline`).  Local copies of files up to
-    64 MiB are hash-checked.  Whatever stays missing is reported in ONE :class:`MissingDataError` naming every
-    missing file, where casekit looked, the URLs and why the download failed.  A corrupt download raises
-    :class:`ChecksumError` (after the other files were tried)."""
+    64 MiB are hash-checked, larger ones size-checked.  Whatever stays missing is reported in ONE
+    :class:`MissingDataError` naming every missing file, where casekit looked, the URLs and why the download
+    failed.  A corrupt download raises :class:`ChecksumError` (after the other files were tried)."""
     data = manifest_data if manifest_data is not None else manifest()
     allow = (not offline()) if download_missing is None else bool(download_missing)
     found: dict[str, Path] = {}
@@ -232,8 +232,12 @@ def ensure(
         item = entry(name, data)
         path, tried = _local(item)
         if path is not None:
-            if path.is_file() and path.stat().st_size <= 64 * _CHUNK:
-                check_file(path, item)
+            if path.is_file():
+                if path.stat().st_size <= 64 * _CHUNK:
+                    check_file(path, item)
+                elif item.get("size") is not None and path.stat().st_size != item["size"]:
+                    raise ChecksumError(
+                        f"{path} ({name}): size {path.stat().st_size} bytes, expected {item['size']}")
             found[name] = path
             continue
         url = source_url(item, mirror)
@@ -259,14 +263,16 @@ def ensure(
 
 def _missing_message(missing: list[tuple[dict[str, Any], list[str], str]], mirror: str | None,
                      corrupt: list[str]) -> str:
-    origin = "$CASEKIT_DATA" if os.environ.get("CASEKIT_DATA") else "default data folder; set $CASEKIT_DATA to change it"
+    origin = "$CASEKIT_DATA" if os.environ.get("CASEKIT_DATA") else "the default; set $CASEKIT_DATA to change it"
     lines = [f"casekit: {len(missing)} input file(s) are not on this machine and could not be downloaded: "
              + ", ".join(item["name"] for item, _, _ in missing)]
     for item, tried, why in missing:
-        lines.append(f"  {item['name']} ({item['profile']} profile, {item.get('what', item.get('kind', ''))[:70]})")
-        lines.append("    looked in: " + ", ".join(tried[:5]) + (f" and {len(tried) - 5} more" if len(tried) > 5 else ""))
-        lines.append(f"    URL: {source_url(item, mirror) or 'none recorded'}" + (
-            f" (upstream {item['url']})" if source_url(item, mirror) != item.get("url") and item.get("url") else ""))
+        lines.append(f"  {item['name']} ({item['profile']} profile, {item.get('kind', 'file')})")
+        more = f" and {len(tried) - 8} more" if len(tried) > 8 else ""
+        lines.append("    looked in: " + ", ".join(tried[:8]) + more)
+        url = source_url(item, mirror)
+        upstream = f" (upstream {item['url']})" if item.get("url") and url != item["url"] else ""
+        lines.append(f"    URL: {url or 'none recorded'}{upstream}")
         lines.append(f"    download: {why}")
     lines.extend(f"  also: {c}" for c in corrupt)
     lines.append(
@@ -280,7 +286,8 @@ def _missing_message(missing: list[tuple[dict[str, Any], list[str], str]], mirro
 def _main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Download casekit's external inputs (hash-checked) into $CASEKIT_DATA.")
+    parser = argparse.ArgumentParser(
+        description="Download casekit's external inputs (hash-checked) into $CASEKIT_DATA.")
     parser.add_argument("what", nargs="+", help="a profile (cifar10) or file names from data/manifest.json")
     parser.add_argument("--mirror", default=None, help="base URL of a mirror of a data folder")
     args = parser.parse_args(argv)
@@ -289,7 +296,12 @@ def _main(argv: list[str] | None = None) -> int:
     for w in args.what:
         picked = [f["name"] for f in data["files"] if f["profile"] == w and f.get("download") == "casekit"]
         names += picked or [w]
-    for name, path in ensure(names, download_missing=True, mirror=args.mirror, manifest_data=data).items():
+    try:
+        found = ensure(names, download_missing=True, mirror=args.mirror, manifest_data=data)
+    except (MissingDataError, ChecksumError, KeyError) as err:
+        print(err)
+        return 1
+    for name, path in found.items():
         print(f"{name}: {path}")
     return 0
 

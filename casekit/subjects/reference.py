@@ -48,6 +48,7 @@ __all__ = [
     "files",
     "ensure",
     "missing",
+    "stratified_split",
 ]
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -95,7 +96,8 @@ NETWORKS: dict[str, RefNet] = {
         "fully connected head without global pooling: plain CAM does not apply"),
 }
 NAMES = ("resnet20", "resnet56", "densenet40", "shufflenet")  # the four networks of the cifar10 profile
-_ALIASES = {"densenet": "densenet40", "densenetbc40": "densenet40", "shufflenetv2": "shufflenet", "captum": "lenet"}
+_ALIASES = {"densenet": "densenet40", "densenetbc40": "densenet40", "shufflenetv2": "shufflenet",
+            "shufflenetv2x05": "shufflenet", "captum": "lenet", "captumlenet": "lenet"}
 
 IMAGE_SETS = {
     "jpeg2000": ("cifar10_test_jpeg_2000.npz",
@@ -170,7 +172,8 @@ def model(name: str, *, device: str | torch.device = "cpu", root: str | os.PathL
     if root is not None:
         path = Path(root).expanduser() / spec.file
         if not path.is_file():
-            raise MissingDataError(f"casekit: {spec.file} ({spec.display}) is not in {path.parent} (the root= argument)")
+            raise MissingDataError(
+                f"casekit: {spec.file} ({spec.display}) is not in {path.parent} (the root= argument)")
     else:
         path = fetch.ensure([spec.file], download_missing=download, mirror=mirror)[spec.file]
     net = spec.build()
@@ -179,11 +182,13 @@ def model(name: str, *, device: str | torch.device = "cpu", root: str | os.PathL
     result = net.load_state_dict(state, strict=False)
     missing_keys = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing_keys or result.unexpected_keys:
-        raise ValueError(f"{path} does not fit {spec.display}: missing {missing_keys}, unexpected {result.unexpected_keys}")
+        raise ValueError(
+            f"{path} does not fit {spec.display}: missing {missing_keys}, unexpected {result.unexpected_keys}")
     item = fetch.entry(spec.file) if fetch.manifest_path() else {}
     info = {
         "name": key, "display": spec.display, "family": spec.family, "layers": dict(spec.layers),
-        "mean": spec.mean, "std": spec.std, "classes": list(CLASSES), "input": "normalised 32x32 RGB: (x - mean) / std",
+        "mean": spec.mean, "std": spec.std, "classes": list(CLASSES),
+        "input": "normalised 32x32 RGB: (x - mean) / std",
         "accuracy_readme": spec.accuracy_readme, "accuracy_published": spec.accuracy_published,
         "file": spec.file, "path": str(path), "sha256": item.get("sha256"), "url": item.get("url"),
         "licence": item.get("licence"), "licence_file": item.get("licence_file"),
@@ -243,7 +248,8 @@ def _unpickle_test_batch(blob: bytes, where: str) -> tuple[np.ndarray, np.ndarra
 
     got = hashlib.md5(blob).hexdigest()
     if got != _TEST_BATCH_MD5:  # checked before unpickling: only the official file is ever unpickled
-        raise fetch.ChecksumError(f"{where}: md5 {got}, expected {_TEST_BATCH_MD5} (the official CIFAR-10 test_batch)")
+        raise fetch.ChecksumError(
+            f"{where}: md5 {got}, expected {_TEST_BATCH_MD5} (the official CIFAR-10 test_batch)")
     batch = pickle.loads(blob, encoding="latin1")
     raw = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return raw, np.asarray(batch["labels"])
@@ -256,7 +262,8 @@ def _official_test_set(download: bool | None, mirror: str | None) -> tuple[np.nd
     if extracted.is_file():
         raw, labels = _unpickle_test_batch(extracted.read_bytes(), str(extracted))
         return raw, labels, extracted
-    archive = fetch.ensure([IMAGE_SETS["test10000"][0]], download_missing=download, mirror=mirror)[IMAGE_SETS["test10000"][0]]
+    name = IMAGE_SETS["test10000"][0]
+    archive = fetch.ensure([name], download_missing=download, mirror=mirror)[name]
     with tarfile.open(archive, "r:gz") as tar:
         member = tar.extractfile(_TEST_BATCH)
         if member is None:
@@ -298,9 +305,34 @@ def images(source: str = "auto", *, download: bool | None = None, mirror: str | 
             chosen = "test10000"
         except MissingDataError as err:
             errors.append(str(err))
-            raise MissingDataError("casekit: no CIFAR-10 test images were found or downloaded.\n" + "\n".join(errors)) from None
+            raise MissingDataError(
+                "casekit: no CIFAR-10 test images were found or downloaded.\n" + "\n".join(errors)) from None
     x = torch.from_numpy(raw).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
     y = torch.from_numpy(labels.astype(np.int64))
     info = {"set": chosen, "description": IMAGE_SETS[chosen][1], "n": int(y.numel()), "classes": list(CLASSES),
             "file": IMAGE_SETS[chosen][0], "path": str(path)}
     return ReferenceImages(x, y, info)
+
+
+def stratified_split(labels: torch.Tensor, n_heldout_per_class: int | None = None, seed: int = 0
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split image indices into ``(heldout, pool)``, disjoint and each sorted, with ``n_heldout_per_class`` images
+    of every class held out (default: half of each class, rounded down), drawn at random with ``seed``.
+
+    ``heldout`` is for the confusion matrix behind the contrast sets, ``pool`` for the evaluated images, so no
+    evaluated image shaped its own contrast set.  Same labels and seed → same split."""
+    labels = torch.as_tensor(labels).flatten()
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    generator = torch.Generator().manual_seed(seed)
+    heldout = []
+    for c in labels.unique().tolist():
+        members = (labels == c).nonzero().flatten()
+        k = members.numel() // 2 if n_heldout_per_class is None else n_heldout_per_class
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= members.numel():
+            raise ValueError(f"class {c} has {members.numel()} images; cannot hold out {k!r}")
+        heldout.append(members[torch.randperm(members.numel(), generator=generator)[:k]])
+    held = torch.cat(heldout).sort().values if heldout else torch.zeros(0, dtype=torch.long)
+    mask = torch.ones(labels.numel(), dtype=torch.bool)
+    mask[held] = False
+    return held, mask.nonzero().flatten()
