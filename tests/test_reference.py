@@ -161,6 +161,8 @@ def test_official_test_set_is_read_from_the_archive(tmp_path, monkeypatch):
     # pixel (row 5, column 9) of image 3: CIFAR stores the red plane, then green, then blue, row-major
     expected = [batch["data"][3, c * 1024 + 5 * 32 + 9] / 255 for c in range(3)]
     torch.testing.assert_close(x[3, :, 5, 9], torch.tensor(expected, dtype=torch.float32))
+    again = pickle.loads(pickle.dumps(result))
+    assert again.info == result.info and torch.equal(again.labels, y)
     archive.unlink()  # the test_batch was kept extracted: no archive needed any more
     assert torch.equal(R.images("test10000")[0], x)
 

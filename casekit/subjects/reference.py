@@ -226,6 +226,9 @@ class ReferenceImages(tuple):
         obj.info = info
         return obj
 
+    def __getnewargs__(self) -> tuple[Any, ...]:  # pickling (e.g. into DataLoader workers) keeps .info
+        return (self[0], self[1], self.info)
+
     @property
     def images(self) -> torch.Tensor:
         return self[0]
