@@ -218,3 +218,17 @@ def test_oracle_on_real_networks(name, role, shared_images):
     _check_all(model, info["layers"][role], x, GRADIENT_BASED)
     # the gradient-free oracles cost one forward pass per channel (132, or 1024 on the ShuffleNet) and target
     _check_all(model, info["layers"][role], x[1:2], GRADIENT_FREE, n_targets=2 if role == "final_conv" else 1)
+
+
+def test_missing_lists_every_file_of_the_profile_in_one_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("CASEKIT_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("CASEKIT_SHARED", str(tmp_path / "no-shared"))
+    problems = R.missing()  # download=False: only looks
+    assert len(problems) == 1
+    for name in R.NAMES:
+        assert R.NETWORKS[name].file in problems[0]
+    assert "cifar10_test_jpeg_2000.npz" in problems[0] and str(tmp_path / "data" / "reference" / "cifar10") in problems[0]
+    assert R.files(["lenet"], "test10000") == ["cifar_torchvision.pt", "cifar-10-python.tar.gz"]
+    if REFERENCE_CIFAR10.is_dir():
+        monkeypatch.setenv("CASEKIT_SHARED", str(REFERENCE_CIFAR10.parents[1]))
+        assert R.missing() == []
