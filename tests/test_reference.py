@@ -216,8 +216,10 @@ def test_oracle_on_real_networks(name, role, shared_images):
     model, info = R.model(name)
     x = R.normalize(shared_images[0][::500][:4], info)  # one image each of classes 0, 2, 5, 7
     _check_all(model, info["layers"][role], x, GRADIENT_BASED)
-    # the gradient-free oracles cost one forward pass per channel (132, or 1024 on the ShuffleNet) and target
-    _check_all(model, info["layers"][role], x[1:2], GRADIENT_FREE, n_targets=2 if role == "final_conv" else 1)
+    # the gradient-free oracles cost one forward pass per channel (132, or 1024 on the ShuffleNet) and target;
+    # ShuffleNet's conv5.1 has the same 1024 channels as conv5.0, checked above, so it is left out here
+    if role == "final_conv" or name == "densenet40":
+        _check_all(model, info["layers"][role], x[1:2], GRADIENT_FREE, n_targets=2 if role == "final_conv" else 1)
 
 
 def test_missing_lists_every_file_of_the_profile_in_one_message(tmp_path, monkeypatch):
