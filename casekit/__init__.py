@@ -43,6 +43,7 @@ _SUBMODULES = {
     "synthetic": "subjects.synthetic",
     "zoo": "subjects.zoo",
     "finetune": "subjects.finetune",
+    "reference": "subjects.reference",
     "metrics": "evaluation.metrics",
     "stats": "evaluation.stats",
     "diagnostic": "evaluation.diagnostic",

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from casekit.subjects import data as D
-from conftest import REFERENCE_CIFAR10, needs_shared_cifar10
+from conftest import REFERENCE_CIFAR10, REPO, needs_shared_cifar10
 
 # wnid → torchvision class index (sorted-wnid order) and name, checked against torchvision's own metadata below
 TENCH, KIT_FOX, TOILET_TISSUE = ("n01440764", 0, "tench"), ("n02119789", 278, "kit fox"), ("n15075141", 999, "toilet tissue")
@@ -40,6 +40,8 @@ def test_data_root_honours_casekit_data(monkeypatch, tmp_path):
     monkeypatch.setenv("CASEKIT_DATA", str(tmp_path / "d"))
     assert D.data_root() == tmp_path / "d"
     monkeypatch.delenv("CASEKIT_DATA")
+    assert D.data_root() == REPO / "data"  # running from a checkout: its data/ folder
+    monkeypatch.setattr(D, "checkout_root", lambda: None)  # an installed casekit
     assert D.data_root() == D.Path.home() / ".casekit" / "data"
 
 
@@ -322,6 +324,7 @@ def test_reference_cifar10_images():
 
 def test_shared_reference_dir_errors_name_the_places(tmp_path, monkeypatch):
     monkeypatch.setenv("CASEKIT_SHARED", str(tmp_path))
+    monkeypatch.setenv("CASEKIT_DATA", str(tmp_path / "data"))
     with pytest.raises(D.MissingDataError) as info:
         D.reference_cifar10_images()
     msg = str(info.value)

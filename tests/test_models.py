@@ -108,15 +108,78 @@ def test_preprocess_is_resize256_centercrop224_imagenet_normalisation():
 @pytest.mark.parametrize("name", list(PAPER_SHAPES))
 def test_missing_weights_raise_one_clear_error_without_downloading(name, tmp_path, monkeypatch, no_download):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("CASEKIT_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("CASEKIT_OFFLINE", "1")  # downloads off: casekit must not even try
     entry, path = M.torchvision_weights_file(M.PAPER_MODELS[name].builder)
     assert path == tmp_path / "torch" / "hub" / "checkpoints" / os.path.basename(entry.url)
     with pytest.raises(M.MissingWeightsError) as info:
         M.load_paper_model(name)
     msg = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
-    for needle in (path.name, str(path.parent), entry.url, "TORCH_HOME", "weights=None", "never downloads"):
+    for needle in (path.name, str(path.parent), entry.url, "TORCH_HOME", "weights=None", "did not download",
+                   "CASEKIT_OFFLINE", str(tmp_path / "data" / "torchvision")):
         assert needle in msg, needle
     assert not path.exists()
+
+
+def test_offline_machine_gets_the_clear_message(tmp_path, monkeypatch, no_download):
+    """No network at all (every outbound connection fails): the same clear message, naming why, no download."""
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("CASEKIT_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("CASEKIT_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    with pytest.raises(M.MissingWeightsError) as info:
+        M.load_paper_model("resnet50")
+    msg = str(info.value)
+    for needle in ("resnet50-0676ba61.pth", "download.pytorch.org", "did not download", "offline", "Network is unreachable"):
+        assert needle in msg, needle
+    assert not (tmp_path / "torch" / "hub" / "checkpoints" / "resnet50-0676ba61.pth").exists()
+
+
+def test_online_uses_torchvisions_download_with_its_hash_check(tmp_path, monkeypatch, resnet50_file):
+    import torchvision.models._api as api
+
+    from casekit.subjects import fetch
+
+    source, expected = resnet50_file
+    calls = []
+
+    def fake_download(url, *args, **kwargs):  # stands in for torch.hub.load_state_dict_from_url
+        calls.append((url, kwargs))
+        return torch.load(source, weights_only=True)
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("CASEKIT_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("CASEKIT_OFFLINE", raising=False)
+    monkeypatch.setattr(fetch, "reachable", lambda url, timeout=10.0: None)
+    monkeypatch.setattr(api, "load_state_dict_from_url", fake_download)
+    model, _, _ = M.load_paper_model("resnet50")
+    assert [c[0] for c in calls] == ["https://download.pytorch.org/models/resnet50-0676ba61.pth"]
+    assert calls[0][1].get("check_hash") is True
+    torch.testing.assert_close(model.fc.weight, expected["fc.weight"], rtol=0, atol=0)
+
+    def failing(url, *args, **kwargs):
+        raise RuntimeError('invalid hash value (expected "0676ba61", got "deadbeef")')
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", failing)
+    with pytest.raises(M.MissingWeightsError, match="invalid hash value"):
+        M.load_paper_model("resnet50")
+
+
+def test_weights_copied_into_the_data_folder_are_hash_checked(tmp_path, monkeypatch, no_download, resnet50_file):
+    source, _ = resnet50_file
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("CASEKIT_DATA", str(tmp_path / "data"))
+    (tmp_path / "data" / "torchvision").mkdir(parents=True)
+    os.symlink(source, tmp_path / "data" / "torchvision" / source.name)
+    # the seeded stand-in is not torchvision's file: its sha256 does not start with the name's 0676ba61
+    with pytest.raises(ValueError, match="0676ba61"):
+        M.load_paper_model("resnet50")
 
 
 def test_weights_found_in_the_torch_hub_cache(tmp_path, monkeypatch, no_download, resnet50_file):
@@ -245,6 +308,8 @@ def test_reference_root_from_env_and_argument(tmp_path, monkeypatch):
 
 def test_reference_cifar10_missing_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("CASEKIT_SHARED", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("CASEKIT_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("CASEKIT_OFFLINE", "1")
     with pytest.raises(M.MissingWeightsError) as info:
         M.load_reference_cifar10(56)
     msg = str(info.value)

@@ -5,7 +5,8 @@ Nothing here downloads.  A dataset that is not on the machine stops with one
 how to provide it.
 
 Where casekit looks by default (:func:`data_root`): ``$CASEKIT_DATA`` if set,
-else ``~/.casekit/data``, with ``imagenet/val`` and ``cifar100`` below it.
+else the checkout's ``data/`` folder (else ``~/.casekit/data`` for an installed casekit), with ``imagenet/val``
+and ``cifar100`` below it (``data/README.md`` has the whole layout).
 Every loader also takes an explicit ``root``.
 
 ImageNet label order is torchvision's: class ``i`` is the ``i``-th WordNet id
@@ -32,6 +33,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.datasets import CIFAR100
 from torchvision.datasets.utils import check_integrity
 from tqdm.auto import tqdm
+
+from .._io import checkout_root
 
 __all__ = [
     "MissingDataError",
@@ -89,13 +92,24 @@ class MissingDataError(FileNotFoundError):
 
 
 def data_root() -> Path:
-    """casekit's default data folder: ``$CASEKIT_DATA`` if set, else ``~/.casekit/data`` (not created)."""
+    """casekit's data folder: ``$CASEKIT_DATA`` if set, else the ``data/`` folder of the checkout casekit runs from
+    (:func:`casekit._io.checkout_root`), else ``~/.casekit/data`` (an installed casekit).  Not created here.
+
+    Layout (``data/README.md``): ``reference/cifar10/`` (the pretrained CIFAR-10 networks and the 2,000 shared
+    images), ``cifar10/`` (the official CIFAR-10 archive), ``torchvision/`` (optional copies of the paper's
+    weights), ``imagenet/val``, ``cifar100/``."""
     env = os.environ.get("CASEKIT_DATA")
-    return Path(env).expanduser() if env else Path.home() / ".casekit" / "data"
+    if env:
+        return Path(env).expanduser()
+    root = checkout_root()
+    return root / "data" if root is not None else Path.home() / ".casekit" / "data"
 
 
 def _data_root_origin() -> str:
-    return "$CASEKIT_DATA" if os.environ.get("CASEKIT_DATA") else "default; set $CASEKIT_DATA to change it"
+    if os.environ.get("CASEKIT_DATA"):
+        return "$CASEKIT_DATA"
+    where = "the checkout's data/ folder" if checkout_root() is not None else "~/.casekit/data"
+    return f"default: {where}; set $CASEKIT_DATA to change it"
 
 
 def _shared_candidates() -> list[Path]:
@@ -138,12 +152,19 @@ def shared_reference_dir(name: str = "cifar10", root: str | os.PathLike | None =
 def reference_cifar10_images(
     root: str | os.PathLike | None = None, normalize: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """The 2,000 real CIFAR-10 test images of ``shared/reference/cifar10`` (first 200 of each class).
+    """The 2,000 real CIFAR-10 test images of ``shared/reference/cifar10`` (first 200 of each class), found in
+    ``root``, else in ``$CASEKIT_DATA/reference/cifar10`` or a shared folder (``ck.reference.images`` is the newer form).
 
     Returns ``(images [N, 3, 32, 32] float32, labels [N] int64, class_names)``; images are in [0, 1], or
     ``(x - mean) / std`` with the README's mean/std (ImageNet statistics) when ``normalize``.
     """
-    folder = shared_reference_dir("cifar10", root, need="cifar10_test_jpeg_2000.npz")
+    if root is None:  # $CASEKIT_DATA/reference/cifar10, then the shared folders (casekit.subjects.fetch)
+        from .fetch import ensure
+
+        path = ensure(["cifar10_test_jpeg_2000.npz"], download_missing=False)["cifar10_test_jpeg_2000.npz"]
+        folder = path.parent
+    else:
+        folder = shared_reference_dir("cifar10", root, need="cifar10_test_jpeg_2000.npz")
     with np.load(folder / "cifar10_test_jpeg_2000.npz") as npz:
         raw, labels, classes = npz["images"], npz["labels"], [str(c) for c in npz["classes"]]
     if raw.ndim != 4 or raw.shape[1:] != (32, 32, 3) or raw.dtype != np.uint8:

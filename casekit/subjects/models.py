@@ -4,9 +4,10 @@ Each model comes with a dict *role → dotted layer name*, the same convention a
 the demo zoo (``ck.demo.model``): ``"final_conv"`` is the layer the paper
 explains; DenseNet-201 also has ``"norm5"`` (the paper's ablation layer).
 
-Nothing here downloads.  Pretrained weights must already be on the machine;
-otherwise :class:`MissingWeightsError` says which file, where casekit looked and
-how to provide it.
+Pretrained torchvision weights are read from torch.hub's cache (``$TORCH_HOME/hub/checkpoints``) or from
+``$CASEKIT_DATA/torchvision/``; where neither has them and the machine is online, torchvision's own download
+fetches them (it checks the sha256 prefix in the file name).  Offline (or with ``$CASEKIT_OFFLINE=1``),
+:class:`MissingWeightsError` says which file, where casekit looked and how to provide it.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .data import MissingDataError, imagenet_preprocess, shared_reference_dir
+from .cifar_nets import CifarResNet, _ShortcutA, cifar_resnet  # noqa: F401  (moved there; names kept)
+from .data import MissingDataError, data_root, imagenet_preprocess
 
 __all__ = [
     "MissingWeightsError",
@@ -119,13 +120,17 @@ def torchvision_weights_file(builder: str, weights: str = "IMAGENET1K_V1") -> tu
     return entry, Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def _missing_torchvision_weights(display: str, builder: str, name: str, url: str, path: Path) -> MissingWeightsError:
+def _missing_torchvision_weights(
+    display: str, builder: str, name: str, url: str, path: Path, reason: str | None = None
+) -> MissingWeightsError:
     torch_home = os.environ.get("TORCH_HOME")
     origin = f"$TORCH_HOME={torch_home}" if torch_home else "torch.hub's default; set $TORCH_HOME to change it"
+    why = reason or "not attempted (casekit only checks files here)"
     return MissingWeightsError(
         f"casekit: the pretrained weights of {display} (torchvision {builder}, {name}) are not on this machine.\n"
         f"  missing file: {path.name}\n"
-        f"  looked in: {path.parent} ({origin}); casekit never downloads.\n"
+        f"  looked in: {path.parent} ({origin}), {data_root() / 'torchvision'} ($CASEKIT_DATA/torchvision)\n"
+        f"  casekit did not download it: {why}\n"
         f"  to provide it: on a machine with internet download\n      {url}\n"
         f"    and copy it to {path.parent}/ (or to <dir>/hub/checkpoints/ and set TORCH_HOME=<dir>),\n"
         f"    or pass weights='/path/to/{path.name}'; weights=None builds the untrained architecture."
@@ -233,12 +238,36 @@ def load_paper_model(
             entry, path = torchvision_weights_file(spec.builder, str(weights))
             if num_classes != len(entry.meta["categories"]):
                 raise ValueError(f"{entry} has {len(entry.meta['categories'])} classes, not num_classes={num_classes}")
-            if not path.is_file():  # checked before torchvision could start a download
-                raise _missing_torchvision_weights(spec.display, spec.builder, entry.name, entry.url, path)
-            model = builder(weights=entry)  # torch.hub finds the file in its cache and does not download
+            model = _torchvision_pretrained(spec, builder, entry, path)
         layers = dict(spec.layers)
     model = model.to(device).eval()
     return model, layers, imagenet_preprocess()
+
+
+def _torchvision_pretrained(spec: PaperModel, builder: Callable, entry: Any, path: Path) -> nn.Module:
+    """torchvision's ``builder(weights=entry)``: from torch.hub's cache, else from ``$CASEKIT_DATA/torchvision``,
+    else downloaded by torchvision (sha256-prefix checked) when the machine is online; else a clear error."""
+    if path.is_file():
+        return builder(weights=entry)  # torch.hub finds the file in its cache and does not download
+    copy = data_root() / "torchvision" / path.name
+    if copy.is_file():
+        from .fetch import file_hash
+
+        prefix = re.search(r"-([0-9a-f]{8,})\.", path.name)
+        if prefix and not file_hash(copy).startswith(prefix.group(1)):
+            raise ValueError(f"{copy}: its sha256 does not start with {prefix.group(1)} as torchvision's name requires")
+        model = builder(weights=None, num_classes=len(entry.meta["categories"]))
+        _load_local(model, copy, spec.builder)
+        return model
+    from .fetch import offline, reachable
+
+    reason = "downloads are off ($CASEKIT_OFFLINE is set)" if offline() else reachable(entry.url)
+    if reason is None:
+        try:
+            return builder(weights=entry)  # torchvision downloads to torch.hub's cache and checks the hash
+        except (OSError, RuntimeError) as err:  # URLError is an OSError; a hash mismatch is a RuntimeError
+            reason = f"torchvision's download failed: {err}"
+    raise _missing_torchvision_weights(spec.display, spec.builder, entry.name, entry.url, path, reason)
 
 
 def _build_timm(spec: PaperModel, weights: Any, local: Path | None, build_on: torch.device, num_classes: int) -> nn.Module:
@@ -276,100 +305,23 @@ def _timm_cached_file(spec: PaperModel) -> Path:
 
 
 # --------------------------------------------------------------------------- CIFAR-10 reference ResNets
-
-
-class _ShortcutA(nn.Module):
-    """He et al.'s parameter-free "option A" shortcut: every second pixel, channels zero-padded equally on both sides."""
-
-    def __init__(self, pad: int) -> None:
-        super().__init__()
-        self.pad = pad
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
-
-
-class _BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = _ShortcutA((planes - in_planes) // 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
-
-
-class CifarResNet(nn.Module):
-    """The CIFAR ResNet of He et al. (2016), depth 6n+2: ``conv1``/``bn1``, ``layer1..3`` (n blocks each, widths
-    16/32/64, stride 2 at the start of layer2 and layer3), global average pool, ``linear``."""
-
-    def __init__(self, depth: int = 20, num_classes: int = 10) -> None:
-        super().__init__()
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"depth must be 6n+2 with n >= 1 (20, 32, 44, 56, 110, ...), got {depth!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        n = (depth - 2) // 6
-        self.depth = depth
-        self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        widths, in_planes = (16, 32, 64), 16
-        for i, planes in enumerate(widths, start=1):
-            blocks = []
-            for j in range(n):
-                blocks.append(_BasicBlock(in_planes, planes, stride=2 if (i > 1 and j == 0) else 1))
-                in_planes = planes
-            setattr(self, f"layer{i}", nn.Sequential(*blocks))
-        self.linear = nn.Linear(64, num_classes)
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layer3(self.layer2(self.layer1(out)))
-        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
-        return self.linear(out)
-
-
-def cifar_resnet(depth: int = 20, num_classes: int = 10) -> nn.Module:
-    """An untrained CIFAR ResNet-``depth`` (6n+2) with the option-A shortcut (see :class:`CifarResNet`)."""
-    return CifarResNet(depth, num_classes)
-
+# The architectures live in .cifar_nets and the loaders in .reference (``ck.reference``); these names remain.
 
 REFERENCE_CIFAR10_CHECKPOINTS = {20: "resnet20-12fca82f.th", 56: "resnet56-4bfd9763.th"}
 
 
 def load_reference_cifar10(depth: int = 20, root: str | Path | None = None) -> tuple[nn.Module, dict[str, str]]:
-    """The pretrained CIFAR-10 ResNet-20 or -56 of ``shared/reference/cifar10`` in eval mode, and its layers
-    ``{"final_conv": "layer3.<n-1>.conv2", "layer3": "layer3"}``.
-
-    ``root`` defaults to ``$CASEKIT_SHARED/reference/cifar10``, else the ``shared/reference/cifar10`` found walking up
-    from the current directory and from the package.  Inputs: 32×32 RGB normalised with ImageNet mean/std
-    (see ``casekit.subjects.data.reference_cifar10_images``).
+    """The pretrained CIFAR-10 ResNet-20 or -56 in eval mode, and its layers
+    ``{"final_conv": "layer3.<n-1>.conv2", "layer3": "layer3"}`` — ``ck.reference.model("resnet20")`` in the older
+    form.  ``root``: a folder holding the file; by default casekit looks where :mod:`.fetch` describes.  Inputs:
+    32×32 RGB normalised with ImageNet mean/std (see ``casekit.subjects.data.reference_cifar10_images``).
     """
     if depth not in REFERENCE_CIFAR10_CHECKPOINTS:
         raise ValueError(f"reference CIFAR-10 checkpoints exist for depth {sorted(REFERENCE_CIFAR10_CHECKPOINTS)}, got {depth!r}")
-    filename = REFERENCE_CIFAR10_CHECKPOINTS[depth]
+    from . import reference
+
     try:
-        folder = shared_reference_dir("cifar10", root, need=filename)
+        model, info = reference.model(f"resnet{depth}", root=root)
     except MissingDataError as err:
         raise MissingWeightsError(str(err)) from None
-    # The checkpoint is an old (pre-zip) torch.save pickle of plain tensors and a float; weights_only=True reads it,
-    # so no arbitrary code from the pickle can run.
-    ckpt = torch.load(folder / filename, map_location="cpu", weights_only=True)
-    state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
-    model = cifar_resnet(depth, 10)
-    # The file has no BatchNorm num_batches_tracked counters (older PyTorch); they are not used in eval mode.
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
-        raise ValueError(f"{folder / filename} does not fit cifar_resnet({depth}): missing {missing}, unexpected {unexpected}")
-    n = (depth - 2) // 6
-    return model.eval(), {"final_conv": f"layer3.{n - 1}.conv2", "layer3": "layer3"}
+    return model, {**info["layers"], "layer3": "layer3"}
