@@ -118,3 +118,18 @@ def case(
 ) -> torch.Tensor:
     """CASE map ``Σ_c w⊥_c A_c`` (rectified later)."""
     return weighted_sum(case_weights(target_grads, contrast_grads, projection, eps), activations)
+
+
+def gradcam_diff_weights(target_grads: torch.Tensor, contrast_grads: torch.Tensor) -> torch.Tensor:
+    """Pooled gradient of the logit difference ``S_u − mean_{v∈V(u)} S_v``: ``w_u − w̄`` → ``[B, T, C]``.
+
+    ``target_grads [B, T, C, h, w]``, ``contrast_grads [B, T, K, C, h, w]``; by linearity of the
+    gradient and of the spatial mean this equals Grad-CAM's weights for the difference logit.
+    """
+    return gradcam_weights(target_grads) - gradcam_weights(contrast_grads).mean(dim=2)
+
+
+def gradcam_diff(activations: torch.Tensor, target_grads: torch.Tensor, contrast_grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM of the logit difference: ``Σ_c (w_u − w̄)_c A_c`` (rectified later), the plain
+    contrastive baseline that CASE's orthogonal projection refines."""
+    return weighted_sum(gradcam_diff_weights(target_grads, contrast_grads), activations)

@@ -137,6 +137,9 @@ def ablationcam(
     amp_dtype: torch.dtype | None = None,
     progress: bool = False,
     on_mode: Callable[[str], None] | None = None,
+    *,
+    layer_output: torch.Tensor | None = None,
+    channel_positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Ablation-CAM (Desai & Ramaswamy 2020, pytorch-grad-cam 1.5 form).
 
@@ -144,22 +147,32 @@ def ablationcam(
     weight ``w_c = (S_u − S_u^{(−c)}) / S_u``; map ``Σ_c w_c A_c`` → ``[B, T, h, w]``.
     (pytorch-grad-cam lowers the ablation value by a further 1e7 for every row
     already ablated in the same batch; casekit uses the value as defined.)
+
+    With a ``reshape_transform`` the ablation happens in the layer's own layout:
+    ``layer_output [B, ...]`` is ablated at ``channel_positions[c]`` (flat positions in
+    one image's output, see :func:`casekit.cam.hooks.channel_positions`), and ``min A_b``
+    is the minimum of that output.
     """
     B, C, h, w = activations.shape
     T = targets.shape[1]
+    native = activations if layer_output is None else layer_output
     original = logits.float().gather(1, targets)  # [B, T]
     ablated = torch.empty(B, C, T, device=images.device, dtype=torch.float32)
     runner = _TailRunner(model, module, amp_dtype)
     bar = tqdm(total=B * C, desc="Ablation-CAM ablated forwards", unit="fwd", disable=not progress, leave=False)
     for b in range(B):
-        a = activations[b]
+        a = native[b]
         low = a.min()
         value = torch.where(low == 0, torch.zeros_like(low), low - ABLATION_OFFSET)
         with runner.attached(a[None]):
             for start, stop in _chunks(C, batch_size):
                 n = stop - start
-                acts = a[None].repeat(n, 1, 1, 1)
-                acts[torch.arange(n, device=a.device), torch.arange(start, stop, device=a.device)] = value
+                acts = a[None].repeat(n, *([1] * a.dim()))  # a fresh copy: never a view of the activations
+                rows = torch.arange(n, device=a.device)
+                if channel_positions is None:
+                    acts[rows, torch.arange(start, stop, device=a.device)] = value
+                else:
+                    acts.view(n, -1)[rows[:, None], channel_positions[start:stop]] = value
                 out = runner(images[b], acts, logits[b])
                 ablated[b, start:stop] = out[:, targets[b]]
                 bar.update(n)
