@@ -322,8 +322,7 @@ def case_vectors(
     w_v = pooled[:, T:].reshape(B, T, K, -1)
     w_bar = w_v.mean(dim=2)
     w_perp = M.orthogonal_component(w_u, w_bar, eps)
-    cosine = F.cosine_similarity(w_u, w_bar, dim=-1)
-    kept = w_perp.norm(dim=-1) / w_u.norm(dim=-1).clamp_min(torch.finfo(w_u.dtype).tiny)
+    kept, cosine = M.case_geometry(w_u, w_bar, eps)
     size = (images.shape[-2], images.shape[-1])
     A = fw.activations
     maps = [finalize_maps(M.weighted_sum(w, A), size) for w in (w_u, w_bar, w_perp)]

@@ -82,6 +82,20 @@ def orthogonal_component(
     return out.to(target.dtype)
 
 
+def case_geometry(
+    target: torch.Tensor, contrast_mean: torch.Tensor, eps: float = 1e-8
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """How much of ``w_u`` CASE keeps and how close it is to the contrast: ``(‖w⊥‖ / ‖w_u‖, cos(w_u, w̄))``.
+
+    ``target, contrast_mean [..., C]`` → two tensors ``[...]``; ``w⊥`` from :func:`orthogonal_component`
+    (0 when ``w_u = 0``).
+    """
+    w_perp = orthogonal_component(target, contrast_mean, eps)
+    kept = w_perp.norm(dim=-1) / target.norm(dim=-1).clamp_min(torch.finfo(target.dtype).tiny)
+    cosine = torch.nn.functional.cosine_similarity(target, contrast_mean, dim=-1)
+    return kept, cosine
+
+
 def case_weights(
     target_grads: torch.Tensor,
     contrast_grads: torch.Tensor,
