@@ -149,7 +149,8 @@ def _check_grad_mode() -> None:
     if torch.is_inference_mode_enabled():
         raise RuntimeError(
             "gradient methods cannot run inside torch.inference_mode(): it disables autograd for good; "
-            "call casekit outside it (torch.no_grad() is fine: casekit switches gradients on where it needs them)"
+            "call casekit outside it (torch.no_grad() is fine: casekit switches gradients on where it "
+            "needs them)"
         )
 
 
@@ -208,10 +209,12 @@ def _check_options(names: list[str], contrast: ContrastSpec, projection: str, ba
         raise ValueError(f"unknown projection {projection!r}; use 'pooled' (reference) or 'full'")
     want = [m for m in names if REGISTRY[m].needs_contrast]
     if want and contrast is None:
-        raise ValueError(f"method {want[0]!r} needs contrast=[B, T, K] class indices (e.g. from ck.contrast_sets)")
+        raise ValueError(
+            f"method {want[0]!r} needs contrast=[B, T, K] class indices (e.g. from ck.contrast_sets)")
     if not want and contrast is not None:
         users = " and ".join(repr(m) for m in ALL_METHODS if m in CONTRAST_METHODS)
-        raise ValueError(f"contrast is only used by method {users}; drop it or add one of them to the methods")
+        raise ValueError(
+            f"contrast is only used by method {users}; drop it or add one of them to the methods")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
@@ -231,7 +234,7 @@ def explain(
     progress: bool = False,
     reshape_transform: ReshapeTransform | None = None,
 ) -> CAMResult:
-    """Maps of several methods (any of :data:`ALL_METHODS`) from one forward pass (and one batched backward pass).
+    """Maps of several methods (any of :data:`ALL_METHODS`) from one forward and one batched backward pass.
 
     ``targets`` may be a ``LongTensor [B]``/``[B, T]`` or a function of the
     logits returning one (e.g. ``lambda z: z.topk(2).indices``); ``contrast`` a
@@ -255,8 +258,9 @@ def explain(
         A, tgt, con = fw.activations, fw.targets, fw.contrast
         if A.shape[-2:] == (1, 1):
             warnings.warn(
-                f"layer {fw.name!r} has a 1×1 feature map at this input size: every map is constant and comes "
-                "back all zero; choose an earlier layer or larger images", RuntimeWarning, stacklevel=2)
+                f"layer {fw.name!r} has a 1×1 feature map at this input size: every map is constant "
+                "and comes back all zero; choose an earlier layer or larger images",
+                RuntimeWarning, stacklevel=2)
         x = MapInputs(model, fw.module, images, A, fw.logits, tgt, con, projection=projection, eps=eps,
                       batch_size=batch_size, amp_dtype=amp_dtype, progress=progress)
         if reshape_transform is not None and "ablationcam" in names:
@@ -313,7 +317,7 @@ def case_vectors(
     if contrast is None:
         raise ValueError("case_vectors needs contrast=[B, T, K] class indices")
     with evaluation_mode(model):
-        fw = _forward(model, images, layer, targets, contrast, need_grad=True, reshape_transform=reshape_transform)
+        fw = _forward(model, images, layer, targets, contrast, True, reshape_transform)
     assert fw.grads is not None and fw.contrast is not None
     B, T = fw.targets.shape
     K = fw.contrast.shape[2]

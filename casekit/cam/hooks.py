@@ -37,8 +37,10 @@ RESHAPE_HINT = (
 )
 
 
-def as_feature_map(output: torch.Tensor, name: str, reshape_transform: ReshapeTransform | None) -> torch.Tensor:
-    """The layer's output as the CAM's feature map ``A [B, C, h, w]``: itself, or ``reshape_transform(output)``.
+def as_feature_map(
+    output: torch.Tensor, name: str, reshape_transform: ReshapeTransform | None
+) -> torch.Tensor:
+    """The layer's output as the CAM's feature map ``A [B, C, h, w]``: itself or ``reshape_transform(it)``.
 
     The same transform maps gradients ``∂S/∂output`` (same layout as the output) to ``∂S/∂A``.
     """
@@ -60,7 +62,7 @@ def as_feature_map(output: torch.Tensor, name: str, reshape_transform: ReshapeTr
 
 
 def channel_positions(reshape_transform: ReshapeTransform, output: torch.Tensor, name: str) -> torch.Tensor:
-    """Where channel c of ``A = reshape_transform(output)`` lives in the layer's own layout → ``LongTensor [C, m]``.
+    """Where channel c of ``A = reshape_transform(output)`` lives in the layer's own layout → ``[C, m]``.
 
     Found by transforming a tensor that holds each element's flat index (one image): ``A[c]`` then holds the
     positions of channel c.  If every ``A[c]`` lies on one slice of an axis of the output (the token layout's
@@ -102,7 +104,11 @@ class LayerCapture:
     """
 
     def __init__(
-        self, module: nn.Module, name: str, grad_from_layer: bool, reshape_transform: ReshapeTransform | None = None
+        self,
+        module: nn.Module,
+        name: str,
+        grad_from_layer: bool,
+        reshape_transform: ReshapeTransform | None = None,
     ) -> None:
         self.module = module
         self.name = name

@@ -143,7 +143,9 @@ def gradcam_diff_weights(target_grads: torch.Tensor, contrast_grads: torch.Tenso
     return gradcam_weights(target_grads) - gradcam_weights(contrast_grads).mean(dim=2)
 
 
-def gradcam_diff(activations: torch.Tensor, target_grads: torch.Tensor, contrast_grads: torch.Tensor) -> torch.Tensor:
+def gradcam_diff(
+    activations: torch.Tensor, target_grads: torch.Tensor, contrast_grads: torch.Tensor
+) -> torch.Tensor:
     """Grad-CAM of the logit difference: ``Σ_c (w_u − w̄)_c A_c`` (rectified later), the plain
     contrastive baseline that CASE's orthogonal projection refines."""
     return weighted_sum(gradcam_diff_weights(target_grads, contrast_grads), activations)

@@ -109,7 +109,8 @@ def _scorecam(x: MapInputs) -> torch.Tensor:
 
 def _ablationcam(x: MapInputs) -> torch.Tensor:
     return ablationcam(
-        x.model, x.module, x.images, x.activations, x.logits, x.targets, x.batch_size, x.amp_dtype, x.progress,
+        x.model, x.module, x.images, x.activations, x.logits, x.targets,
+        x.batch_size, x.amp_dtype, x.progress,
         lambda mode: x.notes.__setitem__("ablation_mode", mode),
         layer_output=x.layer_output, channel_positions=x.channel_positions,
     )
