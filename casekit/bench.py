@@ -277,18 +277,23 @@ def scorecam_gain(arch: str, layer: str, size: int = 224, n_images: int = 1, dev
     with torch.no_grad():
         targets = model(images).topk(2, dim=1).indices
     blank = int(scorecam_blank_channels(A, (size, size)).sum())
-    out = {}
+    out, cpu = {}, {}
+    with torch.no_grad():
+        model(images[:1].expand(batch, -1, -1, -1))  # warm-up: neither variant is timed cold
     for share in (False, True):
         with evaluation_mode(model):
+            c0 = time.process_time()
             out[share] = _timed(lambda: scorecam(model, images, A, targets, batch, share_blank=share), dev, 1)
+            cpu[share] = time.process_time() - c0
     diff = float((out[True][1] - out[False][1]).abs().max() / out[False][1].abs().max())
     row = dict(model=arch, layer=layer, size=size, images=n_images, channels=A.shape[1] * n_images, blank=blank,
                forwards_before=A.shape[1] * n_images, forwards_after=A.shape[1] * n_images - blank + (blank > 0),
                seconds_before=out[False][0], seconds_after=out[True][0], speedup=out[False][0] / out[True][0],
-               max_rel_raw_map_diff=diff)
+               cpu_seconds_before=cpu[False], cpu_seconds_after=cpu[True], max_rel_raw_map_diff=diff)
     print(f"{arch} {layer} {size}px, {n_images} image(s): {blank}/{row['channels']} blank channels; "
           f"{row['forwards_before']} → {row['forwards_after']} forwards; {row['seconds_before']:.1f} s → "
-          f"{row['seconds_after']:.1f} s ({row['speedup']:.2f}×); raw maps differ by ≤ {diff:.1e} (relative)", flush=True)
+          f"{row['seconds_after']:.1f} s wall ({row['speedup']:.2f}×), {cpu[False]:.1f} s → {cpu[True]:.1f} s CPU; "
+          f"raw maps differ by ≤ {diff:.1e} (relative)", flush=True)
     return row
 
 
