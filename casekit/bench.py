@@ -11,6 +11,11 @@ are checked to agree (Pearson r per map) before any time is reported.
 
 ``--quick`` runs the same comparison on smaller sizes (under a minute on 2 CPU cores).
 pytorch-grad-cam (PyPI ``grad-cam``) must be installed.
+
+``--scorecam-blank`` instead counts, on the paper's four models and layers (``weights=None``), the
+channels that are constant at the layer's resolution and those whose Score-CAM mask is exactly 0
+(they share one blank-image forward), and times Score-CAM with and without that sharing on
+``--gain`` models (default ResNet-18 ``layer4``).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import torchvision
 from torch import nn
 
 from .cam.engine import explain
+from .cam.hooks import LayerCapture, evaluation_mode
+from .cam.perturbation import scorecam, scorecam_blank_channels
 
 GOALS = {"gradcam": 3.0, "gradcam++": 3.0, "layercam": 3.0, "case": 6.0, "scorecam": 1.8, "ablationcam": 1.8}
 
@@ -219,6 +226,77 @@ def run(quick: bool = False, device: str = "cpu", repeat: int = 1, methods: tupl
     return rows
 
 
+PAPER_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("resnet50", ("layer4.2.conv3", "layer4")),
+    ("vgg19_bn", ("features.49",)),
+    ("densenet201", ("features.denseblock4.denselayer32.conv2", "features.norm5")),
+    ("convnext_large", ("features.7.2.block.0",)),
+)
+
+
+def _layer_activations(model: nn.Module, layers: tuple[str, ...], images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The outputs of ``layers`` from one forward pass, without gradients."""
+    named = dict(model.named_modules())
+    captures = [LayerCapture(named[n], n, grad_from_layer=False) for n in layers]
+    with evaluation_mode(model), torch.no_grad(), contextlib.ExitStack() as stack:
+        for c in captures:
+            stack.enter_context(c.attached())
+        model(images)
+    return {c.name: c.activations for c in captures}
+
+
+def blank_census(models: tuple[tuple[str, tuple[str, ...]], ...] = PAPER_LAYERS, n_images: int = 2, size: int = 224,
+                 device: str = "cpu", seed: int = 0) -> list[dict]:
+    """Per model, layer and image: channels C, those constant at ``h × w``, those with an all-zero Score-CAM mask."""
+    rows = []
+    for arch, layers in models:
+        torch.manual_seed(seed)
+        model = getattr(torchvision.models, arch)(weights=None).to(device).eval()
+        images = torch.randn(n_images, 3, size, size, device=device)
+        for layer, A in _layer_activations(model, layers, images).items():
+            flat = A.flatten(2)
+            constant = (flat.amax(2) == flat.amin(2)).sum(1)
+            blank = scorecam_blank_channels(A, (size, size)).sum(1)
+            for b in range(n_images):
+                rows.append(dict(model=arch, layer=layer, image=b, channels=A.shape[1], hw=f"{A.shape[2]}x{A.shape[3]}",
+                                 constant=int(constant[b]), blank=int(blank[b])))
+                print(f"{arch:<15} {layer:<40} image {b}: C={A.shape[1]:>5} h×w={rows[-1]['hw']:<6} "
+                      f"constant={rows[-1]['constant']:>5} blank mask={rows[-1]['blank']:>5}", flush=True)
+        del model
+    return rows
+
+
+def scorecam_gain(arch: str, layer: str, size: int = 224, n_images: int = 1, device: str = "cpu",
+                  batch: int = 64, seed: int = 0) -> dict:
+    """Score-CAM with one forward per channel vs one shared blank-image forward: times, forwards, max map difference."""
+    dev = torch.device(device)
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, arch)(weights=None).to(dev).eval()
+    images = torch.randn(n_images, 3, size, size, device=dev)
+    A = _layer_activations(model, (layer,), images)[layer]
+    with torch.no_grad():
+        targets = model(images).topk(2, dim=1).indices
+    blank = int(scorecam_blank_channels(A, (size, size)).sum())
+    out, cpu = {}, {}
+    with torch.no_grad():
+        model(images[:1].expand(batch, -1, -1, -1))  # warm-up: neither variant is timed cold
+    for share in (False, True):
+        with evaluation_mode(model):
+            c0 = time.process_time()
+            out[share] = _timed(lambda: scorecam(model, images, A, targets, batch, share_blank=share), dev, 1)
+            cpu[share] = time.process_time() - c0
+    diff = float((out[True][1] - out[False][1]).abs().max() / out[False][1].abs().max())
+    row = dict(model=arch, layer=layer, size=size, images=n_images, channels=A.shape[1] * n_images, blank=blank,
+               forwards_before=A.shape[1] * n_images, forwards_after=A.shape[1] * n_images - blank + (blank > 0),
+               seconds_before=out[False][0], seconds_after=out[True][0], speedup=out[False][0] / out[True][0],
+               cpu_seconds_before=cpu[False], cpu_seconds_after=cpu[True], max_rel_raw_map_diff=diff)
+    print(f"{arch} {layer} {size}px, {n_images} image(s): {blank}/{row['channels']} blank channels; "
+          f"{row['forwards_before']} → {row['forwards_after']} forwards; {row['seconds_before']:.1f} s → "
+          f"{row['seconds_after']:.1f} s wall ({row['speedup']:.2f}×), {cpu[False]:.1f} s → {cpu[True]:.1f} s CPU; "
+          f"raw maps differ by ≤ {diff:.1e} (relative)", flush=True)
+    return row
+
+
 HEADER = f"{'method':<12} {'model':<9} {'size':>4} {'B':>3} {'maps':>4} {'casekit maps/s':>15} {'pgc maps/s':>11} {'speed-up':>9} {'goal':>5} {'min r':>7}  note"
 
 
@@ -236,7 +314,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="*", default=None, help="subset of methods")
     p.add_argument("-k", type=int, default=3, help="CASE contrast-set size K")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--scorecam-blank", action="store_true",
+                   help="count blank Score-CAM channels on the paper's layers and time the shared blank forward")
+    p.add_argument("--images", type=int, default=2, help="images per model for --scorecam-blank's census")
+    p.add_argument("--gain", nargs="*", default=["resnet18:layer4"], metavar="ARCH:LAYER",
+                   help="models timed by --scorecam-blank (one 224×224 image each)")
     a = p.parse_args(argv)
+    if a.scorecam_blank:
+        census = blank_census(n_images=a.images, device=a.device)
+        gains = [scorecam_gain(*g.split(":"), device=a.device) for g in a.gain]
+        if a.json:
+            with open(a.json, "w") as fh:
+                json.dump({"census": census, "gain": gains}, fh, indent=2)
+        return 0
     dev = torch.device(a.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
     print(f"casekit benchmark on {name}; torch {torch.__version__}; {'quick' if a.quick else 'full'} sizes", flush=True)

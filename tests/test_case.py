@@ -197,3 +197,76 @@ def test_case_vectors_by_hand():
     torch.testing.assert_close(v.gradcam, ck.saliency(model, A, "features", "gradcam", torch.tensor([0])))
     # the removed direction: ReLU(.125·A1 + .125·A2) = .125·[[4,1],[1,0]] → [[1, .25], [.25, 0]]
     torch.testing.assert_close(v.contrast_gradcam[0, 0], torch.tensor([[1.0, 0.25], [0.25, 0.0]]))
+
+
+# ---------------------------------------------------------------- Grad-CAM of the logit difference (extension)
+
+
+def test_gradcam_diff_by_hand():
+    W = torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    model = GapLinear(W)
+    # w_u − w̄ = (.5, .25, 0) − (0, .25, 0) = (.5, 0, 0) → map .5·A0 → [[0, 1/3], [2/3, 1]]
+    maps = ck.saliency(model, A, "features", "gradcam-diff", torch.tensor([0]), torch.tensor([[[1]]]))
+    torch.testing.assert_close(maps[0, 0], torch.tensor([[0.0, 1 / 3], [2 / 3, 1.0]]), atol=1e-6, rtol=0)
+    # two contrast classes: w̄ = (0, .125, .125) → w_u − w̄ = (.5, .125, −.125)
+    # map = .5·A0 + .125·A1 − .125·A2 = [[1, .875], [1.375, 2]] → (m − .875)/1.125 = [[1/9, 0], [4/9, 1]]
+    maps = ck.saliency(model, A, "features", "Grad-CAM (diff)", torch.tensor([0]), torch.tensor([[[1, 2]]]))
+    torch.testing.assert_close(maps[0, 0], torch.tensor([[1 / 9, 0.0], [4 / 9, 1.0]]), atol=1e-6, rtol=0)
+
+
+class _DifferenceLogits(nn.Module):
+    """Wraps a classifier: output column u is ``S_u − mean_{v ∈ V[u]} S_v`` for a contrast table ``V [classes, K]``."""
+
+    def __init__(self, base: nn.Module, table: torch.Tensor) -> None:
+        super().__init__()
+        self.base = base
+        self.register_buffer("table", table)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        S = self.base(x)
+        return S - S[:, self.table].mean(dim=-1)
+
+
+def test_gradcam_diff_equals_gradcam_of_the_difference_logit():
+    torch.manual_seed(0)
+    base = nn.Sequential()
+    base.add_module("stem", nn.Conv2d(3, 4, 3, padding=1))
+    base.add_module("features", nn.Conv2d(4, 6, 3, padding=1))
+    base.add_module("act", nn.Softplus())  # spatially varying gradients
+    base.add_module("pool", nn.AdaptiveAvgPool2d(2))
+    base.add_module("flat", nn.Flatten())
+    base.add_module("fc", nn.Linear(24, 5))
+    base.eval()
+    table = torch.tensor([[1, 2], [2, 3], [3, 4], [4, 0], [0, 1]])
+    x = torch.randn(3, 3, 8, 8)
+    t = torch.tensor([[0, 3], [2, 4], [1, 0]])
+    ours = ck.explain(base, x, "features", ["gradcam-diff", "gradcam", "case"], t, table[t])
+    ref = ck.saliency(_DifferenceLogits(base, table), x, "base.features", "gradcam", t)
+    torch.testing.assert_close(ours.maps["gradcam-diff"], ref, atol=1e-5, rtol=0)
+    assert (ours.maps["gradcam-diff"] - ours.maps["gradcam"]).abs().max() > 0.05  # not Grad-CAM in disguise
+    assert (ours.maps["gradcam-diff"] - ours.maps["case"]).abs().max() > 0.05  # nor CASE
+
+
+def test_gradcam_diff_shares_the_single_forward_pass():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=12).eval()
+    x = torch.randn(2, 3, 64, 64)
+    t = model(x).topk(2).indices
+    c = (t[..., None] + torch.tensor([1, 2])) % 12
+    calls = []
+    h = model.register_forward_pre_hook(lambda m, i: calls.append(i[0].shape[0]))
+    res = ck.explain(model, x, "layer3", ["case", "gradcam-diff"], t, c)
+    h.remove()
+    assert calls == [2]
+    v = ck.case_vectors(model, x, "layer3", t, c)
+    expected = ck.finalize_maps(torch.einsum("btc,bchw->bthw", v.w_target - v.w_mean, res.activations), (64, 64))
+    torch.testing.assert_close(res.maps["gradcam-diff"], expected, atol=1e-5, rtol=0)
+
+
+def test_case_geometry_by_hand():
+    w_u = torch.tensor([[[3.0, 4.0, 0.0]], [[1.0, 0.0, 0.0]]])  # [B=2, T=1, C=3]
+    w_bar = torch.tensor([[[1.0, 0.0, 0.0]], [[2.0, 0.0, 0.0]]])
+    kept, cosine = M.case_geometry(w_u, w_bar)
+    # image 0: w⊥ = (0, 4, 0): kept = 4/5, cos = 3/5; image 1: w_u ∥ w̄: kept = 0, cos = 1
+    torch.testing.assert_close(kept, torch.tensor([[0.8], [0.0]]))
+    torch.testing.assert_close(cosine, torch.tensor([[0.6], [1.0]]))

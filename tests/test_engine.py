@@ -9,6 +9,8 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 import casekit as ck
+from casekit.cam import perturbation
+from casekit.cam.perturbation import scorecam_blank_channels
 
 ALL = list(ck.METHODS)
 LAYER = "layer2"  # 128 channels, 6×6 at 48×48: the gradient-free methods need one forward per channel
@@ -107,9 +109,35 @@ def test_gradient_free_forwards_shared_across_targets(model, images):
     calls = []
     h = model.register_forward_pre_hook(lambda m, i: calls.append(i[0].shape[0]))
     x = images[:2]
-    ck.saliency(model, x, LAYER, "scorecam", torch.tensor([[0, 1, 2], [3, 4, 5]]), batch_size=64)
+    res = ck.explain(model, x, LAYER, "scorecam", torch.tensor([[0, 1, 2], [3, 4, 5]]), batch_size=64)
     h.remove()
-    assert sum(calls) == 2 + 2 * 128  # one forward, then one masked forward per (image, channel)
+    # one forward, then one masked forward per (image, channel), except that the channels whose mask is
+    # exactly 0 (all-zero after the ReLU) share one forward of the blank image (issue 12)
+    blank = int(scorecam_blank_channels(res.activations, (48, 48)).sum())
+    assert 0 < blank < 2 * 128
+    assert sum(calls) == 2 + 2 * 128 - blank + 1
+
+
+def test_scorecam_blank_channels_share_one_forward_with_the_same_maps(model, images, monkeypatch):
+    """The shared blank-image forward gives the maps of one masked forward per channel."""
+    x = images[:3]
+    t = model(x).topk(2).indices
+    shared = ck.explain(model, x, LAYER, "scorecam", t)
+    assert int(scorecam_blank_channels(shared.activations, (48, 48)).sum()) > 0
+    monkeypatch.setattr(perturbation, "scorecam_blank_channels", lambda a, size: torch.zeros(a.shape[:2], dtype=torch.bool))
+    one_each = ck.explain(model, x, LAYER, "scorecam", t)
+    torch.testing.assert_close(shared.maps["scorecam"], one_each.maps["scorecam"], atol=1e-6, rtol=0)
+
+
+def test_scorecam_blank_channels_by_hand():
+    a = torch.zeros(1, 4, 3, 3)
+    a[0, 1, 1, 1] = 2.0  # not constant
+    a[0, 2] = 0.7  # constant, non-zero: its mask is 0 only if upsampling keeps it exactly constant
+    a[0, 3] = -1.0
+    blank = scorecam_blank_channels(a, (12, 12))
+    masks = perturbation.scorecam_masks(a[0], (12, 12))
+    assert blank[0].tolist() == [bool(m.max() == 0) for m in masks]
+    assert blank[0, 0] and not blank[0, 1]
 
 
 def _snapshot(m: nn.Module):

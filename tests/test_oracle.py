@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import timm
 import torch
 import torchvision
 from pytorch_grad_cam import AblationCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
+from pytorch_grad_cam.ablation_layer import AblationLayerVit
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
@@ -42,13 +44,26 @@ ORACLES = {
 FixedAblationLayer = _pgc()[2]
 
 
-def oracle_maps(method: str, model: nn.Module, layer: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+class FixedAblationLayerVit(AblationLayerVit):
+    """pytorch-grad-cam's token-layout ablation (channel c of every token) with the value computed once."""
+
+    def __call__(self, x):
+        output = self.activations.transpose(1, len(self.activations.shape) - 1)
+        low = torch.min(output)
+        value = 0.0 if low == 0 else low - 1e7
+        for i in range(output.size(0)):
+            output[i, self.indices[i], :] = value
+        return output.transpose(len(output.shape) - 1, 1)
+
+
+def oracle_maps(method: str, model: nn.Module, layer: nn.Module, images: torch.Tensor, targets: torch.Tensor,
+                reshape_transform=None, ablation_layer=FixedAblationLayer) -> np.ndarray:
     """pytorch-grad-cam maps [B, T, H, W], one call per target column (its one-target-per-image API)."""
     out = np.zeros((targets.shape[0], targets.shape[1], *images.shape[-2:]), dtype=np.float32)
     for t in range(targets.shape[1]):
-        kwargs = {"reshape_transform": lambda a: a.clone()}
+        kwargs = {"reshape_transform": reshape_transform or (lambda a: a.clone())}
         if method == "ablationcam":
-            kwargs.update(ablation_layer=FixedAblationLayer(), batch_size=128)
+            kwargs.update(ablation_layer=ablation_layer(), batch_size=128)
         with ORACLES[method](model=model, target_layers=[layer], **kwargs) as cam:
             if method == "scorecam":
                 cam.batch_size = 128
@@ -168,3 +183,32 @@ def test_oracle_ablation_drift():
     torch.testing.assert_close(ours[1], ours[64], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ours[7], ours[64], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ours[1].numpy(), stock[1], atol=1e-4)  # batch 1: no drift in the oracle either
+
+
+def vit_grid(tokens: torch.Tensor) -> torch.Tensor:
+    """DeiT at 64×64 with 16×16 patches: drop the class token, patch tokens [B, 16, C] → [B, C, 4, 4]."""
+    return tokens[:, 1:, :].reshape(tokens.size(0), 4, 4, tokens.size(2)).permute(0, 3, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def deit():
+    torch.manual_seed(0)
+    return timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=64, num_classes=20).eval()
+
+
+@pytest.mark.parametrize("methods,n_images", [(GRADIENT_BASED, 2), (GRADIENT_FREE, 1)])
+def test_oracle_vit_reshape_transform(deit, methods, n_images):
+    """A transformer's token layer through ``reshape_transform``, map for map against pytorch-grad-cam's."""
+    torch.manual_seed(6)
+    images = torch.randn(n_images, 3, 64, 64)
+    layer_name = "blocks.11.norm1"
+    targets = deit(images).topk(2, dim=1).indices
+    layer = dict(deit.named_modules())[layer_name]
+    result = ck.explain(deit, images, layer_name, list(methods), targets, reshape_transform=vit_grid)
+    assert result.activations.shape == (n_images, 192, 4, 4)
+    for m in methods:
+        ref = oracle_maps(m, deit, layer, images, targets, reshape_transform=vit_grid,
+                          ablation_layer=FixedAblationLayerVit)
+        ours = result.maps[m].numpy()
+        assert ours.max() > 0
+        assert_maps_agree(ours, ref, f"deit/{layer_name}/{m}")

@@ -72,6 +72,19 @@ def check_device(model: nn.Module, images: torch.Tensor) -> None:
         break
 
 
+def check_dtype(model: nn.Module, images: torch.Tensor) -> None:
+    """The images' dtype must be the dtype of the model's (first floating) parameters."""
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if not t.is_floating_point():
+            continue
+        if t.dtype != images.dtype:
+            raise TypeError(
+                f"images are {images.dtype} but the model's {name!r} is {t.dtype}; "
+                f"convert one of them (images.to({t.dtype}) or model.to({images.dtype}))"
+            )
+        break
+
+
 def as_targets(targets: torch.Tensor | Sequence[int] | Sequence[Sequence[int]], batch: int) -> torch.Tensor:
     """Targets as a ``LongTensor [B, T]`` (``[B]`` becomes ``[B, 1]``); the batch size must match."""
     t = torch.as_tensor(targets)

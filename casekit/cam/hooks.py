@@ -8,7 +8,7 @@ casekit never touches ``requires_grad`` or ``.grad`` of parameters.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -28,23 +28,94 @@ def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
         torch.set_grad_enabled(grad_mode)
 
 
+ReshapeTransform = Callable[[torch.Tensor], torch.Tensor]
+
+RESHAPE_HINT = (
+    "for a transformer's token layer pass reshape_transform=, a function mapping the layer's output "
+    "[B, tokens, C] to a feature map [B, C, h, w] (e.g. drop the class token and reshape the patch tokens "
+    "to their h×w grid), as in pytorch-grad-cam"
+)
+
+
+def as_feature_map(
+    output: torch.Tensor, name: str, reshape_transform: ReshapeTransform | None
+) -> torch.Tensor:
+    """The layer's output as the CAM's feature map ``A [B, C, h, w]``: itself or ``reshape_transform(it)``.
+
+    The same transform maps gradients ``∂S/∂output`` (same layout as the output) to ``∂S/∂A``.
+    """
+    if reshape_transform is None:
+        if output.dim() != 4:
+            raise ValueError(
+                f"layer {name!r} outputs shape {tuple(output.shape)}, but CAM methods need a 4-D feature map "
+                f"[B, C, h, w]; choose a convolutional or normalisation layer, or {RESHAPE_HINT}"
+            )
+        return output
+    A = reshape_transform(output)
+    if not isinstance(A, torch.Tensor) or A.dim() != 4 or A.shape[0] != output.shape[0]:
+        got = tuple(A.shape) if isinstance(A, torch.Tensor) else type(A).__name__
+        raise ValueError(
+            f"reshape_transform turned layer {name!r}'s output {tuple(output.shape)} into {got}; "
+            f"it must return a feature map [B={output.shape[0]}, C, h, w]"
+        )
+    return A.contiguous()
+
+
+def channel_positions(reshape_transform: ReshapeTransform, output: torch.Tensor, name: str) -> torch.Tensor:
+    """Where channel c of ``A = reshape_transform(output)`` lives in the layer's own layout → ``[C, m]``.
+
+    Found by transforming a tensor that holds each element's flat index (one image): ``A[c]`` then holds the
+    positions of channel c.  If every ``A[c]`` lies on one slice of an axis of the output (the token layout's
+    channel axis), the whole slice is returned, so that elements the transform drops (a class token) are
+    ablated as well, as pytorch-grad-cam's ``AblationLayerVit`` does; otherwise exactly the selected elements.
+    """
+    shape = tuple(output.shape[1:])
+    n = int(torch.tensor(shape).prod())
+    index = torch.arange(n, dtype=torch.float64, device=output.device).reshape(1, *shape)
+    mapped = reshape_transform(index)[0]
+    mapped = mapped.reshape(mapped.shape[0], -1)  # [C, h·w]
+    flat = mapped.round().long()
+    if not torch.equal(flat.double(), mapped.double()) or flat.unique().numel() != flat.numel():
+        raise ValueError(
+            f"reshape_transform must only select and rearrange the elements of layer {name!r}'s output "
+            "(reshape, permute, slicing) for Ablation-CAM to ablate a channel in the layer's own layout"
+        )
+    coords = torch.stack(torch.unravel_index(flat, shape))  # [D, C, hw]
+    for axis in range(len(shape)):
+        first = coords[axis, :, :1]
+        if shape[axis] == flat.shape[0] and bool((coords[axis] == first).all()) \
+                and first.flatten().unique().numel() == flat.shape[0]:
+            full = torch.arange(n, device=output.device).reshape(shape).movedim(axis, 0)
+            return full[first.flatten()].reshape(flat.shape[0], -1)
+    return flat
+
+
 class LayerCapture:
-    """Record the output ``A`` of one layer during a forward pass.
+    """Record the output of one layer during a forward pass, and the CAM's feature map ``A`` made from it.
 
     With ``grad_from_layer=True`` the forward pass runs without autograd up to
     the layer; the hook then switches autograd on and replaces the output by a
-    copy of a detached leaf ``A`` that requires grad.  The backward pass of
-    ``autograd.grad(logits, A)`` therefore stops at the layer and computes no
-    parameter gradients.  The copy also shields ``A`` from in-place operations
-    that follow the layer (VGG's ``ReLU(inplace=True)``, DenseNet's in-place
-    ReLU on ``norm5``).
+    copy of a detached leaf (:attr:`output`) that requires grad.  The backward
+    pass of ``autograd.grad(logits, output)`` therefore stops at the layer and
+    computes no parameter gradients.  The copy also shields the stored tensors
+    from in-place operations that follow the layer (VGG's ``ReLU(inplace=True)``,
+    DenseNet's in-place ReLU on ``norm5``).  ``reshape_transform`` maps a
+    token layout to ``A [B, C, h, w]`` (see :func:`as_feature_map`).
     """
 
-    def __init__(self, module: nn.Module, name: str, grad_from_layer: bool) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        name: str,
+        grad_from_layer: bool,
+        reshape_transform: ReshapeTransform | None = None,
+    ) -> None:
         self.module = module
         self.name = name
         self.grad_from_layer = grad_from_layer
-        self.activations: torch.Tensor | None = None
+        self.reshape_transform = reshape_transform
+        self.output: torch.Tensor | None = None  # the layer's output in its own layout
+        self.activations: torch.Tensor | None = None  # A [B, C, h, w] (detached unless it is the grad leaf)
         self.calls = 0
 
     def __call__(self, module: nn.Module, inputs: tuple, output: object) -> torch.Tensor:
@@ -54,11 +125,8 @@ class LayerCapture:
                 f"layer {self.name!r} returns {type(output).__name__}, not a tensor [B, C, h, w]; "
                 "choose a layer whose output is a 4-D feature map"
             )
-        if output.dim() != 4:
-            raise ValueError(
-                f"layer {self.name!r} outputs shape {tuple(output.shape)}, but CAM methods need a "
-                "4-D feature map [B, C, h, w]; choose a convolutional or normalisation layer"
-            )
+        if self.reshape_transform is None:
+            as_feature_map(output, self.name, None)  # the shape check, before any other
         if self.calls > 1:
             raise ValueError(
                 f"layer {self.name!r} runs {self.calls} times in one forward pass (a shared module); "
@@ -66,10 +134,14 @@ class LayerCapture:
             )
         if self.grad_from_layer:
             torch.set_grad_enabled(True)  # restored by evaluation_mode()
-            self.activations = output.detach().requires_grad_(True)
+            self.output = output.detach().requires_grad_(True)
         else:
-            self.activations = output.detach()
-        return self.activations.clone()
+            self.output = output.detach()
+        if self.reshape_transform is None:
+            self.activations = self.output
+        else:
+            self.activations = as_feature_map(self.output.detach(), self.name, self.reshape_transform)
+        return self.output.clone()
 
     @contextmanager
     def attached(self) -> Iterator["LayerCapture"]:
@@ -89,7 +161,9 @@ class OutputReplacement:
 
     def __call__(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         assert self.replacement is not None
-        return self.replacement
+        # a copy: in-place ops after the layer (ReLU(inplace=True), DenseNet's relu_) must never reach the
+        # caller's tensor, which may be a view of the recorded activations
+        return self.replacement.clone()
 
     @contextmanager
     def attached(self) -> Iterator["OutputReplacement"]:

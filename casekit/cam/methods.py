@@ -82,6 +82,20 @@ def orthogonal_component(
     return out.to(target.dtype)
 
 
+def case_geometry(
+    target: torch.Tensor, contrast_mean: torch.Tensor, eps: float = 1e-8
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """How much of ``w_u`` CASE keeps and how close it is to the contrast: ``(‖w⊥‖ / ‖w_u‖, cos(w_u, w̄))``.
+
+    ``target, contrast_mean [..., C]`` → two tensors ``[...]``; ``w⊥`` from :func:`orthogonal_component`
+    (0 when ``w_u = 0``).
+    """
+    w_perp = orthogonal_component(target, contrast_mean, eps)
+    kept = w_perp.norm(dim=-1) / target.norm(dim=-1).clamp_min(torch.finfo(target.dtype).tiny)
+    cosine = torch.nn.functional.cosine_similarity(target, contrast_mean, dim=-1)
+    return kept, cosine
+
+
 def case_weights(
     target_grads: torch.Tensor,
     contrast_grads: torch.Tensor,
@@ -118,3 +132,20 @@ def case(
 ) -> torch.Tensor:
     """CASE map ``Σ_c w⊥_c A_c`` (rectified later)."""
     return weighted_sum(case_weights(target_grads, contrast_grads, projection, eps), activations)
+
+
+def gradcam_diff_weights(target_grads: torch.Tensor, contrast_grads: torch.Tensor) -> torch.Tensor:
+    """Pooled gradient of the logit difference ``S_u − mean_{v∈V(u)} S_v``: ``w_u − w̄`` → ``[B, T, C]``.
+
+    ``target_grads [B, T, C, h, w]``, ``contrast_grads [B, T, K, C, h, w]``; by linearity of the
+    gradient and of the spatial mean this equals Grad-CAM's weights for the difference logit.
+    """
+    return gradcam_weights(target_grads) - gradcam_weights(contrast_grads).mean(dim=2)
+
+
+def gradcam_diff(
+    activations: torch.Tensor, target_grads: torch.Tensor, contrast_grads: torch.Tensor
+) -> torch.Tensor:
+    """Grad-CAM of the logit difference: ``Σ_c (w_u − w̄)_c A_c`` (rectified later), the plain
+    contrastive baseline that CASE's orthogonal projection refines."""
+    return weighted_sum(gradcam_diff_weights(target_grads, contrast_grads), activations)

@@ -42,6 +42,25 @@ def scorecam_masks(activations: torch.Tensor, size: tuple[int, int]) -> torch.Te
     return (up - lo) / (hi - lo + 1e-8)
 
 
+def scorecam_blank_channels(
+    activations: torch.Tensor, size: tuple[int, int], chunk: int = 256
+) -> torch.Tensor:
+    """``[B, C]`` bool: channels whose Score-CAM mask is exactly 0 everywhere (``activations [B, C, h, w]``).
+
+    A channel that is constant at the layer's resolution and stays exactly constant when upsampled
+    (an all-zero channel after a ReLU, typically) gets the mask ``0 / (0 + 1e-8) = 0``: its masked
+    input is the blank image, the same for every such channel of every image.  (A constant channel
+    that upsampling rounds unevenly keeps its own, pytorch-grad-cam-identical mask.)
+    """
+    flat = activations.flatten(2)
+    blank = flat.amax(dim=2) == flat.amin(dim=2)  # candidates: constant at h × w
+    idx = blank.nonzero()
+    for start, stop in _chunks(idx.shape[0], chunk):
+        b, c = idx[start:stop, 0], idx[start:stop, 1]
+        blank[b, c] = scorecam_masks(activations[b, c], size).flatten(1).amax(dim=1) == 0
+    return blank
+
+
 @torch.no_grad()
 def scorecam(
     model: nn.Module,
@@ -51,18 +70,34 @@ def scorecam(
     batch_size: int = 64,
     amp_dtype: torch.dtype | None = None,
     progress: bool = False,
+    share_blank: bool = True,
 ) -> torch.Tensor:
     """Score-CAM (Wang et al. 2020, pytorch-grad-cam 1.5 form).
 
     For channel c: ``s_c = S_u(x ⊙ M_c)`` with ``M_c`` the normalised upsampled
     activation; weights ``w = softmax_c(s)``; map ``Σ_c w_c A_c`` → ``[B, T, h, w]``.
+    Channels whose mask is exactly 0 (:func:`scorecam_blank_channels`) all mask the image
+    to the same blank input: one forward of a blank image serves all of them (``share_blank=False``
+    runs one forward per channel regardless, for comparison).
     """
     B, C, h, w = activations.shape
     H, W = images.shape[-2:]
     scores = torch.empty(B, C, targets.shape[1], device=images.device, dtype=torch.float32)
-    rows = torch.arange(B * C, device=images.device)
-    bar = tqdm(total=B * C, desc="Score-CAM masked forwards", unit="fwd", disable=not progress, leave=False)
-    for start, stop in _chunks(B * C, batch_size):
+    if share_blank:
+        blank = scorecam_blank_channels(activations, (H, W))
+    else:
+        blank = torch.zeros(B, C, dtype=torch.bool, device=activations.device)
+    rows = (~blank).flatten().nonzero().flatten()  # (image, channel) pairs that need their own forward
+    n_blank = int(blank.sum())
+    bar = tqdm(total=rows.numel() + (n_blank > 0), desc="Score-CAM masked forwards", unit="fwd",
+               disable=not progress, leave=False)
+    if n_blank:
+        with _autocast(images.device, amp_dtype):
+            logits = model(torch.zeros_like(images[:1]))
+        b, c = blank.nonzero().unbind(1)
+        scores[b, c] = logits.float()[0][targets[b]]
+        bar.update(1)
+    for start, stop in _chunks(rows.numel(), batch_size):
         r = rows[start:stop]
         b, c = r // C, r % C
         masks = scorecam_masks(activations[b, c], (H, W))
@@ -137,6 +172,9 @@ def ablationcam(
     amp_dtype: torch.dtype | None = None,
     progress: bool = False,
     on_mode: Callable[[str], None] | None = None,
+    *,
+    layer_output: torch.Tensor | None = None,
+    channel_positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Ablation-CAM (Desai & Ramaswamy 2020, pytorch-grad-cam 1.5 form).
 
@@ -144,22 +182,32 @@ def ablationcam(
     weight ``w_c = (S_u − S_u^{(−c)}) / S_u``; map ``Σ_c w_c A_c`` → ``[B, T, h, w]``.
     (pytorch-grad-cam lowers the ablation value by a further 1e7 for every row
     already ablated in the same batch; casekit uses the value as defined.)
+
+    With a ``reshape_transform`` the ablation happens in the layer's own layout:
+    ``layer_output [B, ...]`` is ablated at ``channel_positions[c]`` (flat positions in
+    one image's output, see :func:`casekit.cam.hooks.channel_positions`), and ``min A_b``
+    is the minimum of that output.
     """
     B, C, h, w = activations.shape
     T = targets.shape[1]
+    native = activations if layer_output is None else layer_output
     original = logits.float().gather(1, targets)  # [B, T]
     ablated = torch.empty(B, C, T, device=images.device, dtype=torch.float32)
     runner = _TailRunner(model, module, amp_dtype)
     bar = tqdm(total=B * C, desc="Ablation-CAM ablated forwards", unit="fwd", disable=not progress, leave=False)
     for b in range(B):
-        a = activations[b]
+        a = native[b]
         low = a.min()
         value = torch.where(low == 0, torch.zeros_like(low), low - ABLATION_OFFSET)
         with runner.attached(a[None]):
             for start, stop in _chunks(C, batch_size):
                 n = stop - start
-                acts = a[None].repeat(n, 1, 1, 1)
-                acts[torch.arange(n, device=a.device), torch.arange(start, stop, device=a.device)] = value
+                acts = a[None].repeat(n, *([1] * a.dim()))  # a fresh copy: never a view of the activations
+                rows = torch.arange(n, device=a.device)
+                if channel_positions is None:
+                    acts[rows, torch.arange(start, stop, device=a.device)] = value
+                else:
+                    acts.view(n, -1)[rows[:, None], channel_positions[start:stop]] = value
                 out = runner(images[b], acts, logits[b])
                 ablated[b, start:stop] = out[:, targets[b]]
                 bar.update(n)
