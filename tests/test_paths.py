@@ -203,11 +203,18 @@ def test_readme_papermill_call_from_outside_the_repository(readme_run):
     print(f"README papermill call (n_images={N_SMALL}) from outside the repository: {seconds:.0f} s")
 
 
+def link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def files_under(*roots: Path) -> dict[str, tuple[int, int]]:
-    """``path → (size, mtime_ns)`` of every file under ``roots`` (following the cache symlink)."""
+    """``path → (size, mtime_ns)`` of every file under ``roots``."""
     found = {}
     for root in roots:
-        for dirpath, _, names in os.walk(root, followlinks=True):
+        for dirpath, _, names in os.walk(root):
             for name in names:
                 st = (Path(dirpath) / name).stat()
                 found[str(Path(dirpath) / name)] = (st.st_size, st.st_mtime_ns)
@@ -217,16 +224,16 @@ def files_under(*roots: Path) -> dict[str, tuple[int, int]]:
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory, readme_run):
     """A copy of the checkout (casekit, notebooks, pyproject.toml: a clone as far as casekit can tell) whose
-    default store ``results/demo`` already holds the small study; ``.cache/casekit`` links to the session's
-    cache, so the trained models are shared and nothing is trained again."""
+    default store ``results/demo`` already holds the small study and whose ``.cache/casekit`` holds the
+    session's trained models (hard links where possible), as after ``make book``."""
     outside, *_ = readme_run
     root = tmp_path_factory.mktemp("clone")
     shutil.copytree(REPO / "casekit", root / "casekit", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "notebooks", root / "notebooks",
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
-    (root / ".cache").mkdir()
-    (root / ".cache" / "casekit").symlink_to(_io.cache_root(), target_is_directory=True)
+    shutil.copytree(_io.cache_root(), root / ".cache" / "casekit", copy_function=link_or_copy,
+                    ignore=shutil.ignore_patterns("*.partial*"))
     shutil.copytree(outside / "results" / f"demo-{N_SMALL}", root / "results" / "demo")
     return root
 
@@ -235,11 +242,11 @@ def clone(tmp_path_factory, readme_run):
 def test_a_chapter_loads_the_store_wherever_it_starts(clone, tmp_path, where):
     cwd = clone / "notebooks" if where == "notebooks" else tmp_path
     env = kernel_env(PYTHONPATH=str(clone))  # the clone's casekit, as from `pip install -e .` of the clone
-    before = files_under(clone / "results", _io.cache_root())
+    before = files_under(clone / "results", clone / ".cache")
     args = ["papermill", str(clone / "notebooks" / "01_diagnostic.ipynb"), str(tmp_path / "out.ipynb"),
             "-p", "n_images", str(N_SMALL)]  # no results_dir, no CASEKIT_*: the defaults
     seconds = run_papermill(args, cwd, env)
-    after = files_under(clone / "results", _io.cache_root())
+    after = files_under(clone / "results", clone / ".cache")
     assert after == before, f"the chapter wrote {sorted(set(after.items()) - set(before.items()))[:5]}"
     assert not (cwd / "results").exists() and not (cwd / ".cache").exists()
     check_sizes(nbformat.read(str(tmp_path / "out.ipynb"), as_version=4), N_SMALL)
