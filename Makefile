@@ -1,5 +1,6 @@
-# Two commands, no set-up: `make test` and `make book`.
+# Two commands, no set-up: `make test` and `make book`; `make lab` opens the notebooks in JupyterLab to explore.
 # Each creates .venv/ on first use and installs the pinned set from environment.yml.
+# All of them share the checkout's cache (.cache/casekit) and result store (results/<profile>).
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 PYTHON ?= python3
@@ -8,11 +9,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.casekit-installed
 PROFILE ?= demo
 PAPERMILL_ARGS ?=
+LAB_ARGS ?=
 export CASEKIT_CACHE ?= $(CURDIR)/.cache/casekit
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: test book venv clean bench
+.PHONY: test book lab venv clean bench
 
 venv: $(STAMP)
 
@@ -30,6 +32,13 @@ test: $(STAMP)
 
 book: $(STAMP)
 	$(PY) -m casekit.book --profile $(PROFILE) $(PAPERMILL_ARGS)
+
+# JupyterLab on 127.0.0.1, opened on notebooks/, with make book's environment (figures inline, not Agg).
+# Its log prints the URL (with the token) to open; e.g. `make lab LAB_ARGS="--no-browser --port 8899"`.
+lab: $(STAMP)
+	@echo "JupyterLab on notebooks/ (cache: $(CASEKIT_CACHE)); open the http://127.0.0.1:... URL below, Ctrl-C stops it"
+	MPLBACKEND=module://matplotlib_inline.backend_inline PYDEVD_DISABLE_FILE_VALIDATION=1 $(PY) -m jupyterlab --ip 127.0.0.1 \
+		--ServerApp.root_dir="$(CURDIR)/notebooks" $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m casekit.bench $(BENCH_ARGS)

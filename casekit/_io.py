@@ -1,4 +1,8 @@
-"""Cache location and crash-safe file writes shared by the model zoo and the result store."""
+"""Where casekit keeps its cache and results; crash-safe file writes shared by the zoo and the result store.
+
+Locations are found from the project, never from the current directory (see :func:`cache_root`,
+:func:`results_root`): a checkout keeps both inside itself, an installed casekit uses the user cache folder.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,8 @@ def checkout_root() -> Path | None:
     """The source checkout casekit runs from, or ``None`` for an installed casekit.
 
     A checkout is the folder above the package that holds a ``pyproject.toml`` naming the ``casekit`` project
-    (an editable install, or a clone on ``sys.path``).  Defaults for the cache, the results and the data are taken
-    from it, so they do not depend on the current directory.
+    (an editable install, or a clone on ``sys.path``).  Defaults for the cache, the results and the data are
+    taken from it, so they do not depend on the current directory.
     """
     root = Path(__file__).resolve().parent.parent
     project = root / "pyproject.toml"
@@ -27,12 +31,55 @@ def checkout_root() -> Path | None:
     return root if 'name = "casekit"' in text else None
 
 
+def user_cache_root() -> Path:
+    """The user's cache folder for an installed casekit: ``$XDG_CACHE_HOME/casekit``, else
+    ``~/.cache/casekit``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base, "casekit")
+
+
+def cache_root() -> Path:
+    """Where casekit caches trained models, data and confusion matrices (not created here).
+
+    In this order: ``$CASEKIT_CACHE``; ``<checkout>/.cache/casekit`` when casekit runs from a source checkout
+    (:func:`checkout_root`); else :func:`user_cache_root`.  Never the current directory, so ``make book``,
+    ``make test``, a JupyterLab kernel in ``notebooks/`` and a ``papermill`` call from anywhere share one
+    cache.
+    """
+    env = os.environ.get("CASEKIT_CACHE")
+    if env:
+        return Path(env).expanduser()
+    root = checkout_root()
+    return root / ".cache" / "casekit" if root is not None else user_cache_root()
+
+
 def cache_dir(*parts: str) -> Path:
-    """casekit's cache folder: ``$CASEKIT_CACHE`` if set, else ``~/.cache/casekit`` (created on demand)."""
-    root = os.environ.get("CASEKIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "casekit")
-    path = Path(root, *parts)
+    """``cache_root() / parts``, created on demand."""
+    path = Path(cache_root(), *parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def results_root() -> Path:
+    """The folder that holds one result store per profile (not created here).
+
+    In this order: ``$CASEKIT_RESULTS``; ``<checkout>/results`` from a source checkout; else
+    ``cache_root() / "results"`` for an installed casekit (the user cache folder, or ``$CASEKIT_CACHE``).
+    Like :func:`cache_root`, it never depends on the current directory.
+    """
+    env = os.environ.get("CASEKIT_RESULTS")
+    if env:
+        return Path(env).expanduser()
+    root = checkout_root()
+    return root / "results" if root is not None else cache_root() / "results"
+
+
+def results_dir(profile: str) -> Path:
+    """The default result store of a profile: ``results_root() / profile`` (``<checkout>/results/demo``)."""
+    plain = isinstance(profile, str) and profile not in ("", ".", "..") and not set("/\\") & set(profile)
+    if not plain:
+        raise ValueError(f"profile must be a plain folder name such as 'demo' or 'paper', got {profile!r}")
+    return results_root() / profile
 
 
 def config_hash(config: dict[str, Any], length: int = 16) -> str:

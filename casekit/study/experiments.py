@@ -103,9 +103,12 @@ def kcol(k: float) -> str:
 
 
 def default_results_dir(profile: str) -> Path:
-    """``$CASEKIT_RESULTS/<profile>`` if set, else ``results/<profile>`` under the current directory."""
-    root = os.environ.get("CASEKIT_RESULTS")
-    return Path(root) / profile if root else Path("results") / profile
+    """``$CASEKIT_RESULTS/<profile>`` if set, else ``<checkout>/results/<profile>`` from a source checkout,
+    else ``<user cache>/casekit/results/<profile>``; never the current directory
+    (:func:`casekit._io.results_dir`)."""
+    from .._io import results_dir
+
+    return results_dir(profile)
 
 
 # ----------------------------------------------------------------------------------------------- config
