@@ -58,8 +58,9 @@ def test_saliency_controls_have_one_option_per_image_method_and_rank(saliency):
     assert d["controls"][0] == [f"image {i} ({data.class_names[int(data.labels[i])]})" for i in range(5)]
     assert set(d["views"]) == {f"{i}|{m}|{t}" for i in range(5) for m in range(6) for t in range(2)}
     assert all(len(v["images"]) == 3 for v in d["views"].values())
-    # the page shows the initial view: its three images and numbers
-    first = d["views"]["0|0|0"]
+    # the page opens on the live explorer's image and method (0, CASE), top-1: its three images
+    assert static.initial == (0, METHODS.index("case"), 0)
+    first = d["views"][f"0|{METHODS.index('case')}|0"]
     srcs = re.findall(r'<img data-slot="\d" src="([^"]+)"', html)
     assert srcs == [d["images"][j] for j in first["images"]]
     # images are stored once: the plain image is shared by the 12 views of that image
@@ -89,13 +90,21 @@ def test_saliency_numbers_match_a_direct_computation(saliency):
     assert key.split("|")[1] == str(m)
 
 
-def test_saliency_images_are_small_pngs_of_the_overlay(saliency):
+def test_saliency_images_are_small_jpegs_of_the_overlay(saliency):
     _, data, _, live, static = saliency
     d = blob(static.html)
     view = d["views"]["0|0|0"]
-    img = decode(d["images"][view["images"][1]])
-    assert img.size == (16, 16)  # 16 px images are kept at their size (≤ 160); the page scales them up
-    assert static.size_bytes() < 250_000
+    assert d["images"][view["images"][1]].startswith("data:image/jpeg;base64,")
+    img = np.asarray(decode(d["images"][view["images"][1]]).convert("RGB"), dtype=float) / 255
+    assert img.shape == (16, 16, 3)  # 16 px images are kept at their size (≤ 160); the page scales them up
+    x = data[0][0][None]
+    maps = live._maps(0, "features.2", "gradcam", live.resolve_targets(0), None)
+    shown = live._display_image(0)
+    err = {name: np.abs(img - ex.overlay(shown, m.numpy())).mean() for name, m in (("top-1", maps[0]),
+                                                                                  ("top-2", maps[1]))}
+    err["image"] = np.abs(img - shown).mean()
+    assert err["top-1"] < 0.1 and err["top-1"] < 0.75 * min(err["top-2"], err["image"]), err  # JPEG: close
+    assert x.shape[-1] == 16 and static.size_bytes() < 150_000
 
 
 def test_static_saliency_rejects_bad_choices(saliency):

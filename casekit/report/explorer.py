@@ -189,9 +189,9 @@ class StaticExplorer:
             name = html.escape(c.name)
             if c.kind == "range":
                 parts.append(
-                    f'<label style="white-space:nowrap">{name} '
+                    f'<label style="display:inline-flex;flex-wrap:wrap;align-items:center;gap:0.2em 0.4em">{name} '
                     f'<input type="range" data-control="{j}" min="0" max="{len(c.options) - 1}" step="1" '
-                    f'value="{start}" aria-label="{name}" style="vertical-align:middle;max-width:12em"/> '
+                    f'value="{start}" aria-label="{name}" style="max-width:12em"/> '
                     f'<span data-readout="{j}">{html.escape(c.options[start])}</span></label>')
             else:
                 opts = "".join(f'<option value="{i}"{" selected" if i == start else ""}>{html.escape(o)}</option>'
@@ -313,10 +313,12 @@ def colour_scale(cmap: str = "jet", label: str = "map value", steps: int = 9) ->
 
 
 def static_saliency(explorer: Any, *, images: Iterable[int] | None = None, methods: Sequence[str] | None = None,
-                    ranks: Sequence[int] = (1, 2), size: int = 160, fmt: str = "png",
+                    ranks: Sequence[int] = (1, 2), size: int = 160, fmt: str = "jpeg",
                     image_width: int = 160) -> StaticExplorer:
     """Every ``images`` × ``methods`` × target rank of a :class:`~casekit.report.widgets.SaliencyExplorer`,
-    at the explorer's current layer, K, contrast strategy and k (default: all its images and methods).
+    at the explorer's current layer, K, contrast strategy and k (default: all its images and methods); the
+    page opens on the live explorer's current image (if among ``images``) and method.  Images: JPEG
+    (``fmt="png"``: palette PNG, about 2.5× larger), longer side ≤ ``size`` px.
 
     Slots: the image, the map of the chosen target over it, its top-k pixels.  Numbers: true and predicted
     class, the target and its probability, CASE's contrast classes, the top-k agreement of the maps of the
@@ -367,9 +369,11 @@ def static_saliency(explorer: Any, *, images: Iterable[int] | None = None, metho
     controls = [Control("image", [_image_label(explorer, i) for i in ids], "range"),
                 Control("method", [DISPLAY_NAMES.get(m, m) for m in meths]),
                 Control("target", [f"top-{r}" for r in ranks])]
+    start = (ids.index(int(explorer.image.value)) if int(explorer.image.value) in ids else 0,
+             meths.index(explorer.method.value) if explorer.method.value in meths else 0, 0)
     return StaticExplorer(controls, views, slots=["image", "map over the image", f"top {k:.0%} pixels"],
                           title=f"Saliency maps of the top-{ranks[0]} and top-{ranks[1]} classes (layer {layer})",
-                          image_width=image_width, legend=colour_scale())
+                          image_width=image_width, legend=colour_scale(), initial=start)
 
 
 def _image_label(explorer: Any, i: int) -> str:
