@@ -13,19 +13,19 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from test_widgets import LAYERS, TinyData, TinyNet
 
 import casekit as ck
 from casekit.cam.engine import DISPLAY_NAMES, METHODS
 from casekit.evaluation.stats import class_sensitivity_test
 from casekit.report import explorer as ex
 from casekit.report.widgets import AgreementExplorer, SaliencyExplorer
-from test_widgets import LAYERS, TinyData, TinyNet
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def blob(html: str) -> dict:
-    m = re.search(r'<script type="application/json" class="casekit-explorer-data">(.*?)</script>', html, re.S)
+    m = re.search(r'<script type="application/json" class="casekit-explorer-data">(.*?)</script>', html, re.DOTALL)
     assert m, "no data blob"
     return json.loads(m.group(1))
 
@@ -68,7 +68,7 @@ def test_saliency_controls_have_one_option_per_image_method_and_rank(saliency):
 
 
 def test_saliency_numbers_match_a_direct_computation(saliency):
-    model, data, sets, live, static = saliency
+    model, data, sets, _, static = saliency
     d = blob(static.html)
     i, m = 3, METHODS.index("case")
     with torch.no_grad():

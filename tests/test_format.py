@@ -55,7 +55,8 @@ def cells(block: fmt.Block) -> Cells:
     return parser
 
 
-@pytest.mark.parametrize("p, text", [(0.0234, ".023"), (0.00049, "< .001"), (0.001, ".001"), (0.0005, "< .001"), (0.00149, ".001"),
+@pytest.mark.parametrize("p, text", [(0.0234, ".023"), (0.00049, "< .001"), (0.001, ".001"), (0.0005, "< .001"),
+                                     (0.00149, ".001"),
                                      (0.9996, "1.000"), (1.0, "1.000"), (0.5, ".500"), (float("nan"), "–"),
                                      (None, "–")])
 def test_fmt_p(p, text):
@@ -73,7 +74,8 @@ def test_number_rules():
     assert fmt.fmt_ci(0.5, 0.25, 0.875) == "50.0% [25.0, 87.5]"
     assert fmt.fmt_ci(0.5, 0.25, 0.875, percent=False) == "0.500 [0.250, 0.875]"
     assert fmt.fmt_num(3) == "3" and fmt.fmt_num(np.int64(7)) == "7" and fmt.fmt_num(0.123456) == "0.123"
-    assert [fmt.check(v) for v in (True, False, None, np.nan, np.bool_(True), "False")] == ["✓", "✗", "—", "—", "✓", "✗"]
+    values = (True, False, None, np.nan, np.bool_(True), "False")
+    assert [fmt.check(v) for v in values] == ["✓", "✗", "—", "—", "✓", "✗"]
     assert fmt.p_phrase(0.0001) == "p < .001" and fmt.p_phrase(0.04) == "p = .040"
 
 
@@ -173,6 +175,11 @@ def test_long_table_collapses_under_a_short_one():
     assert len(cells(fmt.Block(folded, "")).rows) == 31  # header + every row
     assert html.count(fmt.SCROLL_CLASS) == 2  # both tables scroll in their own box
     assert "[All 30 images]" in block.text
+
+
+def test_counts_stored_as_floats_show_as_integers():
+    parsed = cells(fmt.table(pd.DataFrame({"n": [20.0, np.nan, 3.0], "x": [0.5, 1.0, 2.25]})))
+    assert parsed.rows[1:] == [["20", "0.500"], ["–", "1.000"], ["3", "2.250"]]
 
 
 def test_table_errors_are_clear():

@@ -29,13 +29,24 @@ import io
 import itertools
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Control", "View", "StaticExplorer", "LiveAndStatic", "encode_image", "overlay", "static_saliency",
-           "static_agreement", "display_explorer", "EXPLORER_CLASS"]
+__all__ = [
+    "EXPLORER_CLASS",
+    "Control",
+    "LiveAndStatic",
+    "StaticExplorer",
+    "View",
+    "display_explorer",
+    "encode_image",
+    "overlay",
+    "static_agreement",
+    "static_saliency",
+]
 
 EXPLORER_CLASS = "casekit-explorer"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -74,7 +85,8 @@ def _data_uri(data: bytes) -> str:
 
 
 # An empty slot: a 1×1 transparent PNG (keeps every <img> with a size).
-_BLANK = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYGBgAAAABQABh6FO1AAAAABJRU5ErkJggg==")
+_BLANK = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYGBgAAAABQABh6FO1"
+                          "AAAAABJRU5ErkJggg==")
 
 _SCRIPT = """(function () {
   var root = document.getElementById("%(id)s");
@@ -170,7 +182,8 @@ class StaticExplorer:
                     pool[img] = len(self._images)
                     self._images.append(_data_uri(img))
                 idx.append(pool[img])
-            self._views["|".join(map(str, key))] = {"images": idx, "numbers": [[str(a), str(b)] for a, b in view.numbers]}
+            numbers = [[str(a), str(b)] for a, b in view.numbers]
+            self._views["|".join(map(str, key))] = {"images": idx, "numbers": numbers}
         self.views = dict(views)
         digest = hashlib.sha1(json.dumps(self.data(), sort_keys=True).encode()).hexdigest()[:10]
         self.id = f"ckx-{digest}-{next(self._count)}"
@@ -302,7 +315,7 @@ def colour_scale(cmap: str = "jet", label: str = "map value", steps: int = 9) ->
     import matplotlib
 
     cm = matplotlib.colormaps[cmap]
-    stops = ", ".join("#%02x%02x%02x" % tuple(int(255 * c + 0.5) for c in cm(t)[:3])
+    stops = ", ".join("#" + "".join(f"{int(255 * c + 0.5):02x}" for c in cm(t)[:3])
                       for t in np.linspace(0, 1, steps))
     return ('<div style="display:flex;align-items:center;gap:0.4em;font-size:0.85em;margin:0.3em 0">'
             f"{html.escape(label)}: 0<span style=\"display:inline-block;width:10em;max-width:40vw;height:0.8em;"

@@ -24,14 +24,30 @@ from __future__ import annotations
 import html
 import math
 import numbers
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 __all__ = [
-    "Block", "fmt_p", "fmt_pct", "fmt_num", "fmt_ci", "check", "stat_cell", "scroll", "collapsed",
-    "table", "pivot", "fidelity_pivot", "sensitivity_table", "claims_table", "SCROLL_CLASS", "TABLE_CLASS",
+    "SCROLL_CLASS",
+    "TABLE_CLASS",
+    "Block",
+    "check",
+    "claims_table",
+    "collapsed",
+    "fidelity_pivot",
+    "fmt_ci",
+    "fmt_num",
+    "fmt_p",
+    "fmt_pct",
+    "p_phrase",
+    "pivot",
+    "scroll",
+    "sensitivity_table",
+    "stat_cell",
+    "table",
 ]
 
 #: Class of the scrolling box around every table (styled by ``book/_static/casekit.css``; the inline
@@ -93,7 +109,7 @@ def fmt_num(x: Any, digits: int = 3, missing: str = "–") -> str:
         return str(int(x))
     if isinstance(x, numbers.Real):
         value = float(x)
-        return str(int(value)) if value.is_integer() and abs(value) < 1e15 and digits == 0 else f"{value:.{digits}f}"
+        return f"{value:.{digits}f}"
     return str(x)
 
 
@@ -143,7 +159,7 @@ class Block:
     def __repr__(self) -> str:
         return self.text
 
-    def __add__(self, other: "Block") -> "Block":
+    def __add__(self, other: Block) -> Block:
         return Block(self.html + other.html, f"{self.text}\n\n{other.text}")
 
 
@@ -183,7 +199,8 @@ def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, bold: S
     head = "".join(cell("th", h, j) for j, h in enumerate(header))
     body = []
     for i, r in enumerate(rows):
-        tds = [cell("th" if (row_header and j == 0) else "td", c, j, bool(bold and bold[i][j])) for j, c in enumerate(r)]
+        tds = [cell("th" if (row_header and j == 0) else "td", c, j, bool(bold and bold[i][j]))
+               for j, c in enumerate(r)]
         body.append("<tr>" + "".join(tds) + "</tr>")
     cap = f'<caption style="caption-side:top;text-align:left">{html.escape(caption)}</caption>' if caption else ""
     return (f'<table class="{TABLE_CLASS}" style="border-collapse:collapse;font-size:0.9em">{cap}'
@@ -210,9 +227,7 @@ def _redundant_columns(df: pd.DataFrame) -> list[str]:
     for c in cols:
         if not isinstance(c, str):
             continue
-        if c.islower() and c.capitalize() in cols and c.capitalize() != c:
-            drop.append(c)
-        elif c.endswith("_fmt") and c[:-4] in cols:
+        if c.islower() and c.capitalize() in cols and c.capitalize() != c or c.endswith("_fmt") and c[:-4] in cols:
             drop.append(c)
     seen: list[str] = []
     for c in cols:
@@ -234,6 +249,8 @@ def _column_formatter(name: str, series: pd.Series, percent: Iterable[str], digi
     values = series.dropna()
     if len(values) and all(isinstance(v, (bool, np.bool_)) for v in values):
         return check
+    if len(values) and pd.api.types.is_float_dtype(series) and bool((values == np.round(values)).all()):
+        return lambda x: fmt_num(x if _missing(x) else int(x))  # counts stored as floats (e.g. after a merge)
     return lambda x: fmt_num(x, digits)
 
 
