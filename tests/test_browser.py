@@ -31,7 +31,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-from test_book import REPO, expected_images, expected_tables, shown_outputs, tiny_book
+from test_book import REPO, expected_images, expected_tables, make_repo, run_driver, shown_outputs, tiny_book
 
 from casekit import book
 from casekit.report import explorer as ex
@@ -532,3 +532,60 @@ def test_checks_pass_a_readable_page_and_drive_its_explorer(pages, chrome):
         assert second["menu"] == "1"
         # image 2 has no view for method A: the explorer keeps the slider's choice and moves to method B
         assert third["numbers"].split() == ["view", "2-1"] and third["menu"] == "1" and third["readout"] == "image 2"
+
+
+# --------------------------------------------------------------------------- the pipeline, end to end
+
+# The lines issue 11's wiring adds to _config.yml (sphinx: config:), applied here to a copy.
+CSS_CONFIG = {"html_static_path": ["book/_static"], "html_css_files": ["casekit.css"]}
+
+MINI_CELLS = [
+    "n_images = 3",
+    """import pandas as pd
+import torch
+from torch import nn
+from casekit.report import explorer as ex
+from casekit.report import format as fmt
+from casekit.report.widgets import SaliencyExplorer
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+images = torch.randn(n_images, 3, 12, 12)
+live = SaliencyExplorer(model, images, "2", methods=["gradcam", "case"], max_rank=3)
+ex.display_explorer(live, ex.static_saliency(live))""",
+    "fmt.table(pd.DataFrame({f'a long column name {j}': [0.123456 * j, 0.5] for j in range(14)}))",
+    "pd.DataFrame({f'raw column {j}': ['x' * 12] for j in range(16)})  # a raw dump, boxed by casekit.css",
+]
+
+
+@pytest.fixture(scope="module")
+def mini_book(tmp_path_factory, chromium):
+    """A one-notebook book with a live+static explorer, a casekit table and a raw DataFrame, built by the
+    real driver (papermill, page copy, myst-nb, _config.yml + the CSS lines) → (html folder, base URL)."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("mini")
+    repo = make_repo(root / "repo", {"01_mini": MINI_CELLS})
+    config = yaml.safe_load((repo / "_config.yml").read_text())
+    config["sphinx"]["config"].update(CSS_CONFIG)
+    (repo / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    shutil.copytree(REPO / "book" / "_static", repo / "book" / "_static")
+    proc = run_driver("--tiny", "--build-dir", str(root / "b"), repo=repo, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    with serve(root / "b" / "html") as base:
+        yield root / "b" / "html", base
+
+
+def test_static_explorer_and_tables_in_a_built_book(mini_book, chrome):
+    html_dir, base = mini_book
+    page = (html_dir / "notebooks" / "01_mini.html").read_text()
+    assert page.count(f'class="{ex.EXPLORER_CLASS}"') == 1  # myst-nb chose text/html ...
+    assert "application/vnd.jupyter.widget-view+json" not in page  # ... and dropped the widget view
+    assert 'href="../_static/casekit.css' in page and (html_dir / "_static" / "casekit.css").exists()
+    for width in (WIDE, NARROW):
+        probe, events = visit(chrome, f"{base}/notebooks/01_mini.html", width=width, readability=True,
+                              keyboard=True)
+        assert page_problems(probe, events, base, width) == [], width
+        assert probe["explorers"] == {"count": 1, "failures": []}
+        assert probe["keyboard"] == {"tried": True, "changed": True}
