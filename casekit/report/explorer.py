@@ -16,8 +16,10 @@ when a control changes.  Every combination of control values is computed beforeh
 
 Notebook cell::
 
+    from casekit.report import explorer as ex
+
     live = ck.widgets.SaliencyExplorer(model, data, layers, ck.contrast_sets(confusion, 5), K=3, k=0.05)
-    ck.explorer.display_explorer(live, ck.explorer.static_saliency(live, images=range(20)))
+    ex.display_explorer(live, ex.static_saliency(live, images=range(20)))
 """
 
 from __future__ import annotations

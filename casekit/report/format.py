@@ -13,10 +13,12 @@ Number rules (one place for the whole book):
 * verdicts: ``True`` → ✓, ``False`` → ✗, missing → —;
 * other floats: ``digits`` decimals (3 by default); integers as they are.
 
-Example (a notebook cell)::
+Example (a notebook cell; import it as ``fmt``: the name ``format`` is a builtin)::
+
+    from casekit.report import format as fmt
 
     full = ck.tables.table1_full(res, threshold=threshold, alpha=alpha)
-    ck.format.pivot(full)          # methods × models, "median [CI], p" cells, significant ones bold
+    fmt.pivot(full)          # methods × models, "median [CI], p" cells, significant ones bold
 """
 
 from __future__ import annotations
