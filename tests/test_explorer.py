@@ -116,6 +116,11 @@ def test_static_saliency_rejects_bad_choices(saliency):
                            methods=["gradcam"])
     with pytest.raises(ValueError, match="ranks"):
         ex.static_saliency(live, ranks=(1,))
+    big = SaliencyExplorer(saliency[0], torch.zeros(ex.MAX_DEFAULT_IMAGES + 1, 3, 16, 16), "features.2",
+                           methods=["gradcam"])
+    with pytest.raises(ValueError, match=r"holds 65 images; pass images="):
+        ex.static_saliency(big)
+    assert set(blob(ex.static_saliency(big, images=[64]).html)["views"]) == {"0|0|0", "0|0|1"}
 
 
 def agreement_results() -> pd.DataFrame:

@@ -52,6 +52,8 @@ __all__ = [
 
 EXPLORER_CLASS = "casekit-explorer"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+#: :func:`static_saliency` without ``images`` takes every image of the explorer up to this many.
+MAX_DEFAULT_IMAGES = 64
 STATIC_NOTE = ("Precomputed views (every choice above was computed when the book was built); "
                "open the notebook in JupyterLab to explore more settings live.")
 
@@ -329,11 +331,13 @@ def colour_scale(cmap: str = "jet", label: str = "map value", steps: int = 9) ->
 
 def static_saliency(explorer: Any, *, images: Iterable[int] | None = None, methods: Sequence[str] | None = None,
                     ranks: Sequence[int] = (1, 2), size: int = 160, fmt: str = "jpeg",
-                    image_width: int = 160) -> StaticExplorer:
+                    image_width: int = 160, progress: bool = False) -> StaticExplorer:
     """Every ``images`` × ``methods`` × target rank of a :class:`~casekit.report.widgets.SaliencyExplorer`,
     at the explorer's current layer, K, contrast strategy and k (default: all its images and methods); the
     page opens on the live explorer's current image (if among ``images``) and method.  Images: JPEG
-    (``fmt="png"``: palette PNG, about 2.5× larger), longer side ≤ ``size`` px.
+    (``fmt="png"``: palette PNG, about 2.5× larger), longer side ≤ ``size`` px.  An explorer over more
+    than :data:`MAX_DEFAULT_IMAGES` images needs an explicit ``images`` (every image costs all methods' maps);
+    ``progress`` shows a tqdm bar (off by default: in the book a text bar would be stderr output).
 
     Slots: the image, the map of the chosen target over it, its top-k pixels.  Numbers: true and predicted
     class, the target and its probability, CASE's contrast classes, the top-k agreement of the maps of the
@@ -342,10 +346,14 @@ def static_saliency(explorer: Any, *, images: Iterable[int] | None = None, metho
     the explorer's own computation (and cache), so the live and the static explorer show the same numbers.
     """
     import torch
+    from tqdm.auto import tqdm
 
     from ..cam.engine import DISPLAY_NAMES, canonical_method
     from ..evaluation import metrics
 
+    if images is None and explorer._n > MAX_DEFAULT_IMAGES:
+        raise ValueError(f"the explorer holds {explorer._n} images; pass images=... (e.g. the chapter's sample) — "
+                         f"every image costs the maps of {len(explorer.methods)} methods")
     ids = list(range(explorer._n)) if images is None else [int(i) for i in images]
     bad = [i for i in ids if not 0 <= i < explorer._n]
     if bad or not ids:
@@ -358,7 +366,7 @@ def static_saliency(explorer: Any, *, images: Iterable[int] | None = None, metho
         raise ValueError(f"ranks must be ≥ 2 ranks within 1..{explorer.num_classes}, got {list(ranks)}")
     layer, k, K = explorer.layer.value, float(explorer.k.value), int(explorer.K.value)
     views: dict[tuple[int, ...], View] = {}
-    for a, i in enumerate(ids):
+    for a, i in enumerate(tqdm(ids, desc="static explorer", unit="img", disable=not progress)):
         logits = explorer._logits(i)
         probs = torch.softmax(logits, dim=0)
         order = torch.argsort(logits, descending=True, stable=True)
