@@ -90,6 +90,28 @@ def test_saliency_numbers_match_a_direct_computation(saliency):
     assert key.split("|")[1] == str(m)
 
 
+def test_unique_evidence_with_chance_and_ceiling(saliency):
+    model, data, sets, _, static = saliency
+    d = blob(static.html)
+    label_rows = []
+    for key, view in d["views"].items():
+        i, m, r = map(int, key.split("|"))
+        rows = dict(view["numbers"])
+        with torch.no_grad():
+            order = model(data[i][0][None])[0].argsort(descending=True).tolist()
+        target = order[r]
+        name = "top-k pixels on the true class's unique part"
+        assert (name in rows) == (target == int(data.labels[i]))  # only for a map of the true class
+        if name in rows:
+            label_rows.append((key, rows[name]))
+            method = METHODS[m]
+            con = sets[[order[0], order[1]], :3][None] if method == "case" else None
+            maps = ck.saliency(model, data[i][0][None], "features.2", method, torch.tensor([order[:2]]), con)[0]
+            ev = float(ck.metrics.unique_evidence(maps[r], data.unique[i], 0.1))
+            # the unique part: 4 × 6 = 24 of 256 pixels; top-10 % = 25 pixels → ceiling 24/25
+            assert rows[name] == f"{ev:.1%} (chance 9.4%, ceiling 96.0%)"
+    assert label_rows  # the tiny data has correctly ranked labels
+
 def test_saliency_images_are_small_jpegs_of_the_overlay(saliency):
     _, data, _, live, static = saliency
     d = blob(static.html)

@@ -386,7 +386,7 @@ def static_saliency(explorer: Any, *, images: Iterable[int] | None = None, metho
                 if parts is not None and "unique" in parts and label is not None and t == label:
                     ev = float(metrics.unique_evidence(maps[c], parts["unique"], k, explorer.ties, explorer.seed))
                     rows.append(("top-k pixels on the true class's unique part",
-                                 "undefined (constant map)" if math.isnan(ev) else f"{ev:.1%}"))
+                                 _evidence_text(ev, parts["unique"], k)))
                 views[(a, b, c)] = View([plain, encode_image(overlay(shown, maps[c].numpy()), size=size, fmt=fmt),
                                          top], rows)
     controls = [Control("image", [_image_label(explorer, i) for i in ids], "range"),
@@ -397,6 +397,18 @@ def static_saliency(explorer: Any, *, images: Iterable[int] | None = None, metho
     return StaticExplorer(controls, views, slots=["image", "map over the image", f"top {k:.0%} pixels"],
                           title=f"Saliency maps of the top-{ranks[0]} and top-{ranks[1]} classes (layer {layer})",
                           image_width=image_width, legend=colour_scale(), initial=start)
+
+
+def _evidence_text(share: float, unique: Any, k: float) -> str:
+    """``"41.0% (chance 6.3%, ceiling 100.0%)"``: chance = the unique part's area ``|U| / (H·W)`` (the expected
+    share of a random top-k set), ceiling = ``min(1, |U| / ⌊k·H·W⌋)`` (the most a top-k set can hold)."""
+    from ..evaluation import metrics
+
+    h, w = unique.shape[-2:]
+    area = int(unique.sum())
+    n = metrics.topk_count(k, h, w)
+    limits = f"chance {area / (h * w):.1%}, ceiling {min(1.0, area / n):.1%}"
+    return f"undefined (constant map; {limits})" if math.isnan(share) else f"{share:.1%} ({limits})"
 
 
 def _image_label(explorer: Any, i: int) -> str:
