@@ -8,7 +8,7 @@ shown to fail on a hand-made page (``test_checks_catch_*``), which needs Chromiu
 
 Needs ``chromium`` (Debian package; ``.ci/run`` installs it) and ``websocket-client`` (installed with
 jupyter_server); skips with the reason when either is missing.  Set ``CASEKIT_BOOK_SCREENSHOTS=<dir>`` to
-keep a full-page PNG of every chapter.
+keep a full-page PNG of every chapter, ``CASEKIT_BOOK_BUILD=<dir>`` to check an existing tiny build.
 """
 
 from __future__ import annotations
@@ -31,7 +31,16 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-from test_book import REPO, expected_images, expected_tables, make_repo, run_driver, shown_outputs, tiny_book
+from test_book import (
+    REPO,
+    BookBuild,
+    expected_images,
+    expected_tables,
+    make_repo,
+    run_driver,
+    shown_outputs,
+    tiny_book,
+)
 
 from casekit import book
 from casekit.report import explorer as ex
@@ -215,8 +224,16 @@ def serve(directory: Path):
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, chromium):
-    """The tiny book served on 127.0.0.1 (random free port) → (build, chromium, base URL)."""
-    built = tiny_book(tmp_path_factory)
+    """The tiny book served on 127.0.0.1 (random free port) → (build, chromium, base URL).
+
+    ``CASEKIT_BOOK_BUILD=<dir>`` reuses a finished ``python -m casekit.book --tiny --build-dir <dir>``
+    instead of building one (to iterate on the checks)."""
+    reuse = os.environ.get("CASEKIT_BOOK_BUILD")
+    if reuse:
+        built = BookBuild(Path(reuse), 0 if (Path(reuse) / "html" / "index.html").exists() else 1, "",
+                          f"CASEKIT_BOOK_BUILD={reuse} holds no built book", 0.0)
+    else:
+        built = tiny_book(tmp_path_factory)
     built.check()
     with serve(built.html) as base:
         yield built, chromium, base
