@@ -133,10 +133,12 @@ def test_pivot_methods_by_models():
     block = fmt.pivot(table1_like())
     parsed = cells(block)
     assert parsed.rows[0] == ["Method", "DenseNet", "ResNet"]
-    assert parsed.rows[1] == ["AblationCAM", "41.2% [10.0, 60.0], p = .023", "55.0% [10.0, 60.0], p = .510"]
-    assert parsed.rows[2] == ["CASE", "20.0% [10.0, 60.0], p < .001", "30.0% [10.0, 60.0], p = .005"]
-    assert sorted(parsed.bold) == sorted(["41.2% [10.0, 60.0], p = .023", "20.0% [10.0, 60.0], p < .001",
-                                          "30.0% [10.0, 60.0], p = .005"])  # the significant cells
+    assert parsed.rows[1] == ["AblationCAM", "41.2% [10.0, 60.0]p = .023", "55.0% [10.0, 60.0]p = .510"]
+    assert parsed.rows[2] == ["CASE", "20.0% [10.0, 60.0]p < .001", "30.0% [10.0, 60.0]p = .005"]
+    assert sorted(parsed.bold) == sorted(["41.2% [10.0, 60.0]", "p = .023", "20.0% [10.0, 60.0]", "p < .001",
+                                          "30.0% [10.0, 60.0]", "p = .005"])  # the significant cells
+    html = block._repr_html_()
+    assert ("white-space:nowrap\"><strong>41.2% [10.0, 60.0]<br>p = .023</strong></td>") in html  # p: 2nd line
     assert "AblationCAM  41.2% [10.0, 60.0], p = .023" in block.text
     with pytest.raises(ValueError, match="repeated"):
         fmt.pivot(pd.concat([table1_like(), table1_like()]))
@@ -150,8 +152,8 @@ def test_fidelity_pivot_cells():
         {"Model": "VGG", "Method": "Grad-CAM", "mean": 0.2251, "sd": 0.11617, "p_one_sided": 0.23233,
          "highest": True}])
     parsed = cells(fmt.fidelity_pivot(full))
-    assert parsed.rows[1:] == [["CASE", "0.170 ± 0.200"], ["Grad-CAM", "0.225 ± 0.116, p = .232"]]
-    assert parsed.bold == ["0.225 ± 0.116, p = .232"]
+    assert parsed.rows[1:] == [["CASE", "0.170 ± 0.200"], ["Grad-CAM", "0.225 ± 0.116p = .232"]]
+    assert parsed.bold == ["0.225 ± 0.116", "p = .232"]
 
 
 def test_sensitivity_and_claims_tables():
@@ -175,6 +177,13 @@ def test_long_table_collapses_under_a_short_one():
     assert len(cells(fmt.Block(folded, "")).rows) == 31  # header + every row
     assert html.count(fmt.SCROLL_CLASS) == 2  # both tables scroll in their own box
     assert "[All 30 images]" in block.text
+
+
+def test_short_cells_never_wrap_long_ones_do():
+    html = fmt.table(pd.DataFrame({"claim": ["a sentence of a claim that is longer than thirty-two characters"],
+                                   "supported": [True]}))._repr_html_()
+    cells_html = re.findall(r"<td[^>]*>", html)
+    assert "nowrap" not in cells_html[0] and "nowrap" in cells_html[1]
 
 
 def test_counts_stored_as_floats_show_as_integers():

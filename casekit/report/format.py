@@ -58,6 +58,8 @@ SCROLL_CLASS = "casekit-scroll"
 #: Class of the tables themselves (deliberately not pandas' ``dataframe``, which the tests count).
 TABLE_CLASS = "casekit-table"
 CHECK = {True: "✓", False: "✗", None: "—"}
+#: Cell lines up to this many characters never wrap (numbers, names); longer text (claims) wraps.
+NOWRAP_CHARS = 32
 _CELL = "padding:0.25em 0.6em;border-bottom:1px solid #ddd;vertical-align:top"
 
 
@@ -181,7 +183,8 @@ def collapsed(short: Block, long: Block, summary: str = "Show all rows") -> Bloc
 
 
 def _text_grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A fixed-width plain-text table (columns left-aligned, two spaces apart)."""
+    """A fixed-width plain-text table (columns left-aligned, two spaces apart; a cell's line breaks → ", ")."""
+    rows = [[c.replace("\n", ", ") for c in r] for r in rows]
     width = [max([len(h), *(len(r[j]) for r in rows)]) for j, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, width)).rstrip(),
              "  ".join("-" * w for w in width)]
@@ -193,7 +196,10 @@ def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, bold: S
                 numeric: Sequence[bool], caption: str | None, row_header: bool) -> str:
     def cell(tag: str, text: str, j: int, strong: bool = False) -> str:
         align = "right" if numeric[j] else "left"
-        content = html.escape(text)
+        lines = text.split("\n")  # a line break inside a cell; short lines never wrap (the box scrolls)
+        content = "<br>".join(html.escape(line) for line in lines)
+        if max(map(len, lines)) <= NOWRAP_CHARS:
+            align += ";white-space:nowrap"
         if strong:
             content = f"<strong>{content}</strong>"
         return f'<{tag} style="{_CELL};text-align:{align}">{content}</{tag}>'
@@ -311,7 +317,8 @@ def pivot(full: pd.DataFrame, *, rows: str = "Method", columns: str = "Model",
           cell: Callable[[Mapping[str, Any]], str] = stat_cell, bold: str | None = "reject",
           caption: str | None = None, corner: str | None = None) -> Block:
     """A long result frame as ``rows × columns`` with one formatted cell per record (default: methods ×
-    models, cells ``"median [CI], p"`` of a ``table1_full``/``table2_full`` frame; ``bold`` names a bool
+    models, cells ``"median [CI], p"`` of a ``table1_full``/``table2_full`` frame, the p on a second line
+    in HTML; ``bold`` names a bool
     column whose true cells are bold — the significant tests).  Row and column order: first appearance
     (the builders already sort in the paper's order).  A (row, column) pair that repeats raises."""
     for c in (rows, columns):
@@ -323,7 +330,8 @@ def pivot(full: pd.DataFrame, *, rows: str = "Method", columns: str = "Model",
         raise ValueError(f"pivot(): {int(dup.sum())} repeated ({rows}, {columns}) pair(s), e.g. {first}; "
                          "select one layer/seed/comparison first")
     row_keys, col_keys = list(dict.fromkeys(full[rows])), list(dict.fromkeys(full[columns]))
-    text = {(r[rows], r[columns]): cell(r) for r in full.to_dict("records")}
+    # the p-value on its own line: narrow columns without breaking a number
+    text = {(r[rows], r[columns]): cell(r).replace(", p ", "\np ", 1) for r in full.to_dict("records")}
     strong = {(r[rows], r[columns]): bool(r.get(bold)) and not _missing(r.get(bold))
               for r in full.to_dict("records")} if bold else {}
     header = [corner if corner is not None else str(rows), *map(str, col_keys)]
