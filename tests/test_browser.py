@@ -447,7 +447,17 @@ def readability(site, chrome) -> dict[str, list[str]]:
     return {kind: sorted(set(v), key=v.index) for kind, v in found.items()}
 
 
-@pytest.mark.parametrize("kind", CHECKS)
+# Known failures of the book before issue 11's wiring (found with this test on the tiny build); strict, so
+# the marker must go as soon as the wiring fixes them.
+KNOWN = {
+    "paths": "issue 11: chapters 01–07 print the absolute results folder (the driver's injected-parameters "
+             "note shows results_dir); the pages must name results/<profile>",
+    "sideways": "issue 11: book/profiles.html scrolls sideways at 420 px (scrollWidth 445 px)",
+}
+
+
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=KNOWN[k]))
+                                  if k in KNOWN else k for k in CHECKS])
 def test_book_is_readable(readability, kind):
     """Issue 11 on every page of the tiny book: ``overflow`` (1280 px), ``sideways`` (420 px), ``explorers``,
     ``requests`` (same origin only), ``paths`` (no absolute machine path)."""
