@@ -1,0 +1,532 @@
+"""Explorers that work in the published book without a kernel: precomputed views + a few lines of JS.
+
+A :class:`StaticExplorer` is one self-contained HTML snippet: ``<select>``/``range`` controls, image slots,
+a numbers table, the views as a JSON blob (images as data URIs, each distinct image stored once) and a
+small inline script (written here; no library, no CDN, no request) that swaps the images and the numbers
+when a control changes.  Every combination of control values is computed beforehand (at build time).
+
+* :func:`static_saliency` — from a live :class:`~casekit.report.widgets.SaliencyExplorer`: every image ×
+  method × target rank (top-1, top-2): the image, the map over it, its top-k pixels, and the numbers
+  (classes, probabilities, top-1/top-2 agreement, evidence on the unique part).
+* :func:`static_agreement` — from a live :class:`~casekit.report.widgets.AgreementExplorer`: every
+  (model, layer, method, …) of its results table: the agreement histogram and the class-sensitivity test.
+* :func:`display_explorer` — one output carrying both: the live widget (JupyterLab renders the
+  ``application/vnd.jupyter.widget-view+json`` view) and the static explorer as ``text/html`` (the built
+  book: ``_config.yml`` drops the widget view via ``nb_mime_priority_overrides``, so myst-nb picks the HTML).
+
+Notebook cell::
+
+    from casekit.report import explorer as ex
+
+    live = ck.widgets.SaliencyExplorer(model, data, layers, ck.contrast_sets(confusion, 5), K=3, k=0.05)
+    ex.display_explorer(live, ex.static_saliency(live, images=range(20)))
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import itertools
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "EXPLORER_CLASS",
+    "Control",
+    "LiveAndStatic",
+    "StaticExplorer",
+    "View",
+    "display_explorer",
+    "encode_image",
+    "overlay",
+    "static_agreement",
+    "static_saliency",
+]
+
+EXPLORER_CLASS = "casekit-explorer"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+#: :func:`static_saliency` without ``images`` takes every image of the explorer up to this many.
+MAX_DEFAULT_IMAGES = 64
+STATIC_NOTE = ("Precomputed views (every choice above was computed when the book was built); "
+               "open the notebook in JupyterLab to explore more settings live.")
+
+
+@dataclass(frozen=True)
+class Control:
+    """One control: ``name`` (shown as its label), ``options`` = shown labels in order, ``kind`` ``"select"``
+    or ``"range"`` (a slider over the options, its label shown beside it)."""
+
+    name: str
+    options: Sequence[str]
+    kind: str = "select"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("select", "range"):
+            raise ValueError(f"Control {self.name!r}: kind must be 'select' or 'range', got {self.kind!r}")
+        if not self.options:
+            raise ValueError(f"Control {self.name!r} has no options")
+
+
+@dataclass
+class View:
+    """What one combination of control values shows: ``images`` (encoded PNG/JPEG bytes, one per image
+    slot, or ``None`` for an empty slot) and ``numbers`` (label, value) rows, plain text."""
+
+    images: Sequence[bytes | None]
+    numbers: Sequence[tuple[str, str]] = field(default_factory=list)
+
+
+def _data_uri(data: bytes) -> str:
+    kind = "jpeg" if data[:3] == b"\xff\xd8\xff" else "png"
+    return f"data:image/{kind};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+# An empty slot: a 1×1 transparent PNG (keeps every <img> with a size).
+_BLANK = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYGBgAAAABQABh6FO1"
+                          "AAAAABJRU5ErkJggg==")
+
+_SCRIPT = """(function () {
+  var root = document.getElementById("%(id)s");
+  if (!root || root.getAttribute("data-ready")) { return; }
+  root.setAttribute("data-ready", "1");
+  var data = JSON.parse(root.querySelector("script.casekit-explorer-data").textContent);
+  var controls = Array.prototype.slice.call(root.querySelectorAll("[data-control]"));
+  var slots = root.querySelectorAll("[data-slot]");
+  var rows = root.querySelector("tbody.casekit-explorer-rows");
+  var missing = root.querySelector(".casekit-explorer-missing");
+  function values() { return controls.map(function (c) { return parseInt(c.value, 10); }); }
+  function nearest(v, keep) {
+    var best = null, score = -1;
+    Object.keys(data.views).forEach(function (k) {
+      var o = k.split("|").map(Number), s = 0;
+      if (o[keep] !== v[keep]) { return; }
+      for (var i = 0; i < o.length; i++) { if (o[i] === v[i]) { s++; } }
+      if (s > score) { score = s; best = o; }
+    });
+    return best;
+  }
+  function show(v) {
+    controls.forEach(function (c, j) {
+      c.value = String(v[j]);
+      var out = root.querySelector("[data-readout='" + j + "']");
+      if (out) { out.textContent = data.controls[j][v[j]]; }
+    });
+    var view = data.views[v.join("|")];
+    missing.style.display = view ? "none" : "";
+    if (!view) { return; }
+    for (var i = 0; i < slots.length; i++) { slots[i].src = data.images[view.images[i]]; }
+    while (rows.firstChild) { rows.removeChild(rows.firstChild); }
+    view.numbers.forEach(function (pair) {
+      var tr = document.createElement("tr"), th = document.createElement("th"), td = document.createElement("td");
+      th.textContent = pair[0]; td.textContent = pair[1];
+      th.style.cssText = "text-align:left;padding:0.1em 1em 0.1em 0;font-weight:600";
+      tr.appendChild(th); tr.appendChild(td); rows.appendChild(tr);
+    });
+  }
+  function changed(event) {
+    var v = values(), keep = parseInt(event.target.getAttribute("data-control"), 10);
+    if (!(v.join("|") in data.views)) { v = nearest(v, keep) || v; }
+    show(v);
+  }
+  controls.forEach(function (c) {
+    c.addEventListener("input", changed);
+    c.addEventListener("change", changed);
+  });
+})();"""
+
+
+class StaticExplorer:
+    """Controls + precomputed views → one self-contained HTML snippet (``html``; ``_repr_html_``).
+
+    ``views`` maps a tuple of option indices (one per control, in ``controls`` order) to a :class:`View`;
+    combinations without a view show "not computed" (or, when a control changes, the explorer moves to the
+    closest computed combination that keeps that control's new value).  ``slots``: a caption per image slot;
+    ``image_width``: displayed width of each image in CSS px (small images are scaled up, pixelated);
+    ``legend``: extra HTML under the images (e.g. the colour scale); ``initial``: the first view shown.
+    """
+
+    _count = itertools.count()
+
+    def __init__(self, controls: Sequence[Control], views: Mapping[tuple[int, ...], View], *,
+                 slots: Sequence[str], title: str | None = None, image_width: int = 160, legend: str = "",
+                 note: str = STATIC_NOTE, initial: tuple[int, ...] | None = None) -> None:
+        if not controls:
+            raise ValueError("a static explorer needs at least one control")
+        if not views:
+            raise ValueError("a static explorer needs at least one view")
+        for key, view in views.items():
+            if len(key) != len(controls):
+                raise ValueError(f"view key {key} has {len(key)} indices for {len(controls)} controls")
+            for j, (i, c) in enumerate(zip(key, controls)):
+                if not 0 <= i < len(c.options):
+                    raise ValueError(f"view key {key}: index {i} is outside control {c.name!r}'s "
+                                     f"{len(c.options)} options")
+            if len(view.images) != len(slots):
+                raise ValueError(f"view {key} has {len(view.images)} images for {len(slots)} slots")
+        self.controls, self.slots, self.title = list(controls), list(slots), title
+        self.image_width, self.legend, self.note = int(image_width), legend, note
+        self.initial = tuple(initial) if initial is not None else next(iter(views))
+        if self.initial not in views:
+            raise ValueError(f"initial view {self.initial} is not among the views")
+        pool: dict[bytes, int] = {}
+        self._images: list[str] = []
+        self._views: dict[str, dict[str, Any]] = {}
+        for key, view in views.items():
+            idx = []
+            for img in view.images:
+                img = _BLANK if img is None else img
+                if img not in pool:
+                    pool[img] = len(self._images)
+                    self._images.append(_data_uri(img))
+                idx.append(pool[img])
+            numbers = [[str(a), str(b)] for a, b in view.numbers]
+            self._views["|".join(map(str, key))] = {"images": idx, "numbers": numbers}
+        self.views = dict(views)
+        digest = hashlib.sha1(json.dumps(self.data(), sort_keys=True).encode()).hexdigest()[:10]
+        self.id = f"ckx-{digest}-{next(self._count)}"
+
+    def data(self) -> dict[str, Any]:
+        """The JSON blob the script reads: ``controls`` (option labels), ``images`` (data URIs), ``views``
+        (``"i|j|…"`` → image indices and number rows)."""
+        return {"controls": [list(c.options) for c in self.controls], "images": self._images, "views": self._views}
+
+    # ------------------------------------------------------------------ rendering
+
+    def _controls_html(self) -> str:
+        parts = []
+        for j, c in enumerate(self.controls):
+            start = self.initial[j]
+            name = html.escape(c.name)
+            if c.kind == "range":
+                parts.append(
+                    f'<label style="display:inline-flex;flex-wrap:wrap;align-items:center;gap:0.2em 0.4em">{name} '
+                    f'<input type="range" data-control="{j}" min="0" max="{len(c.options) - 1}" step="1" '
+                    f'value="{start}" aria-label="{name}" style="max-width:12em"/> '
+                    f'<span data-readout="{j}">{html.escape(c.options[start])}</span></label>')
+            else:
+                opts = "".join(f'<option value="{i}"{" selected" if i == start else ""}>{html.escape(o)}</option>'
+                               for i, o in enumerate(c.options))
+                parts.append(f'<label style="white-space:nowrap">{name} <select data-control="{j}">{opts}</select>'
+                             "</label>")
+        return '<div class="casekit-explorer-controls" style="display:flex;flex-wrap:wrap;gap:0.4em 1.5em;' \
+               f'margin-bottom:0.5em">{"".join(parts)}</div>'
+
+    def _images_html(self, view: Mapping[str, Any]) -> str:
+        figs = []
+        for s, caption in enumerate(self.slots):
+            src = self._images[view["images"][s]]
+            figs.append(
+                f'<figure style="margin:0;text-align:center;max-width:100%">'
+                f'<img data-slot="{s}" src="{src}" alt="{html.escape(caption)}" width="{self.image_width}" '
+                f'style="max-width:100%;height:auto;image-rendering:pixelated"/>'
+                f'<figcaption style="font-size:0.85em">{html.escape(caption)}</figcaption></figure>')
+        return f'<div style="display:flex;flex-wrap:wrap;gap:0.5em">{"".join(figs)}</div>'
+
+    @staticmethod
+    def _rows_html(numbers: Sequence[Sequence[str]]) -> str:
+        return "".join(f'<tr><th style="text-align:left;padding:0.1em 1em 0.1em 0;font-weight:600">'
+                       f"{html.escape(a)}</th><td>{html.escape(b)}</td></tr>" for a, b in numbers)
+
+    @property
+    def html(self) -> str:
+        """The whole explorer: markup for the initial view, the JSON views and the script."""
+        view = self._views["|".join(map(str, self.initial))]
+        blob = json.dumps(self.data(), separators=(",", ":")).replace("<", "\\u003c")
+        title = f'<p style="font-weight:600;margin:0 0 0.4em">{html.escape(self.title)}</p>' if self.title else ""
+        return (
+            f'<div class="{EXPLORER_CLASS}" id="{self.id}" style="max-width:100%;overflow-x:auto">{title}'
+            f"{self._controls_html()}{self._images_html(view)}{self.legend}"
+            '<p class="casekit-explorer-missing" style="display:none;color:#b00">'
+            "This combination was not computed.</p>"
+            '<table class="casekit-explorer-numbers" style="font-size:0.9em;margin-top:0.5em">'
+            f'<tbody class="casekit-explorer-rows">{self._rows_html(view["numbers"])}</tbody></table>'
+            f'<p style="font-size:0.85em;color:#555"><em>{html.escape(self.note)}</em></p>'
+            f'<script type="application/json" class="casekit-explorer-data">{blob}</script>'
+            f"<script>{_SCRIPT % {'id': self.id}}</script></div>"
+        )
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    @property
+    def text(self) -> str:
+        controls = "; ".join(f"{c.name}: {len(c.options)} options" for c in self.controls)
+        first = self._views["|".join(map(str, self.initial))]["numbers"]
+        lines = [f"{self.title or 'Explorer'} (static, {len(self._views)} precomputed views; {controls})"]
+        lines += [f"  {a}: {b}" for a, b in first]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def size_bytes(self) -> int:
+        """Bytes of the HTML snippet (what the page grows by)."""
+        return len(self.html.encode("utf-8"))
+
+
+# --------------------------------------------------------------------------- images
+
+
+def encode_image(rgb: np.ndarray, *, size: int = 160, fmt: str = "png", colors: int | None = 128,
+                 quality: int = 80) -> bytes:
+    """``rgb``: ``[H, W, 3]`` floats in [0, 1] or uint8 → PNG (palette-quantised to ``colors``, ``None``
+    keeps full colour) or JPEG (``quality``) bytes; images larger than ``size`` px are downscaled (Lanczos)
+    so that their longer side is ``size``; smaller ones are kept (the page scales them up)."""
+    from PIL import Image
+
+    arr = np.asarray(rgb)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"rgb must be [H, W, 3], got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr.astype(np.float64), 0, 1) * 255 + 0.5).astype(np.uint8)
+    img = Image.fromarray(arr, "RGB")
+    if max(img.size) > size:
+        scale = size / max(img.size)
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.LANCZOS)
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        img.save(buf, format="JPEG", quality=quality, optimize=True)
+    elif fmt == "png":
+        if colors is not None:
+            img = img.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        img.save(buf, format="PNG", optimize=True)
+    else:
+        raise ValueError(f"fmt must be 'png' or 'jpeg', got {fmt!r}")
+    return buf.getvalue()
+
+
+def overlay(image: np.ndarray, saliency: np.ndarray, *, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """``image`` ``[H, W, 3]`` in [0, 1] with ``saliency`` ``[H, W]`` (values in [0, 1]) blended on top in
+    ``cmap`` colours: ``(1 − alpha)·image + alpha·cmap(saliency)`` — what ``imshow(map, alpha=0.5)`` draws."""
+    import matplotlib
+
+    s = np.clip(np.nan_to_num(np.asarray(saliency, dtype=np.float64)), 0, 1)
+    if s.shape != image.shape[:2]:
+        raise ValueError(f"saliency {s.shape} and image {image.shape[:2]} differ in size")
+    colour = matplotlib.colormaps[cmap](s)[..., :3]
+    return (1 - alpha) * np.asarray(image, dtype=np.float64) + alpha * colour
+
+
+def colour_scale(cmap: str = "jet", label: str = "map value", steps: int = 9) -> str:
+    """A small HTML colour bar (CSS gradient) from 0 to 1 for the overlays."""
+    import matplotlib
+
+    cm = matplotlib.colormaps[cmap]
+    stops = ", ".join("#" + "".join(f"{int(255 * c + 0.5):02x}" for c in cm(t)[:3])
+                      for t in np.linspace(0, 1, steps))
+    return ('<div style="display:flex;align-items:center;gap:0.4em;font-size:0.85em;margin:0.3em 0">'
+            f"{html.escape(label)}: 0<span style=\"display:inline-block;width:10em;max-width:40vw;height:0.8em;"
+            f'background:linear-gradient(to right, {stops})"></span>1</div>')
+
+
+# --------------------------------------------------------------------------- from the live explorers
+
+
+def static_saliency(explorer: Any, *, images: Iterable[int] | None = None, methods: Sequence[str] | None = None,
+                    ranks: Sequence[int] = (1, 2), size: int = 160, fmt: str = "jpeg",
+                    image_width: int = 160, progress: bool = False) -> StaticExplorer:
+    """Every ``images`` × ``methods`` × target rank of a :class:`~casekit.report.widgets.SaliencyExplorer`,
+    at the explorer's current layer, K, contrast strategy and k (default: all its images and methods); the
+    page opens on the live explorer's current image (if among ``images``) and method.  Images: JPEG
+    (``fmt="png"``: palette PNG, about 2.5× larger), longer side ≤ ``size`` px.  An explorer over more
+    than :data:`MAX_DEFAULT_IMAGES` images needs an explicit ``images`` (every image costs all methods' maps);
+    ``progress`` shows a tqdm bar (off by default: in the book a text bar would be stderr output).
+
+    Slots: the image, the map of the chosen target over it, its top-k pixels.  Numbers: true and predicted
+    class, the target and its probability, CASE's contrast classes, the top-k agreement of the maps of the
+    first two ranks (the paper's Figure 1 comparison) and, on the demo benchmark, the share of the map's
+    top-k pixels on the true class's unique part (when the target is the true class).  The maps come from
+    the explorer's own computation (and cache), so the live and the static explorer show the same numbers.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..cam.engine import DISPLAY_NAMES, canonical_method
+    from ..evaluation import metrics
+
+    if images is None and explorer._n > MAX_DEFAULT_IMAGES:
+        raise ValueError(f"the explorer holds {explorer._n} images; pass images=... (e.g. the chapter's sample) — "
+                         f"every image costs the maps of {len(explorer.methods)} methods")
+    ids = list(range(explorer._n)) if images is None else [int(i) for i in images]
+    bad = [i for i in ids if not 0 <= i < explorer._n]
+    if bad or not ids:
+        raise ValueError(f"images must be indices in 0..{explorer._n - 1}, got {bad or 'none'}")
+    meths = explorer.methods if methods is None else [canonical_method(m) for m in methods]
+    unknown = [m for m in meths if m not in explorer.methods]
+    if unknown:
+        raise ValueError(f"method(s) {unknown} are not in the explorer (has {explorer.methods})")
+    if len(ranks) < 2 or min(ranks) < 1 or max(ranks) > explorer.num_classes:
+        raise ValueError(f"ranks must be ≥ 2 ranks within 1..{explorer.num_classes}, got {list(ranks)}")
+    layer, k, K = explorer.layer.value, float(explorer.k.value), int(explorer.K.value)
+    views: dict[tuple[int, ...], View] = {}
+    for a, i in enumerate(tqdm(ids, desc="static explorer", unit="img", disable=not progress)):
+        logits = explorer._logits(i)
+        probs = torch.softmax(logits, dim=0)
+        order = torch.argsort(logits, descending=True, stable=True)
+        targets = tuple(int(order[r - 1]) for r in ranks)
+        _, label, parts = explorer._item(i)
+        shown = explorer._display_image(i)
+        plain = encode_image(shown, size=size, fmt=fmt)
+        for b, method in enumerate(meths):
+            contrast = explorer.contrast_for(i, targets, K) if method == "case" else None
+            maps = explorer._maps(i, layer, method, targets, contrast)
+            agree = float(metrics.topk_agreement(maps[0], maps[1], k, explorer.ties, explorer.seed))
+            for c, (rank, t) in enumerate(zip(ranks, targets)):
+                mask, valid = metrics.topk_mask(maps[c], k, explorer.ties, explorer.seed, stream=min(c, 1))
+                m = mask.numpy()[..., None]
+                top = encode_image(shown * m + shown * (1 - m) * 0.25, size=size, fmt=fmt) if bool(valid) else None
+                rows = _saliency_numbers(explorer, i, label, order, probs, t, rank, ranks, contrast, c, agree, k)
+                if parts is not None and "unique" in parts and label is not None and t == label:
+                    ev = float(metrics.unique_evidence(maps[c], parts["unique"], k, explorer.ties, explorer.seed))
+                    rows.append(("top-k pixels on the true class's unique part",
+                                 _evidence_text(ev, parts["unique"], k)))
+                views[(a, b, c)] = View([plain, encode_image(overlay(shown, maps[c].numpy()), size=size, fmt=fmt),
+                                         top], rows)
+    controls = [Control("image", [_image_label(explorer, i) for i in ids], "range"),
+                Control("method", [DISPLAY_NAMES.get(m, m) for m in meths]),
+                Control("target", [f"top-{r}" for r in ranks])]
+    start = (ids.index(int(explorer.image.value)) if int(explorer.image.value) in ids else 0,
+             meths.index(explorer.method.value) if explorer.method.value in meths else 0, 0)
+    return StaticExplorer(controls, views, slots=["image", "map over the image", f"top {k:.0%} pixels"],
+                          title=f"Saliency maps of the top-{ranks[0]} and top-{ranks[1]} classes (layer {layer})",
+                          image_width=image_width, legend=colour_scale(), initial=start)
+
+
+def _evidence_text(share: float, unique: Any, k: float) -> str:
+    """``"41.0% (chance 6.3%, ceiling 100.0%)"``: chance = the unique part's area ``|U| / (H·W)`` (the expected
+    share of a random top-k set), ceiling = ``min(1, |U| / ⌊k·H·W⌋)`` (the most a top-k set can hold)."""
+    from ..evaluation import metrics
+
+    h, w = unique.shape[-2:]
+    area = int(unique.sum())
+    n = metrics.topk_count(k, h, w)
+    limits = f"chance {area / (h * w):.1%}, ceiling {min(1.0, area / n):.1%}"
+    return f"undefined (constant map; {limits})" if math.isnan(share) else f"{share:.1%} ({limits})"
+
+
+def _image_label(explorer: Any, i: int) -> str:
+    label = explorer._item(i)[1]
+    return f"image {i}" + (f" ({explorer._name(label)})" if label is not None else "")
+
+
+def _saliency_numbers(explorer: Any, i: int, label: int | None, order: Any, probs: Any, t: int, rank: int,
+                      ranks: Sequence[int], contrast: Any, c: int, agree: float, k: float) -> list[tuple[str, str]]:
+    pred = int(order[0])
+    rows = [("image", f"{i}")]
+    if label is not None:
+        verdict = "correct" if pred == label else "misclassified"
+        rows.append(("true class · prediction", f"{explorer._name(label)} · {explorer._name(pred)} ({verdict})"))
+    rows.append((f"target (top-{rank})", f"{explorer._name(t)}, p = {float(probs[t]):.3f}"))
+    if contrast is not None:
+        rows.append(("CASE contrast classes", ", ".join(explorer._name(int(v)) for v in contrast[c])))
+    text = "undefined (a constant map has no top-k set)" if math.isnan(agree) else f"{agree:.1%}"
+    rows.append((f"top-{k:.0%} agreement, top-{ranks[0]} vs top-{ranks[1]} map", text))
+    return rows
+
+
+def static_agreement(explorer: Any, *, dpi: int = 80, colors: int | None = 32) -> StaticExplorer:
+    """Every selection of an :class:`~casekit.report.widgets.AgreementExplorer` (each existing combination of
+    its menus: model, layer, method, …): the histogram of top-k agreement (the explorer's bins, threshold
+    line) and the class-sensitivity test (:func:`casekit.evaluation.stats.class_sensitivity_test` at the
+    explorer's threshold — the same call as the live view)."""
+    from ..cam.engine import DISPLAY_NAMES
+    from ..evaluation import stats
+
+    facets = list(explorer.facets)
+    results = explorer.results
+    options = [list(dict.fromkeys(results[f])) for f in facets]
+    views: dict[tuple[int, ...], View] = {}
+    for key, group in results.groupby(facets, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        idx = tuple(opts.index(v) for opts, v in zip(options, key))
+        agreement = group["agreement"].to_numpy(dtype=float)
+        r = stats.class_sensitivity_test(agreement, threshold=explorer.threshold)
+        finite = agreement[~np.isnan(agreement)]
+        title = " · ".join(DISPLAY_NAMES.get(v, str(v)) if f == "method" else str(v) for f, v in zip(facets, key))
+        png = _histogram_png(finite, explorer.bins, explorer.threshold, title, dpi, colors)
+        views[idx] = View([png], _agreement_numbers(r, int(np.isnan(agreement).sum())))
+    controls = [Control(f, [DISPLAY_NAMES.get(v, str(v)) if f == "method" else str(v) for v in opts])
+                for f, opts in zip(facets, options)]
+    first = tuple(o.index(explorer.menus[f].value) for f, o in zip(facets, options))
+    return StaticExplorer(controls, views, slots=["histogram of top-k agreement"], image_width=400,
+                          title="Top-k agreement per model, layer and method",
+                          initial=first if first in views else None)
+
+
+def _agreement_numbers(r: Any, excluded: int) -> list[tuple[str, str]]:
+    from .format import check, fmt_ci, p_phrase
+
+    if r.reason:
+        return [("images in the test", f"{r.n} ({excluded} constant maps excluded)"), ("test", f"none: {r.reason}")]
+    return [("images in the test", f"{r.n} ({excluded} constant maps excluded, {r.n_zero} at the threshold)"),
+            ("median agreement [95% CI]", fmt_ci(r.median, r.ci_low, r.ci_high)),
+            (f"Wilcoxon, H1: median < {r.threshold:.0%}", p_phrase(r.p)),
+            ("class-sensitive (rejects H0)", f"{check(r.reject)} (α = {r.alpha:g})")]
+
+
+def _histogram_png(finite: np.ndarray, bins: np.ndarray, threshold: float, title: str, dpi: int,
+                   colors: int | None) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    fig = Figure(figsize=(5.0, 2.6))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.hist(finite * 100, bins=bins * 100, color="#4c72b0", edgecolor="white")
+    ax.axvline(threshold * 100, color="#d55e00", linestyle="--", linewidth=1.5, label=f"{threshold:.0%} threshold")
+    ax.set_xlim(0, 100)
+    ax.set_xlabel(f"top-k agreement (%), {len(finite)} images")
+    ax.set_ylabel("images")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    if colors is None:
+        return buf.getvalue()
+    img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    out = io.BytesIO()
+    img.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(out, "PNG",
+                                                                                                   optimize=True)
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------- live + static in one output
+
+
+class LiveAndStatic:
+    """One output with both forms: the live widget's view (``application/vnd.jupyter.widget-view+json``,
+    which JupyterLab prefers) and the static explorer as ``text/html`` (what the built book shows, and what
+    any viewer without a widget manager shows).  ``live`` may be ``None`` (static only)."""
+
+    def __init__(self, live: Any, static: StaticExplorer) -> None:
+        self.live, self.static = live, static
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        bundle: dict[str, Any] = {}
+        if self.live is not None:
+            got = self.live._repr_mimebundle_(include=include, exclude=exclude) or {}
+            bundle.update(got[0] if isinstance(got, tuple) else got)
+        bundle["text/html"] = self.static.html
+        bundle["text/plain"] = self.static.text
+        return bundle
+
+    def __repr__(self) -> str:
+        return self.static.text
+
+
+def display_explorer(live: Any, static: StaticExplorer) -> LiveAndStatic:
+    """The live widget and its static counterpart as one output; make it a cell's last expression (or pass
+    it to ``IPython.display.display``)."""
+    if not isinstance(static, StaticExplorer):
+        raise TypeError(f"static must be a StaticExplorer (from static_saliency/static_agreement), "
+                        f"got {type(static).__name__}")
+    return LiveAndStatic(live, static)
