@@ -564,7 +564,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
 
         if args.profile == "paper" and not args.html_only:
-            from .study.experiments import missing_inputs
+            from .study.experiments import (
+                missing_inputs,  # lazy: loads torch, which the other book steps never need
+            )
 
             missing = missing_inputs("paper")
             if missing:

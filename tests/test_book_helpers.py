@@ -16,8 +16,10 @@ import pytest
 import torch
 
 import casekit as ck
-from casekit.study import experiments as E
 from casekit.cam.contrast import contrast_sets
+from casekit.study import contrast_study as CS
+from casekit.study import experiments as E
+from casekit.study import runner
 from casekit.subjects.synthetic import normalize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,24 +130,24 @@ def test_contrast_configs_bad_models_and_strategies():
 
 
 def test_check_ks():
-    assert E._check_ks((5, 1, 3)) == (1, 3, 5)  # sorted
-    assert E._check_ks(3) == (3,)
-    assert E._check_ks(np.int64(2)) == (2,)
-    assert E._check_ks([np.int32(4), 2]) == (2, 4)
+    assert CS._check_ks((5, 1, 3)) == (1, 3, 5)  # sorted
+    assert CS._check_ks(3) == (3,)
+    assert CS._check_ks(np.int64(2)) == (2,)
+    assert CS._check_ks([np.int32(4), 2]) == (2, 4)
     with pytest.raises(ValueError, match="ks is empty"):
-        E._check_ks(())
+        CS._check_ks(())
     with pytest.raises(ValueError, match=r"ks repeats a value: \(1, 3, 1\)"):
-        E._check_ks((1, 3, 1))
+        CS._check_ks((1, 3, 1))
     with pytest.raises(TypeError, match="each K of ks must be an int, got float"):
-        E._check_ks((1, 2.0))
+        CS._check_ks((1, 2.0))
     with pytest.raises(TypeError, match="each K of ks must be an int, got bool"):
-        E._check_ks((True, 2))
+        CS._check_ks((True, 2))
     with pytest.raises(TypeError, match="ks must be a sequence"):
-        E._check_ks(2.5)
+        CS._check_ks(2.5)
     with pytest.raises(TypeError, match="ks must be a sequence"):
-        E._check_ks(True)
+        CS._check_ks(True)
     with pytest.raises(ValueError, match="each K of ks must be >= 1, got 0"):
-        E._check_ks((0, 1))
+        CS._check_ks((0, 1))
     with pytest.raises(ValueError, match="ks is empty"):  # through contrast_configs
         E.contrast_configs("resnet", ks=[])
 
@@ -418,7 +420,7 @@ def test_contrast_study_second_call_loads(contrast_run, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("a committed batch was computed again")
 
-    monkeypatch.setattr(E, "_explain_batch", fail)
+    monkeypatch.setattr(runner, "explain_batch", fail)
     again = E.contrast_study("resnet", ks=STUDY_KS, n_images=STUDY_N, results_dir=root, progress=False)
     pd.testing.assert_frame_equal(again, rows)
     assert _store_files(root) == before  # nothing written, nothing touched
@@ -457,7 +459,7 @@ def test_missing_inputs_names_every_missing_item(tmp_path, monkeypatch):
     # four weight files, one message for the five fine-tuned seeds, ImageNet, CIFAR-100
     assert len(missing) == 7, missing
     files = []
-    for name in E.PAPER_MODELS:
+    for name in E.PAPER_STUDY_MODELS:
         entry, path = models.torchvision_weights_file(models.paper_model_spec(name)[1].builder)
         assert str(path.parent).startswith(str(tmp_path / "torch"))
         assert sum(path.name in m for m in missing) == 1 and any(entry.url in m for m in missing)

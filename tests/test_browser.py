@@ -25,9 +25,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from test_book import REPO, expected_images, expected_tables, tiny_book
 
 from casekit import book
-from test_book import REPO, expected_images, expected_tables, tiny_book
 
 pytestmark = pytest.mark.slow
 

@@ -32,7 +32,7 @@ from casekit.study.experiments import (
     degenerate_maps,
     example_maps,
     fidelity_rows,
-    kcol,
+    k_suffix,
     layer_activations,
     load_results,
     logit_contrast,
@@ -207,8 +207,8 @@ def test_channel_run_fidelity_matches_hand_computation(channel_run):
             blank = np.zeros(S * S, bool)
             blank[list(top_set(x[c], n))] = True  # all values distinct: no ties
             p_after = softmax(10 * (x * ~blank).mean(1))[c]
-            np.testing.assert_allclose(rows[f"p_after_{kcol(k)}"], p_after, rtol=1e-5, err_msg=f"image {i}, k {k}")
-            np.testing.assert_allclose(rows[f"relative_drop_{kcol(k)}"], max(p_before - p_after, 0) / p_before,
+            np.testing.assert_allclose(rows[f"p_after_{k_suffix(k)}"], p_after, rtol=1e-5, err_msg=f"image {i}, k {k}")
+            np.testing.assert_allclose(rows[f"relative_drop_{k_suffix(k)}"], max(p_before - p_after, 0) / p_before,
                                        rtol=1e-4, atol=1e-7)
         # the headline numbers are the 5 % ones (fidelity_k default)
         np.testing.assert_allclose(rows["drop"], rows["p_before"] - rows["p_after_5"], rtol=1e-6)

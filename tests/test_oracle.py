@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import needs_shared_cifar10
 from pytorch_grad_cam import AblationCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 import casekit as ck
 from casekit.bench import _pgc
-from conftest import needs_shared_cifar10
 
 ORACLES = {
     "gradcam": GradCAM,

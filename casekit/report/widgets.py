@@ -15,8 +15,8 @@ and other viewers without a widget manager show.  All numbers come from :mod:`ca
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
-import io
 import math
 from typing import Any, Callable, Mapping, Sequence
 
@@ -24,25 +24,20 @@ import ipywidgets as W
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
-from ..evaluation import metrics
 from ..cam.checks import resolve_layer
 from ..cam.engine import DISPLAY_NAMES, METHODS, canonical_method, explain
+from ..evaluation import metrics, stats
+from ..evaluation.stats import format_p
+from ..study.batch import logit_contrast_sets
+from .figures.base import figure_png
+from .naming import pct
 
 __all__ = ["SaliencyExplorer", "AgreementExplorer", "figure_png"]
 
 LIVE_NOTE = "Static snapshot of an interactive explorer; open the notebook in JupyterLab to explore it live."
-
-
-def figure_png(fig: Any, dpi: int = 100) -> bytes:
-    """PNG bytes of a matplotlib ``Figure`` (rendered with Agg, no pyplot state involved)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return buf.getvalue()
 
 
 def _snapshot_html(png: bytes, summary_html: str, alt: str) -> str:
@@ -273,8 +268,8 @@ class SaliencyExplorer(_SnapshotBox):
         if self.strategy.value == "confusion":
             assert self.contrast_sets is not None
             return self.contrast_sets[list(targets), :K]
-        order = torch.argsort(self._logits(i), descending=True, stable=True)
-        return torch.stack([order[order != t][:K] for t in targets])
+        logits = self._logits(i)[None]  # [1, C]
+        return logit_contrast_sets(torch.tensor([list(targets)], device=logits.device), logits, K)[0].cpu()
 
     def _maps(self, i: int, layer: str, method: str, targets: tuple[int, int], contrast: torch.Tensor | None):
         key = ("maps", i, layer, method, targets, None if contrast is None else tuple(contrast.flatten().tolist()))
@@ -323,8 +318,6 @@ class SaliencyExplorer(_SnapshotBox):
 
     def _figure(self, i: int, method: str, targets: tuple[int, int], probs: torch.Tensor, k: float,
                 valid: tuple[bool, bool]):
-        from matplotlib.figure import Figure
-
         img = self._display_image(i)
         fig = Figure(figsize=(7.2, 5.0))
         axes = fig.subplots(2, 3)
@@ -494,8 +487,6 @@ class AgreementExplorer(_SnapshotBox):
             self._summary_html = self.summary.value
 
     def _update(self) -> None:
-        from ..evaluation import stats
-
         sel = self.results
         for col, menu in self.menus.items():
             sel = sel[sel[col] == menu.value]
@@ -519,8 +510,6 @@ class AgreementExplorer(_SnapshotBox):
         return " · ".join(parts)
 
     def _figure(self, finite: np.ndarray, excluded: int):
-        from matplotlib.figure import Figure
-
         fig = Figure(figsize=(6.4, 3.2))
         ax = fig.subplots()
         ax.hist(finite * 100, bins=self.bins * 100, color="#4c72b0", edgecolor="white")
@@ -545,8 +534,6 @@ class AgreementExplorer(_SnapshotBox):
         return f"not shown class-sensitive: agreement not significantly below {thr} (α = {r.get('alpha', 0.05):g})"
 
     def _summary(self) -> str:
-        from ..evaluation.stats import format_p
-
         r = self.result_dict()
         known = {"n", "n_excluded", "n_zero", "median", "ci_low", "ci_high", "p", "method", "alternative"}
         rows = [("selection", html.escape(self._title()))]
@@ -555,7 +542,7 @@ class AgreementExplorer(_SnapshotBox):
                 ("images in the test", f"{r['n']} (excluded: {r['n_excluded']} constant maps with no top-k set; "
                                        f"{r['n_zero']} exactly at the threshold)"),
                 ("median agreement",
-                 f"{_pct(r['median'])} (95 % bootstrap CI {_pct(r['ci_low'])} – {_pct(r['ci_high'])})"),
+                 f"{pct(r['median'])} (95 % bootstrap CI {pct(r['ci_low'])} – {pct(r['ci_high'])})"),
                 (f"Wilcoxon p ({r['alternative']})",
                  html.escape(format_p(r["p"])) + (f" ({r['method']})" if r["method"] else "")),
                 ("verdict", f"<b>{html.escape(self.verdict())}</b>"),
@@ -566,10 +553,6 @@ class AgreementExplorer(_SnapshotBox):
 
     def __repr__(self) -> str:
         return f"AgreementExplorer({self._title()}, n={len(self.selection)})"
-
-
-def _pct(value: float) -> str:
-    return "NaN" if value is None or math.isnan(value) else f"{value:.1%}"
 
 
 def _fmt(value: Any) -> str:
@@ -583,8 +566,6 @@ def _fmt(value: Any) -> str:
 
 
 def _as_dict(result: Any) -> dict[str, Any]:
-    import dataclasses
-
     if result is None:
         return {}
     if dataclasses.is_dataclass(result) and not isinstance(result, type):

@@ -119,7 +119,7 @@ def torchvision_weights_file(builder: str, weights: str = "IMAGENET1K_V1") -> tu
     return entry, Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def _missing_torchvision_weights(display: str, builder: str, name: str, url: str, path: Path) -> MissingWeightsError:
+def missing_torchvision_weights(display: str, builder: str, name: str, url: str, path: Path) -> MissingWeightsError:
     torch_home = os.environ.get("TORCH_HOME")
     origin = f"$TORCH_HOME={torch_home}" if torch_home else "torch.hub's default; set $TORCH_HOME to change it"
     return MissingWeightsError(
@@ -234,7 +234,7 @@ def load_paper_model(
             if num_classes != len(entry.meta["categories"]):
                 raise ValueError(f"{entry} has {len(entry.meta['categories'])} classes, not num_classes={num_classes}")
             if not path.is_file():  # checked before torchvision could start a download
-                raise _missing_torchvision_weights(spec.display, spec.builder, entry.name, entry.url, path)
+                raise missing_torchvision_weights(spec.display, spec.builder, entry.name, entry.url, path)
             model = builder(weights=entry)  # torch.hub finds the file in its cache and does not download
         layers = dict(spec.layers)
     model = model.to(device).eval()
