@@ -46,7 +46,8 @@ __all__ = [
     "row_normalise",
 ]
 
-# Short public names (``ck.metrics``, ``ck.demo``, ...) for modules that live in the rooms below; loaded on first use.
+# Short public names (``ck.metrics``, ``ck.demo``, ...) for modules that live in the rooms below; loaded on
+# first use.
 _SUBMODULES = {
     "demo": "subjects.demo",
     "models": "subjects.models",

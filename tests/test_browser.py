@@ -115,7 +115,8 @@ def site(tmp_path_factory):
     """The tiny book served on 127.0.0.1 (random free port) → base URL."""
     chromium = find_chromium()
     if chromium is None:
-        pytest.skip("no Chromium found (install Debian's `chromium` package; .ci/run does) — browser test skipped")
+        pytest.skip("no Chromium found (install Debian's `chromium` package; .ci/run does) — browser test "
+                    "skipped")
     try:
         import websocket  # noqa: F401
     except ImportError:
@@ -203,7 +204,8 @@ def problems_in_events(events: list[dict]) -> list[str]:
             if not url.startswith(("http://127.0.0.1", "data:", "blob:", "about:", *ALLOWED_REMOTE)):
                 out.append(f"requested a remote resource: {url}")
         elif method == "Network.responseReceived" and p["response"]["status"] >= 400:
-            if p["response"]["url"].endswith("/favicon.ico"):  # the browser asks on its own; the book has none
+            # the browser asks on its own; the book has none
+            if p["response"]["url"].endswith("/favicon.ico"):
                 continue
             out.append(f"HTTP {p['response']['status']} for {p['response']['url']}")
         elif method == "Network.loadingFailed" and not p.get("canceled"):
@@ -239,7 +241,8 @@ def test_every_chapter_renders(site, chrome):
         if probe["errorAreas"]:
             bad.append(f"{probe['errorAreas']} stderr/error output area(s)")
         if entry.startswith("notebooks/"):
-            executed = nbformat.read(str(built.root / "notebooks" / f"{Path(entry).name}.ipynb"), as_version=4)
+            executed = nbformat.read(str(built.root / "notebooks" / f"{Path(entry).name}.ipynb"),
+                                     as_version=4)
             n_img = sum(1 for i in probe["images"] if i["output"])
             if n_img < expected_images(executed):
                 bad.append(f"{n_img} output images, expected {expected_images(executed)}")

@@ -44,7 +44,8 @@ def make_maps(agreement, fidelity=None, n=30, layer="final_conv", seed=0, extra_
                                 relative_drop=max(pb - pa5, 0) / pb, relative_drop_5=max(pb - pa5, 0) / pb,
                                 relative_drop_50=max(pb - pa50, 0) / pb, fidelity_k=0.05, deletion_area=0.0)
                 rows.append(top1)
-                rows.append({**base, "target": "top2", "target_class": (i + 1) % 10, "comparison": "top1_vs_top2",
+                rows.append({**base, "target": "top2", "target_class": (i + 1) % 10,
+                             "comparison": "top1_vs_top2",
                              "constant": bool(np.isnan(agr[i])), "agreement": agr[i]})
                 for t in extra_targets:
                     rows.append({**base, "target": t, "target_class": (i + 2) % 10,
@@ -83,10 +84,12 @@ def test_table1_pvalues_equal_scipy_and_holm(maps):
     assert len(full) == 24
     # the paper's order: models by display name, methods alphabetically by display name
     assert list(dict.fromkeys(full["Model"])) == ["ConvNeXt", "DenseNet", "ResNet", "VGG"]
-    assert list(full["Method"].iloc[:6]) == ["AblationCAM", "CASE", "Grad-CAM", "Grad-CAM++", "LayerCAM", "ScoreCAM"]
+    assert list(full["Method"].iloc[:6]) == ["AblationCAM", "CASE", "Grad-CAM", "Grad-CAM++", "LayerCAM",
+                                             "ScoreCAM"]
     ps = []
     for r in full.itertuples():
-        v = maps[(maps["model"] == r.model) & (maps["method"] == r.method) & (maps["target"] == "top2")]["agreement"]
+        v = maps[(maps["model"] == r.model) & (maps["method"] == r.method)
+                 & (maps["target"] == "top2")]["agreement"]
         x = v.dropna().to_numpy()
         assert r.n == 29 and r.n_excluded == 1 and r.n_degenerate == 1
         assert r.p == pytest.approx(sps.wilcoxon(x - 0.5, alternative="less").pvalue, rel=1e-12)
@@ -103,7 +106,8 @@ def test_table1_pvalues_equal_scipy_and_holm(maps):
     expected[order] = adj
     np.testing.assert_allclose(full["p_holm"], expected)
     assert (full.loc[full["method"] == "case", "verdict"] == "class-sensitive").all()
-    assert (full.loc[(full["method"] == "gradcam") & (full["model"] == "vgg"), "verdict"] == "not shown class-sensitive").all()
+    assert (full.loc[(full["method"] == "gradcam") & (full["model"] == "vgg"),
+                     "verdict"] == "not shown class-sensitive").all()
 
     compact = T.table1(full=full)
     assert list(compact.columns) == ["ConvNeXt", "DenseNet", "ResNet", "VGG"]
@@ -117,7 +121,8 @@ def test_table1_pvalues_equal_scipy_and_holm(maps):
 
 def test_table1_threshold_is_a_parameter(maps):
     at7 = T.table1_full(maps, threshold=0.7, n_boot=50, models=["vgg"], methods=["gradcam"]).iloc[0]
-    x = maps[(maps.model == "vgg") & (maps.method == "gradcam") & (maps.target == "top2")]["agreement"].dropna()
+    x = maps[(maps.model == "vgg") & (maps.method == "gradcam")
+             & (maps.target == "top2")]["agreement"].dropna()
     assert at7.p == pytest.approx(sps.wilcoxon(x - 0.7, alternative="less").pvalue)
     assert at7.threshold == 0.7
 
@@ -132,7 +137,8 @@ def test_table1_repeated_image_raises(maps):
 
 def test_table2_layers_as_columns():
     a = make_maps(low_for_case)
-    b = make_maps(lambda model, method, rng: np.full(30, 0.9) - (0.5 if method == "case" else 0) + rng.normal(0, .01, 30),
+    b = make_maps(lambda model, method,
+                  rng: np.full(30, 0.9) - (0.5 if method == "case" else 0) + rng.normal(0, .01, 30),
                   layer="norm5")
     both = pd.concat([a, b], ignore_index=True)
     full = T.table2_full(both, n_boot=50)
@@ -203,17 +209,20 @@ def test_seed_agreement_and_histogram_values():
     sa = A.seed_agreement(both, n_boot=50)
     assert set(sa["seed"]) == {0, 1, 2} and len(sa) == 18
     r = sa[(sa.seed == 1) & (sa.method == "layercam")].iloc[0]
-    x = frames[1][(frames[1].model == "densenet") & (frames[1].method == "layercam") & (frames[1].target == "top2")]["agreement"]
+    x = frames[1][(frames[1].model == "densenet") & (frames[1].method == "layercam")
+                  & (frames[1].target == "top2")]["agreement"]
     assert r["mean"] == pytest.approx(x.mean()) and r["sd"] == pytest.approx(x.std())
 
     hist = A.agreement_histogram(frames[0], model="vgg", method="case")
     assert len(hist) == 20 and (hist["n_excluded"] == 1).all()
-    v = frames[0][(frames[0].model == "vgg") & (frames[0].method == "case") & (frames[0].target == "top2")]["agreement"].dropna()
+    v = frames[0][(frames[0].model == "vgg") & (frames[0].method == "case")
+                  & (frames[0].target == "top2")]["agreement"].dropna()
     np.testing.assert_array_equal(hist["count"], np.histogram(v, bins=np.linspace(0, 1, 21))[0])
     assert hist["count"].sum() == 29
     edge = make_maps(lambda *a: np.r_[np.ones(10), np.full(10, 0.05), np.full(10, 0.0499)])
     h = A.agreement_histogram(edge, model="vgg", method="case")
-    assert h["count"].iloc[-1] == 10 and h["count"].iloc[1] == 10 and h["count"].iloc[0] == 10  # [.95, 1] is closed
+    # [.95, 1] is closed
+    assert h["count"].iloc[-1] == 10 and h["count"].iloc[1] == 10 and h["count"].iloc[0] == 10
 
 
 def test_class_active_channels_and_deletion_curves(maps):
@@ -235,13 +244,15 @@ def test_class_active_channels_and_deletion_curves(maps):
 
 def test_evidence_table_means_per_target():
     maps = make_maps(low_for_case, extra_targets=("sibling",))
-    maps.loc[maps.target == "top1", "unique_evidence"] = np.where(maps.loc[maps.target == "top1", "image_id"] % 2, 0.5, 1.0)
+    maps.loc[maps.target == "top1",
+             "unique_evidence"] = np.where(maps.loc[maps.target == "top1", "image_id"] % 2, 0.5, 1.0)
     maps.loc[maps.target == "sibling", "unique_evidence"] = 0.25
     maps.loc[(maps.target == "sibling") & (maps.image_id == 0), "unique_evidence"] = np.nan  # a constant map
     ev = EV.evidence_table(maps).set_index(["model", "method", "target"])
     assert ev.loc[("vgg", "case", "top1"), "unique_evidence"] == pytest.approx(0.75)
     assert ev.loc[("vgg", "case", "sibling"), "unique_evidence"] == pytest.approx(0.25)
-    assert ev.loc[("vgg", "case", "sibling"), "n_excluded"] == 1 and ev.loc[("vgg", "case", "top1"), "n_excluded"] == 0
+    assert ev.loc[("vgg", "case", "sibling"),
+                  "n_excluded"] == 1 and ev.loc[("vgg", "case", "top1"), "n_excluded"] == 0
     with pytest.raises(ValueError, match="no evidence scores"):
         EV.evidence_table(make_maps(low_for_case))
 
@@ -252,10 +263,13 @@ def _sparsity(dense_counts, norm5_fraction=0.95):
                                   "convnext": (50, 64)}.items():
         for i in range(20):
             rows.append({"model": model, "seed": 0, "layer": "final_conv", "image_id": i, "layer_name": "x",
-                         "label": i % 5, "active_channels": count + (i % 3), "n_channels": width, "tau": 1e-3})
+                         "label": i % 5, "active_channels": count + (i % 3), "n_channels": width,
+                         "tau": 1e-3})
     for i in range(20):
-        rows.append({"model": "densenet", "seed": 0, "layer": "norm5", "image_id": i, "layer_name": "features.norm5",
-                     "label": i % 5, "active_channels": round(norm5_fraction * 66), "n_channels": 66, "tau": 1e-3})
+        rows.append({"model": "densenet", "seed": 0, "layer": "norm5", "image_id": i,
+                     "layer_name": "features.norm5",
+                     "label": i % 5, "active_channels": round(norm5_fraction * 66), "n_channels": 66,
+                     "tau": 1e-3})
     return pd.DataFrame(rows)
 
 
@@ -267,7 +281,8 @@ def test_claims_supported_and_not(maps):
     dense = [k for k in c.index if k.startswith("DenseNet is the most class-sensitive")][0]
     assert c.loc[dense, "supported"] is True  # 6 of 6 on DenseNet, fewer elsewhere
     absolute = [k for k in c.index if "absolute count" in k][0]
-    assert c.loc[absolute, "supported"] is True and c.loc["… and also as a fraction of the layer's channels", "supported"] is True
+    assert c.loc[absolute, "supported"] is True and c.loc["… and also as a fraction of the layer's channels",
+                                                          "supported"] is True
     norm5 = [k for k in c.index if k.startswith("norm5 activates")][0]
     assert c.loc[norm5, "supported"] is True
     fid = [k for k in c.index if k.startswith("CASE's fidelity")][0]
@@ -280,11 +295,14 @@ def test_claims_supported_and_not(maps):
         v = low_for_case(model, method, rng)
         return np.clip(v + 0.5, 0, 1) if (model == "resnet" and method == "case") else v
 
-    c2 = CL.claims(make_maps(case_fails_on_resnet, drops), _sparsity(9, norm5_fraction=0.5), n_boot=50).set_index("claim")
+    c2 = CL.claims(make_maps(case_fails_on_resnet, drops), _sparsity(9, norm5_fraction=0.5),
+                   n_boot=50).set_index("claim")
     row = c2.loc["CASE rejects H0 on every model"]
     assert row["supported"] is False and "ResNet: p = " in row["this run"]
-    assert c2.loc["… and also as a fraction of the layer's channels", "supported"] is False  # 10/12 vs ≤ 52/64
-    assert c2.loc[[k for k in c2.index if "absolute count" in k][0], "supported"] is True  # 10 < 30: width, not sparsity
+    # 10/12 vs ≤ 52/64
+    assert c2.loc["… and also as a fraction of the layer's channels", "supported"] is False
+    # 10 < 30: width, not sparsity
+    assert c2.loc[[k for k in c2.index if "absolute count" in k][0], "supported"] is True
     assert c2.loc[[k for k in c2.index if k.startswith("norm5 activates")][0], "supported"] is False
     # sections without data say so instead of guessing
     assert c2[c2["section"] == "norm5"]["supported"].isna().all()
@@ -301,7 +319,8 @@ def test_claims_fidelity_not_supported_when_three_baselines_beat_case():
     assert "5 baseline(s) significantly higher" in c["this run"].iloc[0]
 
 
-# =============================================================================================== notebooks 04–07
+# =============================================================================================== notebooks
+# 04–07
 # sparsity_summary, sparsity_sensitivity, sparsity_correlation, layer_comparison, fidelity_pairing,
 # fidelity_differences, table3_vs_paper, histogram_summary, chapter_claims.  Additive block.
 
@@ -311,7 +330,8 @@ def _counts(rows):
     out = []
     for model, layer, width, labels, counts in rows:
         for i, (y, c) in enumerate(zip(labels, counts)):
-            out.append({"model": model, "seed": 0, "layer": layer, "image_id": i, "layer_name": f"{model}.{layer}",
+            out.append({"model": model, "seed": 0, "layer": layer, "image_id": i,
+                        "layer_name": f"{model}.{layer}",
                         "label": y, "active_channels": c, "n_channels": width, "tau": 1e-3})
     return pd.DataFrame(out)
 
@@ -321,7 +341,8 @@ def test_sparsity_summary_spread_over_classes_and_layer_order():
                   ("densenet", "extra", 8, [0, 1], [1, 3]),
                   ("densenet", "final_conv", 10, [0, 0, 1, 1, 2], [2, 4, 6, 6, 9])])
     s = A.sparsity_summary(sp)
-    assert s["layer"].tolist() == ["final_conv", "norm5", "extra"]  # the paper's layer first, unknown roles last
+    # the paper's layer first, unknown roles last
+    assert s["layer"].tolist() == ["final_conv", "norm5", "extra"]
     r = s.iloc[0]  # class means 3, 6, 9 of 10 channels
     assert (r.n_classes, r.n_images, r.n_channels) == (3, 5, 10)
     assert (r.median_active, r.min_active, r.max_active) == (6.0, 3.0, 9.0)
@@ -333,20 +354,24 @@ def test_sparsity_summary_spread_over_classes_and_layer_order():
 
 def test_spearman_exact_permutation_p_matches_scipy():
     rho, p, n = A.spearman([1, 2, 3, 4, 5], [2, 4, 6, 8, 10])
-    assert (rho, n) == (pytest.approx(1.0), 5) and p == pytest.approx(2 / 120)  # identity and reversal of 5! pairings
+    # identity and reversal of 5! pairings
+    assert (rho, n) == (pytest.approx(1.0), 5) and p == pytest.approx(2 / 120)
     x, y = [0.3, 0.1, 0.5, 0.5, 0.9, 0.2], [1.0, 3.0, 2.0, 2.0, 5.0, 0.0]  # with ties
     oracle = sps.pearsonr(sps.rankdata(x), sps.rankdata(y),
                           method=sps.PermutationMethod(n_resamples=np.inf))
     rho, p, n = A.spearman(x, y)
-    assert rho == pytest.approx(sps.spearmanr(x, y).statistic) and p == pytest.approx(oracle.pvalue) and n == 6
+    assert rho == pytest.approx(sps.spearmanr(x,
+                                              y).statistic) and p == pytest.approx(oracle.pvalue) and n == 6
     big = np.random.default_rng(0).normal(size=(2, 40))
     assert A.spearman(*big)[1] == pytest.approx(sps.spearmanr(*big).pvalue)  # n > 8: scipy's
-    assert np.isnan(A.spearman([1, 2, np.nan, 4], [1, 1, 5, 1])[0])  # constant side after dropping the NaN pair
+    # constant side after dropping the NaN pair
+    assert np.isnan(A.spearman([1, 2, np.nan, 4], [1, 1, 5, 1])[0])
     assert A.spearman([1, 2], [2, 1])[2] == 2 and np.isnan(A.spearman([1, 2], [2, 1])[1])
 
 
 def _sparsity_for(models, width=64, count=lambda model, i: 10 + i % 7, layer="final_conv"):
-    return _counts([(m, layer, width, [i % 10 for i in range(30)], [count(m, i) for i in range(30)]) for m in models])
+    return _counts([(m, layer, width, [i % 10 for i in range(30)],
+                     [count(m, i) for i in range(30)]) for m in models])
 
 
 def test_sparsity_sensitivity_joins_tests_and_per_image_rho():
@@ -355,7 +380,8 @@ def test_sparsity_sensitivity_joins_tests_and_per_image_rho():
     ss = A.sparsity_sensitivity(maps, sp, n_boot=50)
     assert len(ss) == 18 and "convnext" not in set(ss["model"])  # a layer without counts is left out
     r = ss[(ss.model == "vgg") & (ss.method == "case")].iloc[0]
-    agr = maps[(maps.model == "vgg") & (maps.method == "case") & (maps.target == "top2")]["agreement"].to_numpy()
+    agr = maps[(maps.model == "vgg") & (maps.method == "case")
+               & (maps.target == "top2")]["agreement"].to_numpy()
     ok = ~np.isnan(agr)
     assert r.p == pytest.approx(sps.wilcoxon(agr[ok] - 0.5, alternative="less").pvalue)
     assert (r.n, r.n_excluded, r.reject) == (29, 1, True)
@@ -363,7 +389,8 @@ def test_sparsity_sensitivity_joins_tests_and_per_image_rho():
     assert r.rho_images == pytest.approx(sps.spearmanr(counts[ok], agr[ok]).statistic)
     assert r.p_rho_images == pytest.approx(sps.spearmanr(counts[ok], agr[ok]).pvalue) and r.n_rho == 29
     cls = pd.Series(counts).groupby(np.arange(30) % 10).mean()
-    assert r.median_active == pytest.approx(cls.median()) and r.median_fraction == pytest.approx(cls.median() / 64)
+    assert r.median_active == pytest.approx(cls.median())
+    assert r.median_fraction == pytest.approx(cls.median() / 64)
     with pytest.raises(TypeError, match="sparsity table"):
         A.sparsity_sensitivity(maps)
 
@@ -395,13 +422,17 @@ def _two_layers():
 def test_layer_comparison_puts_sparsity_next_to_table2():
     maps = _two_layers()
     sp = pd.concat([_sparsity_for(["densenet"], width=12, count=lambda m, i: 2 + i % 3),
-                    _sparsity_for(["densenet"], width=66, count=lambda m, i: 60, layer="norm5")], ignore_index=True)
+                    _sparsity_for(["densenet"], width=66, count=lambda m, i: 60, layer="norm5")],
+                   ignore_index=True)
     lc = A.layer_comparison(maps, sp, n_boot=50).set_index("layer")
     assert lc.loc["final_conv", "n_reject"] == 6 and lc.loc["norm5", "n_reject"] == 0
-    assert lc.loc["norm5", "rejecting"] == "none" and lc.loc["final_conv", "rejecting"].startswith("AblationCAM, CASE")
-    case = maps[(maps.model == "densenet") & (maps.layer == "norm5") & (maps.method == "case") & (maps.target == "top2")]
+    assert lc.loc["norm5", "rejecting"] == "none"
+    assert lc.loc["final_conv", "rejecting"].startswith("AblationCAM, CASE")
+    case = maps[(maps.model == "densenet") & (maps.layer == "norm5") & (maps.method == "case")
+                & (maps.target == "top2")]
     assert lc.loc["norm5", "case_median"] == pytest.approx(case["agreement"].median())
-    assert lc.loc["norm5", "median_fraction"] == pytest.approx(60 / 66) and lc.loc["norm5", "n_channels"] == 66
+    assert lc.loc["norm5",
+                  "median_fraction"] == pytest.approx(60 / 66) and lc.loc["norm5", "n_channels"] == 66
     assert lc.loc["final_conv", "layer_name"] == "densenet.final_conv"
     no_sp = A.layer_comparison(maps, sp[sp.layer == "final_conv"], n_boot=50).set_index("layer")
     assert np.isnan(no_sp.loc["norm5", "median_fraction"]) and no_sp.loc["norm5", "n_reject"] == 0
@@ -419,11 +450,12 @@ def test_fidelity_pairing_and_paired_differences(maps):
     assert len(d) == 20 and "case" not in set(d["method"])
     r = d[(d.model == "vgg") & (d.method == "layercam")].iloc[0]
     top1 = maps[(maps.model == "vgg") & (maps.target == "top1")]
-    diff = (top1[top1.method == "case"]["relative_drop"].to_numpy() - top1[top1.method == "layercam"]["relative_drop"].to_numpy())
+    case_drop = top1[top1.method == "case"]["relative_drop"].to_numpy()
+    diff = case_drop - top1[top1.method == "layercam"]["relative_drop"].to_numpy()
     lo, hi = sps.t.interval(0.95, 29, loc=diff.mean(), scale=sps.sem(diff))
     assert (r.mean_diff, r.ci_low, r.ci_high) == pytest.approx((diff.mean(), lo, hi))
-    assert r.p_two_sided == pytest.approx(sps.ttest_rel(top1[top1.method == "case"]["relative_drop"],
-                                                        top1[top1.method == "layercam"]["relative_drop"]).pvalue)
+    layercam_drop = top1[top1.method == "layercam"]["relative_drop"]
+    assert r.p_two_sided == pytest.approx(sps.ttest_rel(case_drop, layercam_drop).pvalue)
 
 
 def test_table3_vs_paper_verdicts(maps):
@@ -432,7 +464,8 @@ def test_table3_vs_paper_verdicts(maps):
     vgg = cmp[cmp.Model == "VGG"].set_index("Method")
     assert vgg.loc["Grad-CAM++", "paper_verdict"] == "CASE significantly higher"  # .1020 < .1317, p < .0001
     assert vgg.loc["LayerCAM", "paper_verdict"] == "method significantly higher"
-    assert vgg.loc["LayerCAM", "verdict"] == "method significantly higher"  # the hand-made LayerCAM drops more
+    # the hand-made LayerCAM drops more
+    assert vgg.loc["LayerCAM", "verdict"] == "method significantly higher"
     assert vgg.loc["LayerCAM", "same_verdict"] is True
     assert (cmp[cmp.Model == "DenseNet"]["paper_verdict"] == "no significant difference").all()
     assert all(s == (a == b) for s, a, b in zip(cmp["same_verdict"], cmp["paper_verdict"], cmp["verdict"]))
@@ -451,7 +484,8 @@ def test_histogram_summary_values():
 
 
 def test_chapter_claims_sparsity_relation():
-    c = CL.chapter_claims(make_maps(low_for_case), "sparsity", sparsity=_sparsity(2), n_boot=50).set_index("claim")
+    c = CL.chapter_claims(make_maps(low_for_case), "sparsity", sparsity=_sparsity(2),
+                          n_boot=50).set_index("claim")
     assert set(c["section"]) == {"sparsity", "sparsity ↔ sensitivity"}
     rel = c[c["section"] == "sparsity ↔ sensitivity"]
     assert len(rel) == 3 and (rel["supported"] == True).all()  # noqa: E712  DenseNet: sparsest and 6/6 reject
@@ -459,41 +493,50 @@ def test_chapter_claims_sparsity_relation():
     # DenseNet narrow but dense: sparsest by count (still 6/6), VGG sparsest by fraction (1/6) → not supported
     c2 = CL.chapter_claims(make_maps(low_for_case), "sparsity", sparsity=_sparsity(9), n_boot=50)
     rel2 = c2[c2["section"] == "sparsity ↔ sensitivity"]
-    assert rel2["supported"].tolist()[:2] == [True, False] and "sparsest: VGG final_conv" in rel2["this run"].iloc[1]
+    assert rel2["supported"].tolist()[:2] == [True, False]
+    assert "sparsest: VGG final_conv" in rel2["this run"].iloc[1]
 
 
 def test_chapter_claims_norm5_and_appendix():
     maps = _two_layers()
-    c = CL.chapter_claims(maps, "norm5", sparsity=_sparsity(2, norm5_fraction=0.95), n_boot=50).set_index("claim")
+    c = CL.chapter_claims(maps, "norm5", sparsity=_sparsity(2, norm5_fraction=0.95),
+                          n_boot=50).set_index("claim")
     assert c.loc["CASE still rejects H0 at norm5", "supported"] is False
     more = [k for k in c.index if k.startswith("the final conv gives more")][0]
     assert c.loc[more, "supported"] is True and "final_conv: 6/6" in c.loc[more, "this run"]
     denser = [k for k in c.index if k.startswith("norm5 is denser")][0]
     assert c.loc[denser, "supported"] is True
-    assert (c["section"] == "norm5").all() and any(k.startswith("norm5 activates nearly all") for k in c.index)
+    assert (c["section"] == "norm5").all() and any(k.startswith("norm5 activates nearly all")
+                                                   for k in c.index)
 
     a = CL.chapter_claims(maps, "appendix")
     assert len(a) == 5
-    assert a["supported"].tolist() == [True, True, True, True, True]  # VGG high, CASE lowest, DenseNet conv low, norm5 high
-    assert CL.chapter_claims(make_maps(low_for_case), "appendix")["supported"].iloc[4] is None  # no norm5 rows
+    # VGG high, CASE lowest, DenseNet conv low, norm5 high
+    assert a["supported"].tolist() == [True, True, True, True, True]
+    # no norm5 rows
+    assert CL.chapter_claims(make_maps(low_for_case), "appendix")["supported"].iloc[4] is None
     with pytest.raises(ValueError, match="chapter must be one of"):
         CL.chapter_claims(maps, "rq9")
 
 
 def test_chapter_claims_fidelity_at_both_ks(maps):
     c = CL.chapter_claims(maps, "fidelity")
-    assert len(c) == 10 and c["section"].str.contains("k = 5%").sum() == 5 and c["section"].str.contains("k = 50%").sum() == 5
+    assert len(c) == 10 and c["section"].str.contains("k = 5%").sum() == 5
+    assert c["section"].str.contains("k = 50%").sum() == 5
     first = c.iloc[0]
-    assert "relative drop" in first["section"] and first["supported"] is True  # only LayerCAM drops more than CASE
+    # only LayerCAM drops more than CASE
+    assert "relative drop" in first["section"] and first["supported"] is True
     dn = c[c["claim"].str.startswith("on DenseNet and ResNet")].iloc[0]
     assert dn["supported"] is False and "LayerCAM" in dn["this run"]
     cx = c[c["claim"].str.startswith("on ConvNeXt")].iloc[0]
-    assert cx["supported"] is False and "AblationCAM: p" in cx["this run"]  # CASE beats AblationCAM, not LayerCAM
+    # CASE beats AblationCAM, not LayerCAM
+    assert cx["supported"] is False and "AblationCAM: p" in cx["this run"]
     one = CL.chapter_claims(maps, "fidelity", ks=[0.05])
     assert len(one) == 5
 
 
-# =============================================================================================== notebooks 01–03
+# =============================================================================================== notebooks
+# 01–03
 # model_display, degenerate_table, contrast_table, contrast_claims, diagnostic_claims, evidence_comparison,
 # evidence_claims, projection_table.  Additive block.
 
@@ -530,7 +573,8 @@ def test_degenerate_table_shares_of_constant_maps():
     tab = EV.degenerate_table(data)
     assert list(tab.index) == ["AblationCAM", "CASE", "Grad-CAM", "Grad-CAM++", "LayerCAM", "ScoreCAM"]
     assert tab.columns.names == ["model", "target"]
-    assert list(tab.columns) == [(m, t) for m in ("ConvNeXt", "DenseNet", "ResNet", "VGG") for t in ("top1", "top2")]
+    assert list(tab.columns) == [(m, t) for m in ("ConvNeXt", "DenseNet", "ResNet",
+                                                  "VGG") for t in ("top1", "top2")]
     expected = pd.DataFrame(0.0, index=tab.index, columns=tab.columns)
     expected.loc["ScoreCAM", ("VGG", "top1")] = 6 / 30
     expected.loc["ScoreCAM", ("VGG", "top2")] = 3 / 30
@@ -575,10 +619,11 @@ CENTRES = {("resnet", "confusion", 1): 0.3, ("resnet", "confusion", 3): 0.2, ("r
 
 
 def _set_evidence(rows):
-    """unique evidence: top-1 map i/100 (1.0 on the degenerate image 4), top-2 map 0.1; shared: 0.3 and 0.6."""
+    """unique evidence: top-1 map i/100 (1.0 on the degenerate image 4), top-2 map 0.1; shared: 0.3, 0.6."""
     rows = rows.copy()
     top1, top2 = rows.target == "top1", rows.target == "top2"
-    rows.loc[top1, "unique_evidence"] = np.where(rows.loc[top1, "image_id"] == 4, 1.0, rows.loc[top1, "image_id"] / 100)
+    rows.loc[top1, "unique_evidence"] = np.where(rows.loc[top1, "image_id"] == 4, 1.0,
+                                                 rows.loc[top1, "image_id"] / 100)
     rows.loc[top2, "unique_evidence"] = np.where(rows.loc[top2, "image_id"] == 4, np.nan, 0.1)
     rows.loc[top1, "shared_evidence"] = 0.3
     rows.loc[top2, "shared_evidence"] = 0.6
@@ -629,7 +674,8 @@ def test_contrast_table_without_masks_and_errors():
     with pytest.raises(TypeError, match="rows must be the DataFrame of contrast_study"):
         EV.contrast_table(Results(rows, pd.DataFrame()))
     dup = pd.concat([rows, rows[(rows.image_id == 0) & (rows.contrast_k == 1)]], ignore_index=True)
-    with pytest.raises(ValueError, match=r"image ids repeat within contrast_strategy='confusion', contrast_k=1: \[0\]"):
+    with pytest.raises(ValueError,
+                       match=r"image ids repeat within contrast_strategy='confusion', contrast_k=1: \[0\]"):
         EV.contrast_table(dup, n_boot=10)
     dup2 = pd.concat([rows, rows[(rows.image_id == 3) & (rows.contrast_k == 3) & (rows.target == "top2")]])
     with pytest.raises(ValueError, match="image ids repeat"):
@@ -670,20 +716,23 @@ def test_contrast_claims_hold_and_fail():
 def test_contrast_claims_undecidable():
     good = {1: 0.3, 3: 0.2, 5: 0.17}
     # five images: no test can run → None, not False
-    few = EV.contrast_table(make_contrast_rows(lambda m, s, K: good[K], [("confusion", 1), ("confusion", 3)], n=5),
+    few = EV.contrast_table(make_contrast_rows(lambda m, s, K: good[K], [("confusion", 1), ("confusion", 3)],
+                                               n=5),
                            n_boot=20)
     assert few["reason"].astype(bool).all()
     c = CL.contrast_claims(few)
     assert c["supported"].tolist() == [None, None]
     # K = 3 (or K = 1) not studied → None with the reason in the text
-    no3 = EV.contrast_table(make_contrast_rows(lambda m, s, K: good[K], [("confusion", 1), ("confusion", 5)]), n_boot=20)
+    no3 = EV.contrast_table(make_contrast_rows(lambda m, s, K: good[K], [("confusion", 1), ("confusion", 5)]),
+                            n_boot=20)
     c = CL.contrast_claims(no3)
     assert c["supported"].tolist() == [None, True] and "ResNet: K = 3 not studied" in c["this run"].iloc[0]
     no1 = EV.contrast_table(make_contrast_rows(lambda m, s, K: good[K], [("confusion", 3)]), n_boot=20)
     c = CL.contrast_claims(no1)
     assert c["supported"].tolist() == [True, None] and "K = 1 not studied" in c["this run"].iloc[1]
     # one model contradicts, the other is undecidable: the claim "on every model" is False
-    mixed = pd.concat([make_contrast_rows(lambda m, s, K: 0.7, [("confusion", 1), ("confusion", 3)], models=("resnet",)),
+    mixed = pd.concat([make_contrast_rows(lambda m, s, K: 0.7, [("confusion", 1), ("confusion", 3)],
+                                          models=("resnet",)),
                        make_contrast_rows(lambda m, s, K: 0.2, [("confusion", 1), ("confusion", 3)], n=5,
                                           models=("vgg",))], ignore_index=True)
     assert CL.contrast_claims(EV.contrast_table(mixed, n_boot=20))["supported"].tolist() == [False, False]
@@ -701,7 +750,8 @@ def _diagnostic(high, n=30, const=()):
             v[list(const)] = np.nan
         return v
     maps = make_maps(agreement, n=n)
-    top1 = (maps.model == "vgg") & (maps.method == "scorecam") & (maps.target == "top1") & maps.image_id.isin(const)
+    top1 = ((maps.model == "vgg") & (maps.method == "scorecam") & (maps.target == "top1")
+            & maps.image_id.isin(const))
     maps.loc[top1, "constant"] = True
     return maps
 
@@ -718,8 +768,10 @@ def test_diagnostic_claims_hold():
     assert "15 of 20 tests fail" in c["this run"].iloc[1]
     # Score-CAM on VGG: the constant top-1 map and its NaN (constant) top-2 map = 2 of 60 maps
     assert "VGG 2/60 (3.3%)" in c["this run"].iloc[2] and "ResNet 0/60 (0.0%)" in c["this run"].iloc[2]
-    assert CL.diagnostic_claims(_diagnostic(high, const=[0]), n_boot=50, min_constant=0.03)["supported"].iloc[2] is True
-    assert CL.diagnostic_claims(_diagnostic(high, const=[0]), n_boot=50, min_constant=0.04)["supported"].iloc[2] is False
+    assert CL.diagnostic_claims(_diagnostic(high, const=[0]), n_boot=50,
+                                min_constant=0.03)["supported"].iloc[2] is True
+    assert CL.diagnostic_claims(_diagnostic(high, const=[0]), n_boot=50,
+                                min_constant=0.04)["supported"].iloc[2] is False
 
 
 def test_diagnostic_claims_fail_at_the_boundaries():
@@ -728,11 +780,14 @@ def test_diagnostic_claims_fail_at_the_boundaries():
     high = {(m, b) for m in ("vgg", "resnet") for b in BASE}
     c = CL.diagnostic_claims(_diagnostic(high), n_boot=50)
     assert c["supported"].tolist() == [False, True, False]  # and no constant Score-CAM map
-    assert "fails on 2 of 4 models" in c["this run"].iloc[0] and "10 of 20 tests fail" in c["this run"].iloc[1]
+    assert "fails on 2 of 4 models" in c["this run"].iloc[0]
+    assert "10 of 20 tests fail" in c["this run"].iloc[1]
     c9 = CL.diagnostic_claims(_diagnostic(high - {("resnet", "layercam")}), n_boot=50)
-    assert c9["supported"].tolist() == [False, False, False] and "9 of 20 tests fail" in c9["this run"].iloc[1]
+    assert c9["supported"].tolist() == [False, False,
+                                        False] and "9 of 20 tests fail" in c9["this run"].iloc[1]
     none = CL.diagnostic_claims(_diagnostic(set()), n_boot=50)
-    assert none["supported"].tolist() == [False, False, False] and "fails on 0 of 4" in none["this run"].iloc[0]
+    assert none["supported"].tolist() == [False, False,
+                                          False] and "fails on 0 of 4" in none["this run"].iloc[0]
 
 
 def test_diagnostic_claims_undecidable_and_missing_methods():
@@ -759,7 +814,9 @@ def _evidence_maps():
     maps.loc[top1, "unique_evidence"] = np.where(i[top1] == 4, 1.0, i[top1] / 100)
     maps.loc[top2, "unique_evidence"] = np.where(i[top2] == 4, np.nan, 0.1)
     maps.loc[sib, "unique_evidence"] = 0.05
-    maps.loc[top1, "shared_evidence"], maps.loc[top2, "shared_evidence"], maps.loc[sib, "shared_evidence"] = 0.3, 0.6, 0.2
+    maps.loc[top1, "shared_evidence"] = 0.3
+    maps.loc[top2, "shared_evidence"] = 0.6
+    maps.loc[sib, "shared_evidence"] = 0.2
     return maps
 
 
@@ -769,15 +826,18 @@ def test_evidence_comparison_means_over_the_images_with_two_maps():
                           "shared_area": 0.2})
     ev = EV.evidence_comparison(maps, areas=areas.sample(frac=1.0, random_state=0))
     assert list(ev.columns) == ["model", "Model", "method", "Method", "comparison", "n", "n_excluded",
-                                "median_agreement", "unique_top1", "unique_other", "shared_top1", "shared_other",
+                                "median_agreement", "unique_top1", "unique_other", "shared_top1",
+                                "shared_other",
                                 "unique_chance", "unique_ceiling"]
     assert len(ev) == 4 * 6 * 2
     assert list(dict.fromkeys(ev["Model"])) == ["ConvNeXt", "DenseNet", "ResNet", "VGG"]
-    assert ev["Method"].iloc[:6].tolist() == ["AblationCAM", "CASE", "Grad-CAM", "Grad-CAM++", "LayerCAM", "ScoreCAM"]
+    assert ev["Method"].iloc[:6].tolist() == ["AblationCAM", "CASE", "Grad-CAM", "Grad-CAM++", "LayerCAM",
+                                              "ScoreCAM"]
     assert ev["comparison"].iloc[:12].tolist() == ["top1_vs_top2"] * 6 + ["true_vs_sibling"] * 6
     keep = np.arange(30) != 4
     r = ev[(ev.model == "vgg") & (ev.method == "case") & (ev.comparison == "top1_vs_top2")].iloc[0]
-    x = maps[(maps.model == "vgg") & (maps.method == "case") & (maps.target == "top2")]["agreement"].to_numpy()
+    x = maps[(maps.model == "vgg") & (maps.method == "case")
+             & (maps.target == "top2")]["agreement"].to_numpy()
     assert (r.n, r.n_excluded) == (29, 1)
     assert r.median_agreement == pytest.approx(np.median(x[keep]))
     assert r.unique_top1 == pytest.approx(np.arange(30)[keep].mean() / 100)
@@ -793,7 +853,8 @@ def test_evidence_comparison_means_over_the_images_with_two_maps():
     assert ev[ev.comparison == "true_vs_sibling"]["unique_ceiling"].iloc[0] == pytest.approx(
         np.minimum(1, np.arange(30) / 300 / 0.05).mean())
     at10 = EV.evidence_comparison(maps, areas=areas, k=0.1, comparison="top1_vs_top2")
-    assert len(at10) == 24 and at10["unique_ceiling"].iloc[0] == pytest.approx(np.minimum(1, area / 0.1).mean())
+    assert len(at10) == 24
+    assert at10["unique_ceiling"].iloc[0] == pytest.approx(np.minimum(1, area / 0.1).mean())
     plain = EV.evidence_comparison(maps, comparison="top1_vs_top2")
     assert plain[["unique_chance", "unique_ceiling"]].isna().all().all()
     np.testing.assert_allclose(plain["unique_top1"], at10["unique_top1"])
@@ -827,14 +888,16 @@ def test_evidence_comparison_all_degenerate_no_masks_and_errors():
 
 
 AGREE = {"case": 0.1, "layercam": 0.3, "gradcam++": 0.4, "ablationcam": 0.5, "scorecam": 0.6, "gradcam": 0.8}
-PRECISION = {"case": 0.9, "layercam": 0.7, "gradcam++": 0.6, "ablationcam": 0.5, "scorecam": 0.4, "gradcam": 0.2}
+PRECISION = {"case": 0.9, "layercam": 0.7, "gradcam++": 0.6, "ablationcam": 0.5, "scorecam": 0.4,
+             "gradcam": 0.2}
 
 
 def _evidence_claim_maps(precision):
     """Top-2 agreements around AGREE[method]; top-1 unique evidence ``precision(model, method)``."""
     maps = make_maps(lambda model, method, rng: AGREE[method] + np.linspace(-0.05, 0.05, 30))
     top1 = maps.target == "top1"
-    maps.loc[top1, "unique_evidence"] = [precision(m, me) for m, me in zip(maps.loc[top1, "model"], maps.loc[top1, "method"])]
+    maps.loc[top1, "unique_evidence"] = [precision(m, me) for m,
+                                         me in zip(maps.loc[top1, "model"], maps.loc[top1, "method"])]
     maps.loc[maps.target == "top2", "unique_evidence"] = 0.1
     return maps
 
@@ -843,10 +906,14 @@ def test_evidence_claims_hold_and_fail():
     c = CL.evidence_claims(_evidence_claim_maps(lambda model, method: PRECISION[method]))
     assert len(c) == 2 and (c["section"] == "ground truth").all()
     assert c["supported"].tolist() == [True, True]
-    assert "VGG: CASE 90.0%, best CASE 90.0%" in c["this run"].iloc[0] and "ρ = -1.00" in c["this run"].iloc[1]
+    assert "VGG: CASE 90.0%, best CASE 90.0%" in c["this run"].iloc[0]
+    assert "ρ = -1.00" in c["this run"].iloc[1]
     # on VGG Grad-CAM's top-1 map is the most precise: claim 1 fails there; ρ over the methods on VGG is
-    # then 1 − 6·Σd²/(n(n²−1)) = 1 − 6·40/210 = −1/7 (Grad-CAM moves from the last rank to the first): still < 0
-    vgg_gc = lambda model, method: 0.95 if (model, method) == ("vgg", "gradcam") else PRECISION[method]  # noqa: E731
+    # then 1 − 6·Σd²/(n(n²−1)) = 1 − 6·40/210 = −1/7 (Grad-CAM moves from the last rank to the first): still
+    # < 0
+    def vgg_gc(model, method):
+        return 0.95 if (model, method) == ("vgg", "gradcam") else PRECISION[method]
+
     c = CL.evidence_claims(_evidence_claim_maps(vgg_gc))
     assert c["supported"].tolist() == [False, True]
     assert "VGG: CASE 90.0%, best Grad-CAM 95.0%" in c["this run"].iloc[0]
@@ -859,12 +926,16 @@ def test_evidence_claims_hold_and_fail():
 
 def test_evidence_claims_undecidable():
     c = CL.evidence_claims(make_maps(low_for_case))  # no part masks
-    assert c["supported"].tolist() == [None, None] and (c["this run"] == "no part masks in this profile").all()
+    assert c["supported"].tolist() == [None, None]
+    assert (c["this run"] == "no part masks in this profile").all()
     maps = _evidence_claim_maps(lambda model, method: PRECISION[method])
     c = CL.evidence_claims(maps[~((maps.model == "vgg") & (maps.method == "layercam"))])
-    assert c["supported"].tolist() == [None, None] and "VGG: only 5 methods with evidence" in c["this run"].iloc[0]
+    assert c["supported"].tolist() == [None, None]
+    assert "VGG: only 5 methods with evidence" in c["this run"].iloc[0]
     # a model that contradicts outweighs one that cannot be checked
-    vgg_gc = lambda model, method: 0.95 if (model, method) == ("resnet", "gradcam") else PRECISION[method]  # noqa: E731
+    def vgg_gc(model, method):
+        return 0.95 if (model, method) == ("resnet", "gradcam") else PRECISION[method]
+
     maps = _evidence_claim_maps(vgg_gc)
     c = CL.evidence_claims(maps[~((maps.model == "vgg") & (maps.method == "layercam"))])
     assert c["supported"].tolist() == [False, None]
@@ -883,7 +954,8 @@ def hand_example(masks=True):
     unique = torch.zeros(1, 10, 10, dtype=torch.bool)
     unique[0, 0] = True
     vectors = SimpleNamespace(targets=torch.tensor([[3, 2]]), cosine=torch.tensor([[0.5, -0.25]]),
-                              kept=torch.tensor([[0.8, 1.0]]), gradcam=gradcam, case=case.reshape(1, 2, 10, 10))
+                              kept=torch.tensor([[0.8, 1.0]]), gradcam=gradcam,
+                              case=case.reshape(1, 2, 10, 10))
     return {"vectors": vectors, "image_ids": [42], "targets": ("top1", "top2"),
             "target_names": [["top1: cat", "top2: dog: big"]], "contrast_names": [[["a", "b"], ["c"]]],
             "masks": {"unique": unique, "shared": ~unique} if masks else None}
@@ -891,16 +963,21 @@ def hand_example(masks=True):
 
 def test_projection_table_values():
     tab = EV.projection_table(hand_example())
-    assert list(tab.columns) == ["image", "target", "class", "contrast classes", "cos(w_u, w̄)", "‖w⊥‖ / ‖w_u‖",
+    assert list(tab.columns) == ["image", "target", "class", "contrast classes", "cos(w_u, w̄)",
+                                 "‖w⊥‖ / ‖w_u‖",
                                  "unique (Grad-CAM)", "unique (CASE)"]
     assert tab["image"].tolist() == [42, 42] and tab["target"].tolist() == ["top1", "top2"]
     assert tab["class"].tolist() == ["cat", "dog: big"]  # only the role prefix is cut
     assert tab["contrast classes"].tolist() == ["a, b", "c"]
-    assert tab["cos(w_u, w̄)"].tolist() == [0.5, -0.25] and tab["‖w⊥‖ / ‖w_u‖"].tolist() == pytest.approx([0.8, 1.0])
-    assert tab["unique (Grad-CAM)"].iloc[0] == 1.0 and np.isnan(tab["unique (Grad-CAM)"].iloc[1])  # constant map
+    assert tab["cos(w_u, w̄)"].tolist() == [0.5, -0.25]
+    assert tab["‖w⊥‖ / ‖w_u‖"].tolist() == pytest.approx([0.8, 1.0])
+    # constant map
+    assert tab["unique (Grad-CAM)"].iloc[0] == 1.0 and np.isnan(tab["unique (Grad-CAM)"].iloc[1])
     assert tab["unique (CASE)"].tolist() == pytest.approx([0.4, 0.0])
-    # k = 10 %: 10 pixels; Grad-CAM's are row 0 (all unique), CASE's 5 set pixels + 5 zeros first in the tie order
+    # k = 10 %: 10 pixels; Grad-CAM's are row 0 (all unique), CASE's 5 set pixels + 5 zeros first in the tie
+    # order
     at10 = EV.projection_table(hand_example(), k=0.1)
     assert at10["unique (Grad-CAM)"].iloc[0] == 1.0
     no_masks = EV.projection_table(hand_example(masks=False))
-    assert list(no_masks.columns) == ["image", "target", "class", "contrast classes", "cos(w_u, w̄)", "‖w⊥‖ / ‖w_u‖"]
+    assert list(no_masks.columns) == ["image", "target", "class", "contrast classes", "cos(w_u, w̄)",
+                                      "‖w⊥‖ / ‖w_u‖"]

@@ -3,7 +3,8 @@ seed robustness (Figure 4), active channels and sparsity (Figures 5–6, chapter
 (Figures 7–11), deletion curves, the two DenseNet layers side by side (chapter 05) and the paired fidelity
 differences behind Table III (chapter 06).
 
-Imports: :mod:`casekit.study` (row views, constants), :mod:`casekit.evaluation`, :mod:`.naming`, :mod:`.tables`.
+Imports: :mod:`casekit.study` (row views, constants), :mod:`casekit.evaluation`, :mod:`.naming`,
+:mod:`.tables`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from .tables import maps_frame, sensitivity_tests, sparsity_frame, table2_full, 
 
 __all__ = [
     "seed_agreement", "class_active_channels", "agreement_histogram", "deletion_curves", "sparsity_summary",
-    "sparsity_sensitivity", "sparsity_correlation", "layer_comparison", "fidelity_pairing", "fidelity_differences",
+    "sparsity_sensitivity", "sparsity_correlation", "layer_comparison", "fidelity_pairing",
+           "fidelity_differences",
     "histogram_summary", "spearman",
 ]
 
@@ -104,8 +106,10 @@ def deletion_curves(data: Any, *, layer: str = "final_conv", seed: int = 0, **fi
         for k in ks:
             rd = g[f"relative_drop_{k_suffix(k)}"].to_numpy(float)
             pa = g[f"p_after_{k_suffix(k)}"].to_numpy(float)
-            rows.append({"model": model, "method": method, "k": k, "n": len(rd), "mean_relative_drop": rd.mean(),
-                         "sem_relative_drop": rd.std(ddof=1) / math.sqrt(len(rd)) if len(rd) > 1 else math.nan,
+            rows.append({"model": model, "method": method, "k": k, "n": len(rd),
+                         "mean_relative_drop": rd.mean(),
+                         "sem_relative_drop": rd.std(ddof=1) / math.sqrt(len(rd)) if len(rd) > 1
+                         else math.nan,
                          "mean_p_after": pa.mean(), "mean_area": g["deletion_area"].mean()})
     out = sort_paper(pd.DataFrame(rows), ["model", "method", "k"])
     out["Method"] = out["method"].map(DISPLAY_NAMES)
@@ -161,20 +165,22 @@ def sparsity_sensitivity(data: Any, sparsity: pd.DataFrame | None = None, *, see
 
     Columns: the layer's sparsity (``n_channels``, ``median_active``, ``median_fraction`` over classes, from
     :func:`sparsity_summary`), the method's class-sensitivity test at that layer (as :func:`table1_full`:
-    ``n``, ``n_excluded``, ``median`` agreement and CI, ``p``, ``reject``; Holm over this table) and, within the
-    layer, Spearman's ρ between an image's active-channel count and its agreement (``rho_images``,
+    ``n``, ``n_excluded``, ``median`` agreement and CI, ``p``, ``reject``; Holm over this table) and, within
+    the layer, Spearman's ρ between an image's active-channel count and its agreement (``rho_images``,
     ``p_rho_images``, ``n_rho``: NaN with fewer than 3 images or no spread)."""
     maps = maps_frame(data)
     if sparsity is None:
         if not isinstance(data, Results):
-            raise TypeError("pass the sparsity table too when data is a maps DataFrame (or pass a Results object)")
+            raise TypeError("pass the sparsity table too when data is a maps DataFrame (or pass a Results "
+                            "object)")
         sparsity = data.sparsity
     sp = sparsity_frame(sparsity)
     sp = sp[sp["seed"] == seed] if len(sp) else sp
     if models is not None:
         sp = sp[sp["model"].isin(list(models))]
     if sp.empty:
-        raise ValueError(f"no sparsity rows for seed {seed}" + (f" and models {list(models)}" if models else ""))
+        which = f" and models {list(models)}" if models else ""
+        raise ValueError(f"no sparsity rows for seed {seed}{which}")
     summary = sparsity_summary(sp)
     agree = agreement_rows(maps, seed=seed, comparison=comparison, model=models, method=methods)
     have = summary[["model", "seed", "layer"]]
@@ -192,8 +198,10 @@ def sparsity_sensitivity(data: Any, sparsity: pd.DataFrame | None = None, *, see
     out["rho_images"] = [rho[k][0] for k in keys]
     out["p_rho_images"] = [rho[k][1] for k in keys]
     out["n_rho"] = [rho[k][2] for k in keys]
-    front = ["model", "layer", "seed", "method", "Model", "Method", "layer_name", "n_channels", "median_active",
-             "median_fraction", "n", "n_excluded", "median", "ci_low", "ci_high", "p", "p_fmt", "reject", "verdict",
+    front = ["model", "layer", "seed", "method", "Model", "Method", "layer_name", "n_channels",
+             "median_active",
+             "median_fraction", "n", "n_excluded", "median", "ci_low", "ci_high", "p", "p_fmt", "reject",
+             "verdict",
              "rho_images", "p_rho_images", "n_rho"]
     out = out[front + [c for c in out.columns if c not in front]]
     return sort_layers(out, ["model", "layer", "method"])
@@ -282,8 +290,10 @@ def fidelity_pairing(data: Any, *, k: float | None = None, layer: str = "final_c
     return sort_paper(pd.DataFrame(rows), ["model"])
 
 
-def fidelity_differences(data: Any, *, k: float | None = None, drop: str = "relative", layer: str = "final_conv",
-                         seed: int = 0, confidence: float = 0.95, models: Sequence[str] | None = None) -> pd.DataFrame:
+def fidelity_differences(data: Any, *, k: float | None = None, drop: str = "relative",
+                         layer: str = "final_conv",
+                         seed: int = 0, confidence: float = 0.95,
+                         models: Sequence[str] | None = None) -> pd.DataFrame:
     """The paired differences behind Table III: per model and baseline the mean of ``CASE − method`` over the
     same images with its ``confidence`` t-interval (``ci_low``, ``ci_high``), ``d_z`` and both p-values (from
     :func:`table3_full`).  Positive = CASE's drop is higher."""
@@ -310,8 +320,8 @@ def fidelity_differences(data: Any, *, k: float | None = None, drop: str = "rela
 def histogram_summary(data: Any, *, threshold: float = 0.5, comparison: str = "top1_vs_top2", seed: int = 0,
                       **filters: Any) -> pd.DataFrame:
     """Figures 7–11 in numbers: per (model, layer, method) the images scored (``n``), the constant maps left
-    out (``n_excluded``), the share of images whose agreement is below ``threshold`` (left of the red line) and
-    the median agreement."""
+    out (``n_excluded``), the share of images whose agreement is below ``threshold`` (left of the red line)
+    and the median agreement."""
     agree = agreement_rows(maps_frame(data), comparison=comparison, seed=seed, **filters)
     if agree.empty:
         raise ValueError("no agreement rows match the selection")

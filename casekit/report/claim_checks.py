@@ -1,4 +1,6 @@
-"""The checks behind the claim records of :mod:`.claims`: one function per claim, from the run (a
+"""The checks behind the claim records of :mod:`.claims` for the paper's results (Tables I–III, Figures 4–6;
+the appendix, the diagnostic, the contrast set and the ground truth are in :mod:`.claim_checks_book`): one
+function per claim, from the run (a
 :class:`RunView`: the rows, the options of the view, and the tables already built) to an :class:`Outcome` —
 whether the run supports the claim (``True``/``False``; ``None`` when the run lacks the data or a test could
 not run) and this run's number as text.  The criteria are stated in each record and never adjusted to the
@@ -17,17 +19,14 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from ..cam.engine import METHODS
-from ..study.rows import degenerate_maps, fidelity_rows
+from ..study.rows import fidelity_rows
 from .analyses import (
     class_active_channels,
-    histogram_summary,
     layer_comparison,
     seed_agreement,
     sparsity_correlation,
     sparsity_sensitivity,
 )
-from .evidence import evidence_comparison
 from .naming import BASELINES, model_display, num, pct, ptext
 from .tables import table1_full, table2_full, table3_full
 
@@ -56,7 +55,8 @@ class RunView:
             return options[name]
         raise AttributeError(name)
 
-    def table(self, key: Any, build: Callable[[], Any], errors: tuple[type[Exception], ...] = (ValueError,)) -> Any:
+    def table(self, key: Any, build: Callable[[], Any],
+              errors: tuple[type[Exception], ...] = (ValueError,)) -> Any:
         """``build()`` once per ``key``; None when it raises one of ``errors`` (the run lacks that data)."""
         if key not in self.cache:
             try:
@@ -78,11 +78,13 @@ def every(states: Sequence[bool | None]) -> bool | None:
     return None if any(s is None for s in states) or not states else True
 
 
-# ----------------------------------------------------------------------------------------------- RQ1 (Table I)
+# ----------------------------------------------------------------------------------------------- RQ1 (Table
+# I)
 
 
 def _t1(run: RunView) -> pd.DataFrame | None:
-    return run.table(("t1", run.layer), lambda: table1_full(run.data, layer=run.layer, threshold=run.threshold,
+    return run.table(("t1", run.layer),
+                     lambda: table1_full(run.data, layer=run.layer, threshold=run.threshold,
                                                             alpha=run.alpha, n_boot=run.n_boot))
 
 
@@ -121,7 +123,8 @@ def rq1_densenet_most(run: RunView) -> Outcome:
     return Outcome(ok if n_methods[run.sparse_model] == 6 else None, txt)
 
 
-# ----------------------------------------------------------------------------------------------- seeds (Figure 4)
+# ----------------------------------------------------------------------------------------------- seeds
+# (Figure 4)
 
 
 def _seeds(run: RunView) -> tuple[np.ndarray, pd.DataFrame | None]:
@@ -130,7 +133,8 @@ def _seeds(run: RunView) -> tuple[np.ndarray, pd.DataFrame | None]:
     if len(seeds) < 2:
         return seeds, None
     sa = run.table(("seeds", run.sparse_model), lambda: seed_agreement(
-        maps, model=run.sparse_model, layer=run.layer, threshold=run.threshold, alpha=run.alpha, n_boot=run.n_boot))
+        maps, model=run.sparse_model, layer=run.layer, threshold=run.threshold, alpha=run.alpha,
+        n_boot=run.n_boot))
     return seeds, sa
 
 
@@ -140,7 +144,8 @@ def seeds_all_reject(run: RunView) -> Outcome:
         return Outcome(None, f"{len(seeds)} seed(s) in this run")
     fails = sa[~sa["reject"]]
     txt = (f"{int(sa['reject'].sum())} of {len(sa)} (seed, method) tests reject"
-           + (": fails " + ", ".join(f"{r.Method} seed {r.seed}" for r in fails.itertuples()) if len(fails) else ""))
+           + (": fails " + ", ".join(f"{r.Method} seed {r.seed}" for r in fails.itertuples()) if len(fails)
+              else ""))
     return Outcome(bool(sa["reject"].all()), txt)
 
 
@@ -153,10 +158,12 @@ def seeds_stable_ranking(run: RunView) -> Outcome:
     iu = np.triu_indices_from(rho, 1)
     mean_rho = float(np.nanmean(rho[iu])) if len(iu[0]) else math.nan
     return Outcome(None if math.isnan(mean_rho) else bool(mean_rho >= 0.8),
-                   f"mean pairwise Spearman ρ of the methods' mean agreement = {mean_rho:.2f} over {len(seeds)} seeds")
+                   f"mean pairwise Spearman ρ of the methods' mean agreement = {mean_rho:.2f} over "
+                   f"{len(seeds)} seeds")
 
 
-# ----------------------------------------------------------------------------------------------- sparsity (Figs 5–6)
+# ----------------------------------------------------------------------------------------------- sparsity
+# (Figs 5–6)
 
 
 def _channel_medians(run: RunView) -> pd.DataFrame | None:
@@ -193,7 +200,8 @@ def sparsity_fewer_channels(run: RunView) -> Outcome:
         return _no_sparsity(run)
     d, others = found
     txt = (f"{model_display(run.sparse_model)}: {d['median']:.1f} of {int(d['n_channels'])} channels; "
-           + ", ".join(f"{model_display(m)}: {r['median']:.1f} of {int(r['n_channels'])}" for m, r in others.iterrows()))
+           + ", ".join(f"{model_display(m)}: {r['median']:.1f} of {int(r['n_channels'])}" for m,
+                       r in others.iterrows()))
     return Outcome(bool((d["median"] < others["median"]).all()), txt)
 
 
@@ -219,7 +227,8 @@ def norm5_nearly_all_active(run: RunView) -> Outcome:
                    f"median class: {a['median']:.1f} of {int(a['n_channels'])} channels ({pct(a['frac'])})")
 
 
-# ----------------------------------------------------------------------------------------------- norm5 (Table II)
+# ----------------------------------------------------------------------------------------------- norm5
+# (Table II)
 
 
 def _norm5(run: RunView) -> pd.DataFrame | None:
@@ -247,13 +256,15 @@ def norm5_case_rejects(run: RunView) -> Outcome:
     c = n5[n5["method"] == "case"]
     if not len(c):
         return Outcome(None, "no CASE results")
-    return Outcome(bool(c["reject"].iloc[0]), f"CASE {ptext(c['p'].iloc[0])}, median {pct(c['median'].iloc[0])}")
+    return Outcome(bool(c["reject"].iloc[0]),
+                   f"CASE {ptext(c['p'].iloc[0])}, median {pct(c['median'].iloc[0])}")
 
 
 def _layers(run: RunView) -> pd.DataFrame | None:
     return run.table("layer comparison", lambda: layer_comparison(
         run.data, run.sparsity, model=run.sparse_model, layers=(run.layer, run.alt_layer), seed=run.seed,
-        threshold=run.threshold, alpha=run.alpha, n_boot=run.n_boot, boot_seed=run.boot_seed).set_index("layer"))
+        threshold=run.threshold, alpha=run.alpha, n_boot=run.n_boot, boot_seed=run.boot_seed
+    ).set_index("layer"))
 
 
 def conv_more_sensitive(run: RunView) -> Outcome:
@@ -274,12 +285,13 @@ def norm5_denser(run: RunView) -> Outcome:
     if math.isnan(c["median_fraction"]) or math.isnan(n5["median_fraction"]):
         return Outcome(None, "no sparsity results at both layers")
     return Outcome(bool(n5["median_fraction"] > c["median_fraction"]),
-                   f"{run.layer}: {c['median_active']:.1f} of {c['n_channels']:.0f} ({pct(c['median_fraction'])}); "
-                   f"{run.alt_layer}: {n5['median_active']:.1f} of {n5['n_channels']:.0f} "
-                   f"({pct(n5['median_fraction'])})")
+                   f"{run.layer}: {c['median_active']:.1f} of {c['n_channels']:.0f} "
+                   f"({pct(c['median_fraction'])}); {run.alt_layer}: {n5['median_active']:.1f} of "
+                   f"{n5['n_channels']:.0f} ({pct(n5['median_fraction'])})")
 
 
-# ----------------------------------------------------------------------------------------------- sparsity ↔ sensitivity
+# ----------------------------------------------------------------------------------------------- sparsity ↔
+# sensitivity
 
 
 def _relation(run: RunView) -> tuple[pd.DataFrame, pd.DataFrame] | None:
@@ -289,8 +301,9 @@ def _relation(run: RunView) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     if ss is None:
         return None
     per_layer = ss.groupby(["model", "layer"], sort=False).agg(
-        Model=("Model", "first"), median_active=("median_active", "first"), n_channels=("n_channels", "first"),
-        median_fraction=("median_fraction", "first"), n_reject=("reject", "sum"), n_methods=("method", "size"),
+        Model=("Model", "first"), median_active=("median_active", "first"),
+        n_channels=("n_channels", "first"), median_fraction=("median_fraction", "first"),
+        n_reject=("reject", "sum"), n_methods=("method", "size"),
         n_tested=("reason", lambda s: int((s == "").sum()))).reset_index()
     return ss, per_layer
 
@@ -329,11 +342,13 @@ def denser_more_overlap(run: RunView) -> Outcome:
     valid = corr.dropna(subset=["rho_fraction"])
     n_pos = int((valid["rho_fraction"] > 0).sum())
     ok = bool(n_pos >= 4) if len(valid) == len(corr) == 6 else None
-    return Outcome(ok, f"ρ > 0 for {n_pos} of {len(valid)} methods over {int(corr['n_layers'].max())} layers: "
+    return Outcome(ok,
+                   f"ρ > 0 for {n_pos} of {len(valid)} methods over {int(corr['n_layers'].max())} layers: "
                    + ", ".join(f"{r.Method} {r.rho_fraction:+.2f}" for r in valid.itertuples()))
 
 
-# ----------------------------------------------------------------------------------------------- fidelity (Table III)
+# ----------------------------------------------------------------------------------------------- fidelity
+# (Table III)
 
 
 def _t3_key(run: RunView, drop: str) -> tuple:
@@ -357,8 +372,10 @@ def _higher_lower(t3: pd.DataFrame, case_mean: bool) -> tuple[list[str], bool]:
         ok &= len(better) <= 2
         names = f" ({', '.join(better['Method'])})" if len(better) else ""
         if case_mean:
-            parts.append(f"{model_display(model)}: CASE {num(float(g.loc[g['method'] == 'case', 'mean'].iloc[0]))}, "
-                         f"{len(better)} baseline(s) significantly higher{names}, {len(worse)} significantly lower")
+            parts.append(f"{model_display(model)}: CASE "
+                         f"{num(float(g.loc[g['method'] == 'case', 'mean'].iloc[0]))}, {len(better)} "
+                         f"baseline(s) significantly higher{names}, {len(worse)} "
+                         "significantly lower")
         else:
             parts.append(f"{model_display(model)}: {len(better)} higher{names}, {len(worse)} lower")
     return parts, ok
@@ -412,7 +429,8 @@ def fidelity_densenet_resnet(run: RunView) -> Outcome:
         return Outcome(None, "DenseNet or ResNet missing")
     txt = "; ".join(f"{name}: " + (", ".join(sorted(_significant(g, run.alpha))) or "none")
                     for name, g in zip(("DenseNet", "ResNet"), both))
-    return Outcome(None if any(_untested(g) for g in both) else not any(_significant(g, run.alpha) for g in both),
+    return Outcome(None if any(_untested(g) for g in both)
+                   else not any(_significant(g, run.alpha) for g in both),
                    "significantly different: " + txt)
 
 
@@ -426,7 +444,8 @@ def fidelity_convnext(run: RunView) -> Outcome:
     sel = g[g["Method"].isin(["AblationCAM", "LayerCAM"])]
     txt = ", ".join(f"{r.Method}: {ptext(r.p_one_sided)} (mean {num(r.mean)} vs CASE {num(r.mean_case)})"
                     for r in sel.itertuples())
-    return Outcome(None if sel["p_one_sided"].isna().any() or len(sel) < 2 else bool(sel["case_higher"].all()), txt)
+    return Outcome(None if sel["p_one_sided"].isna().any() or len(sel) < 2
+                   else bool(sel["case_higher"].all()), txt)
 
 
 def fidelity_vgg(run: RunView) -> Outcome:
@@ -441,190 +460,10 @@ def fidelity_vgg(run: RunView) -> Outcome:
                    "significantly different: " + (", ".join(sorted(found)) or "none"))
 
 
-# ----------------------------------------------------------------------------------------------- appendix (Figs 7–11)
-
-
-def _histograms(run: RunView) -> dict[tuple[str, str], pd.DataFrame]:
-    hs = run.table("histograms", lambda: histogram_summary(run.data, threshold=run.threshold, seed=run.seed))
-    return {(model_display(m), lyr): g for (m, lyr), g in hs.groupby(["model", "layer"], sort=False)}
-
-
-def _mass(run: RunView, name: str, layer: str, want_above: bool) -> Outcome:
-    g = _histograms(run).get((name, layer))
-    if g is None:
-        return Outcome(None, "no results")
-    hi = g[g["median"] >= run.threshold]
-    n = int(len(hi) if want_above else (g["median"] < run.threshold).sum())
-    txt = ", ".join(f"{r.Method} {pct(r.median)}" for r in g.itertuples())
-    return Outcome(None if g["median"].isna().any() or len(g) < 6 else bool(n >= 4), f"{n} of {len(g)}; medians: {txt}")
-
-
-def _case_lowest(run: RunView, name: str) -> Outcome:
-    g = _histograms(run).get((name, run.layer))
-    if g is None or not (g["method"] == "case").any():
-        return Outcome(None, "no results")
-    cm = float(g.loc[g["method"] == "case", "median"].iloc[0])
-    others = g[g["method"] != "case"]
-    lowest = others.loc[others["median"].idxmin()] if others["median"].notna().any() else None
-    return Outcome(None if lowest is None or math.isnan(cm) else bool(cm < lowest["median"]),
-                   f"CASE {pct(cm)}; lowest baseline "
-                   + (f"{lowest['Method']} {pct(lowest['median'])}" if lowest is not None else "NaN"))
-
-
-def appendix_vgg(run: RunView) -> Outcome:
-    return _mass(run, "VGG", run.layer, True)
-
-
-def appendix_resnet(run: RunView) -> Outcome:
-    return _case_lowest(run, "ResNet")
-
-
-def appendix_convnext(run: RunView) -> Outcome:
-    return _case_lowest(run, "ConvNeXt")
-
-
-def appendix_densenet_conv(run: RunView) -> Outcome:
-    return _mass(run, model_display(run.sparse_model), run.layer, False)
-
-
-def appendix_densenet_norm5(run: RunView) -> Outcome:
-    return _mass(run, model_display(run.sparse_model), run.alt_layer, True)
-
-
-# ----------------------------------------------------------------------------------------------- diagnostic (ch. 01)
-
-
-def _diag_t1(run: RunView) -> pd.DataFrame:
-    # Not cached as "None on error": the diagnostic's Table I must exist (too few images raise, as before).
-    if "diag t1" not in run.cache:
-        run.cache["diag t1"] = table1_full(run.data, layer=run.layer, seed=run.seed, threshold=run.threshold,
-                                           alpha=run.alpha, n_boot=run.n_boot)
-    return run.cache["diag t1"]
-
-
-def diagnostic_gradcam(run: RunView) -> Outcome:
-    g = _diag_t1(run)
-    g = g[g["method"] == "gradcam"]
-    if g.empty:
-        return Outcome(None, "no Grad-CAM results")
-    fails = g[~g["reject"] & ~g["reason"].astype(bool)]
-    tested = int((~g["reason"].astype(bool)).sum())
-    txt = (f"fails on {len(fails)} of {tested} models tested"
-           + (f" ({len(g) - tested} not tested: too few images)" if tested < len(g) else "") + ": "
-           + ", ".join(f"{r.Model} {ptext(r.p)} (median {pct(r.median)})" for r in g.itertuples()))
-    return Outcome(None if g["reason"].astype(bool).any() else bool(len(fails) > len(g) / 2), txt)
-
-
-def diagnostic_baselines(run: RunView) -> Outcome:
-    t1 = _diag_t1(run)
-    untested = bool(t1["reason"].astype(bool).any())
-    base = t1[t1["method"].isin(BASELINES)]
-    base_tested = base[~base["reason"].astype(bool)]
-    bfail = base_tested[~base_tested["reject"]]
-    per = ", ".join(f"{model_display(m)} {int((~gm['reject']).sum())}/{len(gm)}"
-                    for m, gm in base_tested.groupby("model", sort=False))
-    txt = (f"{len(bfail)} of {len(base_tested)} tests fail" + (f" ({per})" if per else "")
-           + (f"; {len(base) - len(base_tested)} not tested (too few images)" if len(base_tested) < len(base) else ""))
-    return Outcome(None if base.empty or untested else bool(len(bfail) >= len(base) / 2), txt)
-
-
-def diagnostic_scorecam(run: RunView) -> Outcome:
-    maps = run.data.maps if hasattr(run.data, "maps") else run.data
-    deg = degenerate_maps(maps, layer=run.layer, seed=run.seed, method="scorecam", target=["top1", "top2"])
-    if deg.empty:
-        return Outcome(None, "no Score-CAM results")
-    per_model = deg.groupby("model", sort=False).agg(c=("n_constant", "sum"), n=("n_maps", "sum"))
-    txt = ", ".join(f"{model_display(m)} {r.c}/{r.n} ({pct(r.c / r.n)})" for m, r in per_model.iterrows())
-    return Outcome(bool(((per_model["c"] / per_model["n"]) >= run.min_constant).any()), "constant maps: " + txt)
-
-
-# ----------------------------------------------------------------------------------------------- contrast set (ch. 02)
-
-
-def _paper_k_rows(run: RunView, model: str) -> pd.DataFrame:
-    s = run.data
-    return s[(s["model"] == model) & (s["contrast_strategy"] == run.strategy)
-             & (s["comparison"] == "top1_vs_top2") & (s["method"] == "case")]
-
-
-def contrast_paper_k(run: RunView) -> Outcome:
-    texts, states = [], []
-    for model in dict.fromkeys(run.data["model"]):
-        g = _paper_k_rows(run, model)
-        at = g[g["contrast_k"] == run.paper_k]
-        if at.empty:
-            texts.append(f"{model_display(model)}: K = {run.paper_k} not studied")
-            states.append(None)
-            continue
-        r = at.iloc[0]
-        best = g.loc[g["median"].idxmin()] if g["median"].notna().any() else r
-        texts.append(f"{model_display(model)}: K = {run.paper_k} median {pct(r['median'])} ({ptext(r['p'])}), "
-                     f"lowest median {pct(best['median'])} at K = {int(best['contrast_k'])}")
-        states.append(None if r["reason"] else bool(r["reject"] and r["median"] <= best["median"] + run.tolerance))
-    return Outcome(every(states), "; ".join(texts))
-
-
-def contrast_single_class(run: RunView) -> Outcome:
-    texts, states = [], []
-    for model in dict.fromkeys(run.data["model"]):
-        one = _paper_k_rows(run, model)
-        one = one[one["contrast_k"] == 1]
-        if one.empty:
-            texts.append(f"{model_display(model)}: K = 1 not studied")
-            states.append(None)
-            continue
-        r = one.iloc[0]
-        texts.append(f"{model_display(model)}: median {pct(r['median'])}, {ptext(r['p'])}")
-        states.append(None if r["reason"] else bool(r["reject"]))
-    return Outcome(every(states), "; ".join(texts))
-
-
-# ----------------------------------------------------------------------------------------------- ground truth (ch. 03)
-
-
-def _evidence(run: RunView) -> tuple[list[str], list[str], list[bool | None], list[bool | None]] | None:
-    if "evidence" in run.cache:
-        return run.cache["evidence"]
-    ev = evidence_comparison(run.data, layer=run.layer, seed=run.seed, comparison="top1_vs_top2")
-    if ev.empty:
-        run.cache["evidence"] = None
-        return None
-    t1, t2, s1, s2 = [], [], [], []
-    for model, g in ev.groupby("model", sort=False):
-        g = g.dropna(subset=["unique_top1", "median_agreement"])
-        if len(g) < len(METHODS) or "case" not in set(g["method"]):
-            t1.append(f"{model_display(model)}: only {len(g)} methods with evidence")
-            t2.append(t1[-1])
-            s1.append(None)
-            s2.append(None)
-            continue
-        best = g.loc[g["unique_top1"].idxmax()]
-        case = float(g.loc[g["method"] == "case", "unique_top1"].iloc[0])
-        t1.append(f"{model_display(model)}: CASE {pct(case)}, best {best['Method']} {pct(best['unique_top1'])}")
-        s1.append(bool(best["method"] == "case"))
-        rho = g["median_agreement"].corr(g["unique_top1"], method="spearman")
-        t2.append(f"{model_display(model)}: ρ = {rho:.2f}")
-        s2.append(None if math.isnan(rho) else bool(rho < 0))
-    run.cache["evidence"] = (t1, t2, s1, s2)
-    return run.cache["evidence"]
-
-
-def evidence_case_best(run: RunView) -> Outcome:
-    found = _evidence(run)
-    if found is None:
-        return Outcome(None, "no part masks in this profile")
-    return Outcome(every(found[2]), "; ".join(found[0]))
-
-
-def evidence_agreement_tracks(run: RunView) -> Outcome:
-    found = _evidence(run)
-    if found is None:
-        return Outcome(None, "no part masks in this profile")
-    return Outcome(every(found[3]), "; ".join(found[1]))
-
-
 def run_fidelity_ks(run: RunView) -> list[float]:
-    """The ks of the fidelity chapter by default: each run's ``fidelity_k`` and 50 % (the reference code's)."""
-    fid = fidelity_rows(run.data.maps if hasattr(run.data, "maps") else run.data, layer=run.layer, seed=run.seed)
+    """The ks of the fidelity chapter by default: each run's ``fidelity_k`` and 50 % (the reference
+    code's)."""
+    fid = fidelity_rows(run.data.maps if hasattr(run.data, "maps") else run.data, layer=run.layer,
+                        seed=run.seed)
     default = sorted(set(fid["fidelity_k"].dropna())) if len(fid) else []
     return [*default, *([0.5] if 0.5 not in default else [])]

@@ -3,7 +3,8 @@
 pixels land on the classes' unique and shared parts (:func:`evidence_table`, :func:`evidence_comparison`), and
 CASE's projection on a few images (:func:`projection_table`).
 
-Imports: :mod:`casekit.study` (row views, constants), :mod:`casekit.evaluation`, :mod:`.naming`, :mod:`.tables`.
+Imports: :mod:`casekit.study` (row views, constants), :mod:`casekit.evaluation`, :mod:`.naming`,
+:mod:`.tables`.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ def _one_row_per_map(df: pd.DataFrame, where: str) -> None:
     key = ["model", "seed", "layer", "method", "image_id", "target"]
     dup = df.duplicated(subset=key)
     if dup.any():
-        raise ValueError(f"image ids repeat{where}: {sorted(set(df.loc[dup, 'image_id'].tolist()))[:5]}; one row "
-                         "per (model, seed, layer, method, image, target) is expected (mixing two runs?)")
+        raise ValueError(f"image ids repeat{where}: {sorted(set(df.loc[dup, 'image_id'].tolist()))[:5]}; "
+                         "one row per (model, seed, layer, method, image, target) is expected (mixing two "
+                         "runs?)")
 
 
 def degenerate_table(data: Any, *, layer: str = "final_conv", seed: int = 0,
@@ -54,19 +56,22 @@ def degenerate_table(data: Any, *, layer: str = "final_conv", seed: int = 0,
     return wide
 
 
-def contrast_table(rows: pd.DataFrame, *, comparison: str | Sequence[str] | None = None, threshold: float = 0.5,
+def contrast_table(rows: pd.DataFrame, *, comparison: str | Sequence[str] | None = None,
+                   threshold: float = 0.5,
                    alpha: float = 0.05, n_boot: int = 2_000, boot_seed: int = 0) -> pd.DataFrame:
-    """The contrast-set study (:func:`casekit.study.contrast_study.contrast_study`) summarised: one row per (model,
-    strategy, K, comparison, method) with the class-sensitivity test of the agreements (n, excluded constant
-    maps, median and bootstrap CI, one-sided Wilcoxon p, Holm over the table, verdict, as Table I) and the
-    mean fraction of the top-k pixels on the true class's unique part and on the shared group part, for the
-    top-1 map (``unique_top1``, ``shared_top1``) and for the other map (``unique_other``, ``shared_other``),
-    over the images whose two maps both have a top-k set (NaN on data without part masks)."""
+    """The contrast-set study (:func:`casekit.study.contrast_study.contrast_study`) summarised: one row per
+    (model, strategy, K, comparison, method) with the class-sensitivity test of the agreements (n, excluded
+    constant maps, median and bootstrap CI, one-sided Wilcoxon p, Holm over the table, verdict, as Table I)
+    and the mean fraction of the top-k pixels on the true class's unique part and on the shared group part,
+    for the top-1 map (``unique_top1``, ``shared_top1``) and for the other map (``unique_other``,
+    ``shared_other``), over the images whose two maps both have a top-k set (NaN on data without part
+    masks)."""
     if not isinstance(rows, pd.DataFrame):
         raise TypeError(f"rows must be the DataFrame of contrast_study, got {type(rows).__name__}")
     need = {"contrast_strategy", "contrast_k"}
     if not need <= set(rows.columns):
-        raise ValueError(f"rows lacks column(s) {sorted(need - set(rows.columns))}: pass the rows of contrast_study")
+        raise ValueError(f"rows lacks column(s) {sorted(need - set(rows.columns))}: pass the rows of "
+                         "contrast_study")
     parts = []
     for (strategy, K), g in rows.groupby(["contrast_strategy", "contrast_k"], sort=False):
         _one_row_per_map(g, f" within contrast_strategy={strategy!r}, contrast_k={K}")
@@ -103,7 +108,8 @@ def evidence_table(data: Any, *, layer: str = "final_conv", seed: int = 0) -> pd
         raise ValueError("the results hold no evidence scores (the data has no part masks)")
     g = maps.groupby(["model", "method", "target"], sort=False)
     out = g.agg(n=("image_id", "size"), n_excluded=("unique_evidence", lambda s: int(s.isna().sum())),
-                unique_evidence=("unique_evidence", "mean"), shared_evidence=("shared_evidence", "mean")).reset_index()
+                unique_evidence=("unique_evidence", "mean"),
+                shared_evidence=("shared_evidence", "mean")).reset_index()
     out["Method"] = out["method"].map(DISPLAY_NAMES)
     out["Model"] = out["model"].map(model_display)
     return sort_paper(out, ["model", "method", "target"])
@@ -177,17 +183,18 @@ def _check_k(k: float) -> float:
 
 
 def projection_table(example: Mapping[str, Any], *, k: float = 0.05) -> pd.DataFrame:
-    """CASE's projection on a few images (:func:`casekit.study.examples.case_example`): per image and target the
-    class, its contrast classes, ``cos(w_u, w̄)``, the share ``‖w⊥‖ / ‖w_u‖`` of the target's weight vector
-    that CASE keeps, and (with part masks) the fraction of the top-k pixels of the Grad-CAM map (``w_u``)
-    and of the CASE map (``w⊥``) on the true class's unique part."""
+    """CASE's projection on a few images (:func:`casekit.study.examples.case_example`): per image and target
+    the class, its contrast classes, ``cos(w_u, w̄)``, the share ``‖w⊥‖ / ‖w_u‖`` of the target's weight
+    vector that CASE keeps, and (with part masks) the fraction of the top-k pixels of the Grad-CAM map
+    (``w_u``) and of the CASE map (``w⊥``) on the true class's unique part."""
     v = example["vectors"]
     B, T = v.targets.shape
     masks = example.get("masks")
     ev = {}
     if masks is not None:
         um = masks["unique"][:, None].to(v.gradcam.device)
-        ev = {"unique (Grad-CAM)": unique_evidence(v.gradcam, um, k), "unique (CASE)": unique_evidence(v.case, um, k)}
+        ev = {"unique (Grad-CAM)": unique_evidence(v.gradcam, um, k),
+              "unique (CASE)": unique_evidence(v.case, um, k)}
     rows = []
     for b in range(B):
         for t in range(T):

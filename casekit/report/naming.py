@@ -1,7 +1,8 @@
 """Every display name, order and colour of the report in one place, and the number formats of its tables.
 
 - models: :data:`MODEL_NAMES` / :func:`model_display` (the paper's column headers), :data:`APPENDIX_ORDER`;
-- methods: display names from :data:`casekit.cam.engine.DISPLAY_NAMES`, :data:`PAPER_METHOD_ORDER` (the paper's
+- methods: display names from :data:`casekit.cam.engine.DISPLAY_NAMES`, :data:`PAPER_METHOD_ORDER` (the
+paper's
   rows: display names alphabetically), :data:`BASELINES`, :data:`METHOD_COLOURS`;
 - layers: :data:`LAYER_ORDER`; figures: :data:`THRESHOLD_STYLE`, :func:`model_colours`;
 - sorting a frame in these orders (:func:`sort_paper`, :func:`sort_layers`); numbers as the paper writes them
@@ -49,7 +50,8 @@ METHOD_COLOURS: dict[str, str] = {
 THRESHOLD_STYLE = {"color": "red", "linestyle": "--", "linewidth": 1.5}
 # seaborn's "colorblind" palette (10 colours), reordered so that the first four are easy to tell apart
 # (its orange and vermilion are too alike for four models side by side).
-_MODEL_PALETTE: tuple[str, ...] = ("#0173b2", "#de8f05", "#029e73", "#cc78bc", "#fbafe4", "#ca9161", "#949494",
+_MODEL_PALETTE: tuple[str, ...] = ("#0173b2", "#de8f05", "#029e73", "#cc78bc", "#fbafe4", "#ca9161",
+                                   "#949494",
                                    "#ece133", "#56b4e9", "#d55e00")
 
 

@@ -1,9 +1,9 @@
 """Tables I–III of the paper, built from the runner's rows (:mod:`casekit.study`).
 
-Every builder takes the ``maps`` table of a run (or a :class:`~casekit.study.runner.Results`) and returns pandas
-DataFrames: a *full* long frame with every number (n, excluded NaNs, medians with their bootstrap CI, raw and
-Holm-adjusted p, verdicts, effect sizes) and a compact *paper-shaped* frame with the p-values written as in the
-paper (:func:`casekit.evaluation.stats.format_p`).  Rows follow the paper's order (:mod:`.naming`).
+Every builder takes the ``maps`` table of a run (or a :class:`~casekit.study.runner.Results`) and returns
+pandas DataFrames: a *full* long frame with every number (n, excluded NaNs, medians with their bootstrap CI,
+raw and Holm-adjusted p, verdicts, effect sizes) and a compact *paper-shaped* frame with the p-values written
+as in the paper (:func:`casekit.evaluation.stats.format_p`).  Rows follow the paper's order (:mod:`.naming`).
 
 Imports: :mod:`casekit.study` (row views), :mod:`casekit.evaluation` (tests), :mod:`.naming`.
 """
@@ -65,7 +65,8 @@ def sensitivity_tests(agree: pd.DataFrame, groups: Sequence[str], threshold: flo
         key = key if isinstance(key, tuple) else (key,)
         dup = g["image_id"].duplicated()
         if dup.any():
-            raise ValueError(f"image ids repeat within {dict(zip(groups, key))}: {g.loc[dup, 'image_id'].tolist()[:5]}; "
+            raise ValueError(f"image ids repeat within {dict(zip(groups, key))}: "
+                             f"{g.loc[dup, 'image_id'].tolist()[:5]}; "
                              "one agreement per image is expected (mixing two runs?)")
         r = class_sensitivity_test(g["agreement"].to_numpy(float), threshold=threshold, alpha=alpha,
                                    n_boot=n_boot, seed=seed).as_row()
@@ -80,19 +81,23 @@ def sensitivity_tests(agree: pd.DataFrame, groups: Sequence[str], threshold: flo
     out["Model"] = out["model"].map(model_display)
     out["p_fmt"] = out["p"].map(format_p)
     out["p_holm_fmt"] = out["p_holm"].map(format_p)
-    front = [*groups, "Model", "Method", "n", "n_excluded", "n_degenerate", "n_zero", "median", "ci_low", "ci_high",
+    front = [*groups, "Model", "Method", "n", "n_excluded", "n_degenerate", "n_zero", "median", "ci_low",
+             "ci_high",
              "p", "p_fmt", "p_holm", "p_holm_fmt", "reject", "reject_holm", "verdict"]
     return out[front + [c for c in out.columns if c not in front]]
 
 
 def table1_full(data: Any, *, layer: str = "final_conv", seed: int = 0, comparison: str = "top1_vs_top2",
                 threshold: float = 0.5, alpha: float = 0.05, models: Sequence[str] | None = None,
-                methods: Sequence[str] | None = None, n_boot: int = 10_000, boot_seed: int = 0) -> pd.DataFrame:
-    """Table I, long: one row per (model, method) with the one-sided Wilcoxon test of ``agreement − threshold``
-    (H1: median below it; default threshold 0.5 = the paper's, the reference code used 0.7), n, NaNs excluded
-    (constant maps), median agreement and its 95 % bootstrap CI, p, Holm-adjusted p over the whole table and
-    the verdicts (``reject`` at ``alpha`` from the raw p, as the paper; ``reject_holm`` after correction)."""
-    agree = agreement_rows(maps_frame(data), layer=layer, seed=seed, comparison=comparison, model=models, method=methods)
+                methods: Sequence[str] | None = None, n_boot: int = 10_000,
+                boot_seed: int = 0) -> pd.DataFrame:
+    """Table I, long: one row per (model, method) with the one-sided Wilcoxon test of ``agreement −
+    threshold`` (H1: median below it; default threshold 0.5 = the paper's, the reference code used 0.7), n,
+    NaNs excluded (constant maps), median agreement and its 95 % bootstrap CI, p, Holm-adjusted p over the
+    whole table and the verdicts (``reject`` at ``alpha`` from the raw p, as the paper; ``reject_holm`` after
+    correction)."""
+    agree = agreement_rows(maps_frame(data), layer=layer, seed=seed, comparison=comparison, model=models,
+                           method=methods)
     out = sensitivity_tests(agree, ["model", "layer", "seed", "method"], threshold, alpha, n_boot, boot_seed)
     out.insert(3, "comparison", comparison)
     return sort_paper(out, ["model", "method"])
@@ -115,9 +120,11 @@ def table1(data: Any = None, *, full: pd.DataFrame | None = None, **options: Any
     return _pivot_p(full, "Model")[cols]
 
 
-def table2_full(data: Any, *, model: str = "densenet", layers: Sequence[str] = ("final_conv", "norm5"), seed: int = 0,
+def table2_full(data: Any, *, model: str = "densenet", layers: Sequence[str] = ("final_conv", "norm5"),
+                seed: int = 0,
                 comparison: str = "top1_vs_top2", threshold: float = 0.5, alpha: float = 0.05,
-                methods: Sequence[str] | None = None, n_boot: int = 10_000, boot_seed: int = 0) -> pd.DataFrame:
+                methods: Sequence[str] | None = None, n_boot: int = 10_000,
+                boot_seed: int = 0) -> pd.DataFrame:
     """Table II, long: the class-sensitivity test of one model at several layers (default DenseNet's final
     convolution vs ``norm5``); columns as :func:`table1_full`, Holm over this table."""
     maps = maps_frame(data)
@@ -125,11 +132,13 @@ def table2_full(data: Any, *, model: str = "densenet", layers: Sequence[str] = (
     if missing:
         raise ValueError(f"no results for {model!r} at layer(s) {missing}; have layers "
                          f"{sorted(maps.loc[maps['model'] == model, 'layer'].unique())}")
-    agree = agreement_rows(maps, model=model, layer=list(layers), seed=seed, comparison=comparison, method=methods)
+    agree = agreement_rows(maps, model=model, layer=list(layers), seed=seed, comparison=comparison,
+                           method=methods)
     out = sensitivity_tests(agree, ["model", "layer", "seed", "method"], threshold, alpha, n_boot, boot_seed)
     out.insert(3, "comparison", comparison)
     out = sort_paper(out, ["method"])  # methods in the paper's order, then layers in the given order (stable)
-    return out.sort_values("layer", key=lambda s: s.map(list(layers).index), kind="mergesort").reset_index(drop=True)
+    return out.sort_values("layer", key=lambda s: s.map(list(layers).index),
+                           kind="mergesort").reset_index(drop=True)
 
 
 def table2(data: Any = None, *, full: pd.DataFrame | None = None, **options: Any) -> pd.DataFrame:
@@ -167,7 +176,8 @@ def table3_full(data: Any, *, k: float | None = None, drop: str = "relative", la
             raise ValueError(f"Table III compares every method with CASE, but {model!r} has no CASE rows")
         for method, gm in g.groupby("method", sort=False):
             test = paired_fidelity_test(gm[col].to_numpy(float), case[col].to_numpy(float),
-                                        gm["image_id"].to_numpy(), case["image_id"].to_numpy(), alpha=alpha).as_row()
+                                        gm["image_id"].to_numpy(), case["image_id"].to_numpy(),
+                                        alpha=alpha).as_row()
             r = {"model": model, "layer": layer, "seed": seed, "method": method, "n": test["n"],
                  "mean": test["mean_method"], "sd": test["sd_method"], "mean_case": test["mean_case"],
                  "mean_diff": test["mean_diff"], "t": test["t"], "df": test["df"], "d_z": test["d_z"],
@@ -187,7 +197,8 @@ def table3_full(data: Any, *, k: float | None = None, drop: str = "relative", la
         np.where(out["mean"] > out["mean_case"], "method significantly higher", "CASE significantly higher")))
     out["Method"] = out["method"].map(DISPLAY_NAMES)
     out["Model"] = out["model"].map(model_display)
-    front = ["model", "layer", "seed", "method", "Model", "Method", "n", "mean", "sd", "p_one_sided", "p_two_sided",
+    front = ["model", "layer", "seed", "method", "Model", "Method", "n", "mean", "sd", "p_one_sided",
+             "p_two_sided",
              "d_z", "highest", "case_higher", "two_sided_verdict", "n_constant"]
     out = out[front + [c for c in out.columns if c not in front]]
     return sort_paper(out, ["model", "method"])
@@ -195,7 +206,8 @@ def table3_full(data: Any, *, k: float | None = None, drop: str = "relative", la
 
 def table3(data: Any = None, *, full: pd.DataFrame | None = None, **options: Any) -> pd.DataFrame:
     """Table III as in the paper: per model, Mean | SD | p (one-sided) | p (two-sided) of the confidence drop,
-    methods as rows; numbers as the paper writes them (``.1696``; p via :func:`casekit.evaluation.stats.format_p`)."""
+    methods as rows; numbers as the paper writes them (``.1696``; p via
+    :func:`casekit.evaluation.stats.format_p`)."""
     full = full if full is not None else table3_full(data, **options)
     parts = {}
     for model in dict.fromkeys(full["Model"]):

@@ -4,6 +4,6 @@ definitions per profile (:mod:`.profiles`), row views (:mod:`.rows`), the inputs
 (:mod:`.examples`, :mod:`.contrast_study`), the Parquet result store (:mod:`.store`), and the public facade
 :mod:`.experiments` (``ck.experiments``).
 
-Imports: :mod:`casekit.cam`, :mod:`casekit.evaluation`, :mod:`casekit.subjects`, :mod:`casekit._io` — never the
-report room.
+Imports: :mod:`casekit.cam`, :mod:`casekit.evaluation`, :mod:`casekit.subjects`, :mod:`casekit._io` — never
+the report room.
 """

@@ -67,8 +67,8 @@ def _sibling_table(groups: Sequence[Sequence[int]], num_classes: int) -> torch.T
                     table[u, v] = True
     lonely = (~table.any(dim=1)).nonzero().flatten().tolist()
     if lonely:
-        raise ValueError(f"classes {lonely[:10]} have no sibling in the groups; the true-vs-sibling comparison "
-                         "needs groups of at least two classes (or run with siblings=False)")
+        raise ValueError(f"classes {lonely[:10]} have no sibling in the groups; the true-vs-sibling "
+                         "comparison needs groups of at least two classes (or run with siblings=False)")
     return table
 
 
@@ -103,8 +103,8 @@ def batch_context(config: RunConfig, subject: Subject) -> BatchContext:
     if "case" in config.methods:
         if config.contrast_strategy == "confusion":
             if subject.confusion is None:
-                raise ValueError("CASE with contrast_strategy='confusion' needs the subject's held-out confusion "
-                                 "matrix")
+                raise ValueError("CASE with contrast_strategy='confusion' needs the subject's held-out "
+                                 "confusion matrix")
             sets = contrast_sets(subject.confusion, config.contrast_k).to(config.device)
 
             def contrast(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -127,7 +127,8 @@ def target_fn(ctx: BatchContext, labels: torch.Tensor) -> Callable[[torch.Tensor
             raise ValueError(f"the sibling groups cover {ctx.siblings.shape[0]} classes, the model has "
                              f"{logits.shape[1]}")
         allowed = ctx.siblings.to(logits.device)[labels]  # [B, C]: siblings of the true class
-        sib = logits.masked_fill(~allowed, float("-inf")).argmax(dim=1, keepdim=True)  # the most likely sibling
+        # the most likely sibling
+        sib = logits.masked_fill(~allowed, float("-inf")).argmax(dim=1, keepdim=True)
         return torch.cat([top, sib], dim=1)
     return targets
 
@@ -135,7 +136,8 @@ def target_fn(ctx: BatchContext, labels: torch.Tensor) -> Callable[[torch.Tensor
 _FIDELITY_COLUMNS = ("p_before", "p_after", "drop", "relative_drop", "deletion_area", "deletion_area_prob")
 
 
-def _map_metrics(ctx: BatchContext, maps: torch.Tensor, masks: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+def _map_metrics(ctx: BatchContext, maps: torch.Tensor,
+                 masks: dict[str, torch.Tensor] | None) -> dict[str, Any]:
     """Metrics of the maps ``[B, M, T, H, W]`` alone: constant maps, agreement of each target's map with the
     top-1 map, unique/shared evidence → ``{name: [B, M, T]}``."""
     cfg = ctx.config
@@ -155,14 +157,16 @@ def _map_metrics(ctx: BatchContext, maps: torch.Tensor, masks: dict[str, torch.T
             "agreement": agreement, "unique_evidence": uniq, "shared_evidence": shared}
 
 
-def _fidelity(ctx: BatchContext, images: torch.Tensor, maps: torch.Tensor, res: CAMResult) -> dict[str, np.ndarray]:
+def _fidelity(ctx: BatchContext, images: torch.Tensor, maps: torch.Tensor,
+              res: CAMResult) -> dict[str, np.ndarray]:
     """RQ2 columns ``{name: [B, M, T]}``: the deletion curve of each method's top-1 map (NaN for the other
     targets, and everywhere when the run skips RQ2)."""
     cfg = ctx.config
     B, M, T = maps.shape[:3]
     ks = cfg.curve_ks
     fid = {name: np.full((B, M, T), np.nan) for name in
-           [*_FIDELITY_COLUMNS, *(f"p_after_{k_suffix(k)}" for k in ks), *(f"relative_drop_{k_suffix(k)}" for k in ks)]}
+           [*_FIDELITY_COLUMNS, *(f"p_after_{k_suffix(k)}" for k in ks),
+            *(f"relative_drop_{k_suffix(k)}" for k in ks)]}
     if not cfg.rq2:
         return fid
     # The top-1 (predicted) class's maps of all methods, blanked on the same images: one call.

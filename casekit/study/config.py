@@ -1,7 +1,9 @@
-"""Run configuration: one :class:`RunConfig` = one model (and training seed), one attribution layer, one seeded
-image sample; the constants every study module shares (row keys, targets, comparisons, profiles, seeds).
+"""Run configuration: one :class:`RunConfig` = one model (and training seed), one attribution layer, one
+seeded image sample; the constants every study module shares (row keys, targets, comparisons, profiles,
+seeds).
 
-Imports: :mod:`casekit.cam` (method names), :mod:`casekit.evaluation` (deletion ks), :mod:`casekit.subjects.seeds`.
+Imports: :mod:`casekit.cam` (method names), :mod:`casekit.evaluation` (deletion ks),
+:mod:`casekit.subjects.seeds`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ TARGETS: tuple[str, ...] = ("top1", "top2", "sibling")
 #: classified images only, so the top-1 class is the true class.
 COMPARISONS: dict[str, str] = {"top2": "top1_vs_top2", "sibling": "true_vs_sibling"}
 ROW_FORMAT = 1  # bump when the row schema changes (part of the store config)
-#: Training seeds of the seed-robustness study (Figure 4): the demo zoo's DenseNets, the fine-tuned DenseNet-201s.
+#: Training seeds of the seed-robustness study (Figure 4): the demo zoo's DenseNets, the fine-tuned
+# DenseNet-201s.
 STUDY_SEEDS: tuple[int, ...] = TRAINING_SEEDS
 #: The paper's four ImageNet models, in the order of its tables' columns (model names of the paper profile).
 PAPER_STUDY_MODELS: tuple[str, ...] = ("resnet50", "vgg19_bn", "densenet201", "convnext_large")
@@ -43,7 +46,8 @@ DEMO_N_IMAGES = 300
 
 
 def k_suffix(k: float) -> str:
-    """Column suffix of a top-k fraction (``p_after_<suffix>``, ``relative_drop_<suffix>``): ``0.05 → "5"``, ``0.5 → "50"``, ``0.025 → "2.5"`` (percent)."""
+    """Column suffix of a top-k fraction (``p_after_<suffix>``, ``relative_drop_<suffix>``): ``0.05 → "5"``,
+    ``0.5 → "50"``, ``0.025 → "2.5"`` (percent)."""
     return f"{round(float(k) * 100, 6):g}"
 
 
@@ -70,7 +74,9 @@ def check_fraction(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a fraction in (0, 1], got {value!r}")
     if not 0 < float(value) <= 1:
-        hint = f" (did you mean {value / 100:g}? it is a fraction, not a percentage)" if 1 < value <= 100 else ""
+        hint = ""
+        if 1 < value <= 100:
+            hint = f" (did you mean {value / 100:g}? it is a fraction, not a percentage)"
         raise ValueError(f"{name} must be a fraction in (0, 1], got {value}{hint}")
     return float(value)
 
@@ -90,8 +96,8 @@ class RunConfig:
 
     - ``profile``: ``"demo"`` | ``"paper"`` | ``"custom"`` (pass a :class:`Subject` to :func:`run`).
     - ``model``: demo family (``"resnet"``, ``"vgg"``, ``"densenet"``, ``"convnext"``), a paper model
-      (``"resnet50"``, ``"vgg19_bn"``, ``"densenet201"``, ``"convnext_large"``, or ``"densenet201-cifar100"`` for
-      the fine-tuned seed-robustness models), or any name for a custom subject.  ``seed``: the model's
+      (``"resnet50"``, ``"vgg19_bn"``, ``"densenet201"``, ``"convnext_large"``, or ``"densenet201-cifar100"``
+      for the fine-tuned seed-robustness models), or any name for a custom subject.  ``seed``: the model's
       training seed (zoo member / fine-tuning run).
     - ``layer``: a layer role (``"final_conv"``, ``"norm5"``) or a dotted module name.
     - ``methods``: any of :data:`casekit.METHODS` (default all six: CASE is part of RQ1, unlike the reference
@@ -101,9 +107,9 @@ class RunConfig:
     - ``k``: top-k fraction of RQ1's agreement and the evidence scores (default 0.05, the paper's 5 %).
     - ``fidelity_k``: the top-k fraction blanked for RQ2's headline confidence drop.  Default **0.05**: the
       paper's text speaks of minimally perturbing the top-k salient pixels and uses 5 % everywhere it names a
-      number; the reference code's default is 50 %.  Both are reported: the deletion curve is measured at every
-      k of ``deletion_ks`` (default 1, 2, 5, 10, 20, 50 %, which includes both) and ``fidelity_k`` is added to
-      it if missing.
+      number; the reference code's default is 50 %.  Both are reported: the deletion curve is measured at
+      every k of ``deletion_ks`` (default 1, 2, 5, 10, 20, 50 %, which includes both) and ``fidelity_k`` is
+      added to it if missing.
     - ``fill``: what blanked pixels become (``"mean"`` = 0 in normalised space, as the reference; ``"blur"``).
     - ``tau``: active-channel threshold (paper: 1e-3; the reference code's default was 0.1).
     - ``contrast_k``: CASE's contrast-set size K (the paper: 3 suffices); ``contrast_strategy``:
@@ -168,7 +174,8 @@ class RunConfig:
         set_(self, "deletion_ks", ks)
         if self.fill not in ("mean", "blur"):
             raise ValueError(f"fill must be 'mean' or 'blur', got {self.fill!r}")
-        if isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)) or not math.isfinite(self.tau):
+        if isinstance(self.tau, bool) or not isinstance(self.tau,
+                                                        (int, float)) or not math.isfinite(self.tau):
             raise TypeError(f"tau must be a finite number, got {self.tau!r}")
         set_(self, "tau", float(self.tau))
         set_(self, "contrast_k", check_int(self.contrast_k, "contrast_k", 1))
@@ -180,8 +187,10 @@ class RunConfig:
         for name in ("rq1", "rq2", "siblings"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if self.sparsity_layers is not None:  # None stays None (= the run's layer, also after replace(layer=...))
-            set_(self, "sparsity_layers", tuple(dict.fromkeys(tuple_of_str(self.sparsity_layers, "sparsity_layers"))))
+        # None stays None (= the run's layer, also after replace(layer=...))
+        if self.sparsity_layers is not None:
+            set_(self, "sparsity_layers",
+                 tuple(dict.fromkeys(tuple_of_str(self.sparsity_layers, "sparsity_layers"))))
         if not (self.rq1 or self.rq2 or self.sparsity):
             raise ValueError("nothing to do: rq1 and rq2 are False and sparsity_layers is empty")
         set_(self, "batch_size", check_int(self.batch_size, "batch_size", 1))
@@ -194,7 +203,8 @@ class RunConfig:
 
     @property
     def sparsity(self) -> tuple[str, ...]:
-        """Layers whose active channels are counted: ``sparsity_layers``, or the run's layer when it is None."""
+        """Layers whose active channels are counted: ``sparsity_layers``, or the run's layer when it is
+        None."""
         return (self.layer,) if self.sparsity_layers is None else self.sparsity_layers
 
     @property

@@ -24,7 +24,8 @@ CONTRAST_STUDY_DIR = "contrast_study"
 #: Key of the contrast study's rows: the map key of one run, per contrast strategy and K.
 CONTRAST_KEY: tuple[str, ...] = ("contrast_strategy", "contrast_k", *MAP_KEY)
 #: Run fields that :func:`contrast_configs` sets itself (passing them as overrides is an error).
-_CONTRAST_FIXED = ("methods", "rq1", "rq2", "sparsity_layers", "tag", "contrast_k", "contrast_strategy", "model",
+_CONTRAST_FIXED = ("methods", "rq1", "rq2", "sparsity_layers", "tag", "contrast_k", "contrast_strategy",
+                   "model",
                    "profile", "n_images", "layer", "seed")
 
 
@@ -67,7 +68,8 @@ def contrast_configs(models: str | Sequence[str] | None = None, ks: Sequence[int
     if unknown or len(set(strategies)) != len(strategies):
         raise ValueError(f"strategies must be distinct values of {STRATEGIES}, got {strategies}")
     n = default_n_images(profile) if n_images is None else n_images
-    return [RunConfig(model=m, profile=profile, seed=seed, layer=layer, n_images=n, methods=("case",), rq2=False,
+    return [RunConfig(model=m, profile=profile, seed=seed, layer=layer, n_images=n, methods=("case",),
+                      rq2=False,
                       sparsity_layers=(), contrast_k=K, contrast_strategy=s, tag=f"K{K}-{s}", **overrides)
             for m in dict.fromkeys(models) for s in strategies for K in ks]
 
@@ -85,9 +87,11 @@ def contrast_study(models: str | Sequence[str] | None = None, ks: Sequence[int] 
     :func:`default_results_dir`), apart from the shared study, and resume like every run.  CASE needs only
     gradients, so this costs about one backward pass per image and run.  Summarise with
     :func:`casekit.report.evidence.contrast_table`."""
-    configs = contrast_configs(models, ks, strategies, profile=profile, n_images=n_images, layer=layer, seed=seed,
+    configs = contrast_configs(models, ks, strategies, profile=profile, n_images=n_images, layer=layer,
+                               seed=seed,
                                **overrides)
-    root = (Path(results_dir) if results_dir is not None else default_results_dir(profile)) / CONTRAST_STUDY_DIR
+    root = (Path(results_dir) if results_dir is not None
+            else default_results_dir(profile)) / CONTRAST_STUDY_DIR
     subjects: dict[tuple[str, int], Subject] = {}
     frames = []
     for c in configs:
@@ -99,7 +103,8 @@ def contrast_study(models: str | Sequence[str] | None = None, ks: Sequence[int] 
     front = list(CONTRAST_KEY)
     df = df[front + [c for c in df.columns if c not in front]]
     order = {s: i for i, s in enumerate(STRATEGIES)}
-    df = df.sort_values(list(CONTRAST_KEY), key=lambda s: s.map(order) if s.name == "contrast_strategy" else s,
+    df = df.sort_values(list(CONTRAST_KEY),
+                        key=lambda s: s.map(order) if s.name == "contrast_strategy" else s,
                         kind="mergesort")
     return df.reset_index(drop=True)
 

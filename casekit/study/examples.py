@@ -50,7 +50,8 @@ def example_maps(config: RunConfig, image_ids: Sequence[int], subject: Subject |
 
 
 
-def representative_images(data: Any, *, model: str, method: str = "gradcam", n: int = 3, layer: str = "final_conv",
+def representative_images(data: Any, *, model: str, method: str = "gradcam", n: int = 3,
+                          layer: str = "final_conv",
                           seed: int = 0, comparison: str = "top1_vs_top2") -> list[int]:
     """``n`` image ids whose top-k agreement for ``method`` is closest to that method's median over the run
     (ties by image id): typical images for a figure, chosen by a fixed rule rather than by eye.  Images with
@@ -61,8 +62,8 @@ def representative_images(data: Any, *, model: str, method: str = "gradcam", n: 
     n = check_int(n, "n", 1)
     agree = agreement_rows(maps, model=model, method=method, layer=layer, seed=seed, comparison=comparison)
     if agree.empty:
-        raise ValueError(f"no agreement rows for model={model!r}, method={method!r}, layer={layer!r}, seed={seed}, "
-                         f"{comparison}")
+        raise ValueError(f"no agreement rows for model={model!r}, method={method!r}, layer={layer!r}, "
+                         f"seed={seed}, {comparison}")
     v = agree["agreement"].to_numpy(float)
     finite = ~np.isnan(v)
     median = float(np.median(v[finite])) if finite.any() else 0.0
@@ -79,7 +80,8 @@ def denormalizer(config: RunConfig) -> Callable[[torch.Tensor], torch.Tensor]:
     if config.profile == "demo":
         return demo_denormalize
     if config.profile != "paper":
-        raise ValueError(f"no known normalisation for profile {config.profile!r}; denormalise the images yourself")
+        raise ValueError(f"no known normalisation for profile {config.profile!r}; denormalise the images "
+                         "yourself")
     cifar = "cifar" in config.model.lower()
     mean = CIFAR100_MEAN if cifar else IMAGENET_MEAN
     std = CIFAR100_STD if cifar else IMAGENET_STD
@@ -92,7 +94,8 @@ def denormalizer(config: RunConfig) -> Callable[[torch.Tensor], torch.Tensor]:
     return denormalize
 
 
-def case_example(config: RunConfig, image_ids: Sequence[int], subject: Subject | None = None) -> dict[str, Any]:
+def case_example(config: RunConfig, image_ids: Sequence[int],
+                 subject: Subject | None = None) -> dict[str, Any]:
     """CASE's projection on a few images, with the run's targets and contrast sets (Figure 2's data).
 
     Returns ``{"vectors": CASEVectors`` (:func:`casekit.case_vectors`: ``w_target, w_contrast, w_mean, w_perp,
@@ -112,10 +115,13 @@ def case_example(config: RunConfig, image_ids: Sequence[int], subject: Subject |
     def name(c: int) -> str:
         return names[c] if names is not None else f"class {c}"
 
-    target_names = [[f"{role}: {name(c)}" for role, c in zip(ctx.targets, row)] for row in vec.targets.tolist()]
+    target_names = [[f"{role}: {name(c)}" for role,
+                     c in zip(ctx.targets, row)] for row in vec.targets.tolist()]
     contrast_names = [[[name(c) for c in con] for con in row] for row in vec.contrast.tolist()]
-    return {"vectors": vec, "images": denormalizer(config)(images).cpu(), "image_ids": ids, "labels": labels.cpu(),
-            "masks": None if masks is None else {k: v.cpu() for k, v in masks.items()}, "targets": ctx.targets,
+    return {"vectors": vec, "images": denormalizer(config)(images).cpu(), "image_ids": ids,
+            "labels": labels.cpu(),
+            "masks": None if masks is None else {k: v.cpu() for k, v in masks.items()},
+            "targets": ctx.targets,
             "target_names": target_names, "contrast_names": contrast_names, "layer": ctx.layer_name}
 
 
@@ -131,7 +137,10 @@ def part_areas(profile: str = "demo", image_ids: Sequence[int] | None = None) ->
     if profile != "demo":
         raise ValueError(f"profile must be 'demo' or 'paper', got {profile!r}")
     parts = demo.dataset(split="test", seed=0, progress=False).parts  # uint8 [N, H, W]: 1 shared, 2 unique
-    ids = np.arange(parts.shape[0]) if image_ids is None else np.asarray([int(i) for i in image_ids], dtype=np.int64)
+    if image_ids is None:
+        ids = np.arange(parts.shape[0])
+    else:
+        ids = np.asarray([int(i) for i in image_ids], dtype=np.int64)
     if ids.size and (ids.min() < 0 or ids.max() >= parts.shape[0]):
         raise ValueError(f"image_ids must lie in 0..{parts.shape[0] - 1}")
     p = parts[torch.as_tensor(ids, dtype=torch.long)].flatten(1)

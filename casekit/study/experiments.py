@@ -6,7 +6,8 @@ working.  Where each lives:
 - :mod:`.subject` — :class:`Subject`, :func:`load_subject`, the image sample;
 - :mod:`.batch` — one batch: one engine call → maps → metrics → rows; CASE's logit contrast;
 - :mod:`.runner` — :func:`run`, :func:`run_all`, :class:`RunResult`, :class:`Results`;
-- :mod:`.profiles` — the demo and paper studies, :func:`run_study`, :func:`missing_inputs`, :func:`load_results`;
+- :mod:`.profiles` — the demo and paper studies, :func:`run_study`, :func:`missing_inputs`,
+:func:`load_results`;
 - :mod:`.rows` — :func:`agreement_rows`, :func:`fidelity_rows`, :func:`degenerate_maps`;
 - :mod:`.examples` and :mod:`.contrast_study` — the inputs of chapters 01–03.
 
@@ -54,9 +55,12 @@ __all__ = [
     "RunConfig", "Subject", "RunResult", "Results",
     "MAP_KEY", "SPARSITY_KEY", "TARGETS", "COMPARISONS", "PROFILES", "STRATEGIES", "STUDY_SEEDS",
     "DEMO_N_IMAGES", "PAPER_N_IMAGES", "PAPER_STUDY_MODELS", "k_suffix", "default_results_dir",
-    "run", "run_all", "demo_configs", "run_demo", "paper_configs", "study_configs", "run_study", "missing_inputs",
-    "load_results", "load_subject", "model_fingerprint", "sample_images", "logit_contrast", "logit_contrast_sets",
+    "run", "run_all", "demo_configs", "run_demo", "paper_configs", "study_configs", "run_study",
+           "missing_inputs",
+    "load_results", "load_subject", "model_fingerprint", "sample_images", "logit_contrast",
+           "logit_contrast_sets",
     "layer_activations", "agreement_rows", "fidelity_rows", "degenerate_maps", "example_maps",
-    "CONTRAST_STUDY_DIR", "CONTRAST_KEY", "profile_models", "study_config", "contrast_configs", "contrast_study",
+    "CONTRAST_STUDY_DIR", "CONTRAST_KEY", "profile_models", "study_config", "contrast_configs",
+           "contrast_study",
     "representative_images", "denormalizer", "case_example", "part_areas",
 ]

@@ -28,30 +28,37 @@ from .store import ResultStore
 
 
 def demo_configs(n_images: int = DEMO_N_IMAGES, seeds: Sequence[int] = STUDY_SEEDS,
-                 families: Sequence[str] | None = None, norm5: bool = True, **overrides: Any) -> list[RunConfig]:
+                 families: Sequence[str] | None = None, norm5: bool = True,
+                 **overrides: Any) -> list[RunConfig]:
     """The demo study: RQ1 + RQ2 + sparsity on every family's final conv; DenseNet also on ``norm5``;
-    DenseNet seeds other than 0 with RQ1 only (Figure 4's seed robustness).  ``overrides`` go to every config."""
+    DenseNet seeds other than 0 with RQ1 only (Figure 4's seed robustness).  ``overrides`` go to every
+    config."""
     families = tuple(FAMILIES if families is None else families)
     configs = [RunConfig(model=f, profile="demo", n_images=n_images, **overrides) for f in families]
     if "densenet" in families:
         if norm5:
-            configs.append(RunConfig(model="densenet", profile="demo", layer="norm5", n_images=n_images, **overrides))
+            configs.append(RunConfig(model="densenet", profile="demo", layer="norm5", n_images=n_images,
+                                     **overrides))
         for s in seeds:
             if s != 0:
-                configs.append(RunConfig(model="densenet", profile="demo", seed=s, n_images=n_images, rq2=False,
+                configs.append(RunConfig(model="densenet", profile="demo", seed=s, n_images=n_images,
+                                         rq2=False,
                                          sparsity_layers=(), **overrides))
     return configs
 
 
-def run_demo(n_images: int = DEMO_N_IMAGES, *, results_dir: str | os.PathLike | None = None, recompute: bool = False,
+def run_demo(n_images: int = DEMO_N_IMAGES, *, results_dir: str | os.PathLike | None = None,
+             recompute: bool = False,
              progress: bool = True, seeds: Sequence[int] = STUDY_SEEDS, families: Sequence[str] | None = None,
              norm5: bool = True, **overrides: Any) -> Results:
-    """:func:`run_all` of :func:`demo_configs` (results in ``results/demo/`` unless ``results_dir`` is given)."""
+    """:func:`run_all` of :func:`demo_configs` (results in ``results/demo/`` unless ``results_dir`` is
+    given)."""
     configs = demo_configs(n_images, seeds, families, norm5, **overrides)
     return run_all(configs, results_dir=results_dir, recompute=recompute, progress=progress)
 
 
-def paper_configs(n_images: int = PAPER_N_IMAGES, seeds: Sequence[int] = STUDY_SEEDS, models: Sequence[str] | None = None,
+def paper_configs(n_images: int = PAPER_N_IMAGES, seeds: Sequence[int] = STUDY_SEEDS,
+                  models: Sequence[str] | None = None,
                   norm5: bool = True, seed_study: bool = True, **overrides: Any) -> list[RunConfig]:
     """The paper's study: RQ1 + RQ2 + sparsity on the four ImageNet models' attribution layers (1000 correctly
     classified validation images each), DenseNet-201 also at ``norm5``, and RQ1 on the five CIFAR-100
@@ -59,7 +66,8 @@ def paper_configs(n_images: int = PAPER_N_IMAGES, seeds: Sequence[int] = STUDY_S
     models = tuple(PAPER_STUDY_MODELS if models is None else models)
     configs = [RunConfig(model=m, profile="paper", n_images=n_images, **overrides) for m in models]
     if "densenet201" in models and norm5:
-        configs.append(RunConfig(model="densenet201", profile="paper", layer="norm5", n_images=n_images, **overrides))
+        configs.append(RunConfig(model="densenet201", profile="paper", layer="norm5", n_images=n_images,
+                                 **overrides))
     if seed_study:
         for s in seeds:
             configs.append(RunConfig(model="densenet201-cifar100", profile="paper", seed=s, n_images=n_images,
@@ -78,8 +86,9 @@ def study_configs(profile: str = "demo", **options: Any) -> list[RunConfig]:
 
 def missing_inputs(profile: str = "demo", configs: Sequence[RunConfig] | None = None) -> list[str]:
     """What a profile's study needs from disk but does not find: one message per missing item (pretrained
-    weights, ImageNet validation folder, CIFAR-100, fine-tuned checkpoints), each saying where casekit looked and
-    how to provide it.  Empty when everything is there; always empty on the demo profile (it makes its own data).
+    weights, ImageNet validation folder, CIFAR-100, fine-tuned checkpoints), each saying where casekit looked
+    and how to provide it.  Empty when everything is there; always empty on the demo profile (it makes its own
+    data).
 
     Cheap: it checks files and folders, it loads no weights.  ``configs`` default :func:`study_configs`."""
     configs = study_configs(profile) if configs is None else list(configs)
@@ -109,8 +118,9 @@ def missing_inputs(profile: str = "demo", configs: Sequence[RunConfig] | None = 
             f"casekit: the fine-tuned DenseNet-201 (CIFAR-100) checkpoints of seed(s) {seeds} do not exist.\n"
             f"  missing: {', '.join(finetune.checkpoint_path(folder, x).name for x in seeds_missing)}\n"
             f"  looked in: {folder} ($CASEKIT_CACHE/finetune)\n"
-            f"  to provide them: run  python -m casekit.subjects.finetune --seed {seeds}  (with CIFAR-100 in place; a GPU is "
-            "advisable, see the book's 'Profiles' page), which writes them there, or copy them there.")
+            f"  to provide them: run  python -m casekit.subjects.finetune --seed {seeds}  (with CIFAR-100 "
+            "in place; a GPU is advisable, see the book's 'Profiles' page), which writes them there, or "
+            "copy them there.")
     for needed, load in ((imagenet, data.imagenet_val), (cifar, lambda: data.cifar100(train=False))):
         if needed:
             try:
@@ -123,15 +133,18 @@ def missing_inputs(profile: str = "demo", configs: Sequence[RunConfig] | None = 
 def run_study(profile: str = "demo", *, results_dir: str | os.PathLike | None = None, recompute: bool = False,
               progress: bool = True, **options: Any) -> Results:
     """Run (or resume, or just load) the whole study of a profile; ``options`` go to :func:`study_configs`
-    (e.g. ``n_images``, ``seeds``, ``families``/``models``, and any :class:`RunConfig` field such as ``device``)."""
-    return run_all(study_configs(profile, **options), results_dir=results_dir, recompute=recompute, progress=progress)
+    (e.g. ``n_images``, ``seeds``, ``families``/``models``, and any :class:`RunConfig` field such as
+    ``device``)."""
+    return run_all(study_configs(profile, **options), results_dir=results_dir, recompute=recompute,
+                   progress=progress)
 
 
 def load_results(results_dir: str | os.PathLike) -> Results:
     """Read every run stored under ``results_dir`` (no computing)."""
     root = Path(results_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"no results folder {root}; run the experiments first (casekit.experiments.run_demo)")
+        raise FileNotFoundError(f"no results folder {root}; run the experiments first "
+                                "(casekit.experiments.run_demo)")
     maps, sparsity = [], []
     for run_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         if (run_dir / "maps" / "store.json").exists():
@@ -159,8 +172,8 @@ def default_n_images(profile: str) -> int:
 
 def study_config(profile: str = "demo", model: str | None = None, *, layer: str = "final_conv", seed: int = 0,
                  **options: Any) -> RunConfig:
-    """The :class:`RunConfig` that :func:`run_study` ``(profile, **options)`` uses for one model, layer and seed
-    (default: the profile's first model), so that figures explain images exactly as the study did."""
+    """The :class:`RunConfig` that :func:`run_study` ``(profile, **options)`` uses for one model, layer and
+    seed (default: the profile's first model), so that figures explain images exactly as the study did."""
     model = profile_models(profile)[0] if model is None else model
     configs = study_configs(profile, **options)
     found = [c for c in configs if c.model == model and c.layer == layer and c.seed == seed]

@@ -33,20 +33,24 @@ def agreement_rows(maps: pd.DataFrame, **filters: Any) -> pd.DataFrame:
     was constant.  ``filters``: column = value (or list of values), e.g. ``layer="final_conv"``."""
     need = {"target", "agreement", "comparison", "constant"}
     if not need <= set(maps.columns):
-        raise ValueError(f"maps lacks column(s) {sorted(need - set(maps.columns))}: pass the maps table of a run")
+        raise ValueError(f"maps lacks column(s) {sorted(need - set(maps.columns))}: pass the maps table of "
+                         "a run")
     second = maps[maps["target"] != "top1"]
     top1 = maps[maps["target"] == "top1"].set_index(["model", "seed", "layer", "method", "image_id"])
     idx = pd.MultiIndex.from_frame(second[["model", "seed", "layer", "method", "image_id"]])
     first_const = top1["constant"].reindex(idx).to_numpy()
     out = second.assign(constant_top1=first_const.astype(bool), constant_other=second["constant"].to_numpy())
     out["degenerate"] = out["constant_top1"] | out["constant_other"]
-    keep = ["model", "seed", "layer", "layer_name", "method", "image_id", "comparison", "label", "target_class",
-            "agreement", "degenerate", "constant_top1", "constant_other", "unique_evidence", "shared_evidence"]
-    out = out[[c for c in keep if c in out.columns]].rename(columns={"target_class": "other_class",
-                                                                      "unique_evidence": "other_unique_evidence",
-                                                                      "shared_evidence": "other_shared_evidence"})
+    keep = ["model", "seed", "layer", "layer_name", "method", "image_id", "comparison", "label",
+            "target_class",
+            "agreement", "degenerate", "constant_top1", "constant_other", "unique_evidence",
+            "shared_evidence"]
+    renames = {"target_class": "other_class", "unique_evidence": "other_unique_evidence",
+               "shared_evidence": "other_shared_evidence"}
+    out = out[[c for c in keep if c in out.columns]].rename(columns=renames)
     out = _filter(out, filters)
-    return out.sort_values(["model", "seed", "layer", "method", "comparison", "image_id"], kind="mergesort").reset_index(drop=True)
+    return out.sort_values(["model", "seed", "layer", "method", "comparison", "image_id"],
+                           kind="mergesort").reset_index(drop=True)
 
 
 def fidelity_rows(maps: pd.DataFrame, k: float | None = None, **filters: Any) -> pd.DataFrame:
@@ -66,7 +70,8 @@ def fidelity_rows(maps: pd.DataFrame, k: float | None = None, **filters: Any) ->
         out["relative_drop"] = out["drop"].clip(lower=0) / out["p_before"]
         out["fidelity_k"] = float(k)
     out = _filter(out, filters)
-    return out.sort_values(["model", "seed", "layer", "method", "image_id"], kind="mergesort").reset_index(drop=True)
+    return out.sort_values(["model", "seed", "layer", "method", "image_id"],
+                           kind="mergesort").reset_index(drop=True)
 
 
 def degenerate_maps(maps: pd.DataFrame, **filters: Any) -> pd.DataFrame:

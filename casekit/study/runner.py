@@ -42,7 +42,8 @@ class RunResult:
 
 
 def _store_config(config: RunConfig, subject: Subject) -> dict[str, Any]:
-    """The store config that identifies a run: its fields (not the device), the subject's fingerprint, the row format."""
+    """The store config that identifies a run: its fields (not the device), the subject's fingerprint, the
+    row format."""
     d = config.to_dict()
     d.pop("device")  # where it ran is not what it is
     return {"run": d, "subject": subject.fingerprint, "row_format": ROW_FORMAT}
@@ -52,7 +53,8 @@ def _open_store(path: Path, key: tuple[str, ...], config: dict[str, Any], recomp
     """Open (or create) a run's store; ``recompute`` deletes it first (only if it is a result store)."""
     if recompute and path.exists():
         if not (path / "store.json").exists():
-            raise ValueError(f"recompute=True would delete {path}, which is not a result store; remove it yourself")
+            raise ValueError(f"recompute=True would delete {path}, which is not a result store; remove it "
+                             "yourself")
         shutil.rmtree(path)
     try:
         return ResultStore(path, key=key, config=config)
@@ -86,12 +88,14 @@ def _plan(ctx: BatchContext, batches: list[list[int]], maps_store: ResultStore |
     done_sp = sp_store.done_keys() if sp_store is not None else set()
 
     def map_keys(i: int) -> list[tuple]:
-        return [(config.model, config.seed, config.layer, m, i, t) for m in config.methods for t in ctx.targets]
+        return [(config.model, config.seed, config.layer, m, i,
+                 t) for m in config.methods for t in ctx.targets]
 
     def sp_keys(i: int) -> list[tuple]:
         return [(config.model, config.seed, role, i) for role in config.sparsity]
 
-    return [(b, _needs_computing(b, maps_store, done_maps, map_keys), _needs_computing(b, sp_store, done_sp, sp_keys))
+    return [(b, _needs_computing(b, maps_store, done_maps, map_keys),
+             _needs_computing(b, sp_store, done_sp, sp_keys))
             for b in batches]
 
 
@@ -116,7 +120,8 @@ def run(config: RunConfig, subject: Subject | None = None, *, results_dir: str |
     root = Path(results_dir) if results_dir is not None else default_results_dir(config.profile)
     path = root / config.name
     store_cfg = _store_config(config, subject)
-    maps_store = _open_store(path / "maps", MAP_KEY, store_cfg, recompute) if (config.rq1 or config.rq2) else None
+    maps_store = _open_store(path / "maps", MAP_KEY, store_cfg,
+                             recompute) if (config.rq1 or config.rq2) else None
     sp_store = _open_store(path / "sparsity", SPARSITY_KEY, store_cfg, recompute) if config.sparsity else None
 
     t = time.perf_counter()
@@ -128,7 +133,8 @@ def run(config: RunConfig, subject: Subject | None = None, *, results_dir: str |
     todo = [(b, nm, ns) for b, nm, ns in plan if nm or ns]
     skipped = len(batches) - len(todo)
     bar = tqdm(total=len(ids), initial=sum(len(b) for b, nm, ns in plan if not (nm or ns)), unit="img",
-               desc=f"{config.model} seed {config.seed} {config.layer}" + (f" [{config.tag}]" if config.tag else ""),
+               desc=f"{config.model} seed {config.seed} {config.layer}"
+               + (f" [{config.tag}]" if config.tag else ""),
                disable=not progress, dynamic_ncols=True)
     t = time.perf_counter()
     try:
@@ -180,17 +186,18 @@ def concat_runs(frames: list[pd.DataFrame], key: tuple[str, ...]) -> pd.DataFram
     dup = df.duplicated(subset=list(key))
     if dup.any():
         raise ValueError(f"{int(dup.sum())} rows repeat a key {key} across runs, e.g. "
-                         f"{df.loc[dup, list(key)].iloc[0].to_dict()}: two runs describe the same model, seed and "
-                         "layer (give variant runs a tag and keep them in separate results folders)")
+                         f"{df.loc[dup, list(key)].iloc[0].to_dict()}: two runs describe the same model, "
+                         "seed and layer (give variant runs a tag and keep them in separate results folders)")
     return df.sort_values(list(key), kind="mergesort").reset_index(drop=True)
 
 
-def run_all(configs: Sequence[RunConfig], *, results_dir: str | os.PathLike | None = None, recompute: bool = False,
+def run_all(configs: Sequence[RunConfig], *, results_dir: str | os.PathLike | None = None,
+            recompute: bool = False,
             progress: bool = True, subjects: Mapping[str, Subject] | None = None) -> Results:
     """Run (or resume) every config in order and return all their rows together.
 
-    ``subjects`` maps a config's ``name`` to its :class:`Subject` (required for profile ``"custom"``); the demo
-    and paper subjects are loaded once per (model, seed) and shared by that model's runs.
+    ``subjects`` maps a config's ``name`` to its :class:`Subject` (required for profile ``"custom"``); the
+    demo and paper subjects are loaded once per (model, seed) and shared by that model's runs.
     """
     configs = list(configs)
     if not configs:
@@ -204,11 +211,13 @@ def run_all(configs: Sequence[RunConfig], *, results_dir: str | os.PathLike | No
     for c in configs:
         subject = (subjects or {}).get(c.name)
         if subject is None:
-            key = (c.profile, c.model, c.seed, c.device, c.heldout, c.sample_seed if c.profile == "paper" else 0)
+            key = (c.profile, c.model, c.seed, c.device, c.heldout,
+                   c.sample_seed if c.profile == "paper" else 0)
             if key not in cache:
                 cache[key] = load_subject(c)
             subject = cache[key]
         runs.append(run(c, subject, results_dir=results_dir, recompute=recompute, progress=progress))
-    return Results(concat_runs([r.maps for r in runs], MAP_KEY), concat_runs([r.sparsity for r in runs], SPARSITY_KEY), runs)
+    return Results(concat_runs([r.maps for r in runs], MAP_KEY),
+                   concat_runs([r.sparsity for r in runs], SPARSITY_KEY), runs)
 
 

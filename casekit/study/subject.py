@@ -28,9 +28,9 @@ class Subject:
 
     ``dataset[i]`` gives ``(image [3, H, W] normalised, label)`` or ``(image, label, masks)`` with ``masks``
     a dict of bool ``[H, W]`` tensors under ``"unique"`` and ``"shared"``.  ``groups``: sibling groups of
-    classes (lists of class indices), for the true-vs-sibling comparison.  ``pool``: dataset indices the sample
-    may use (e.g. those not held out for the confusion matrix).  ``fingerprint``: identifies the weights and
-    data; part of the store config, so that results of another model are never resumed into.
+    classes (lists of class indices), for the true-vs-sibling comparison.  ``pool``: dataset indices the
+    sample may use (e.g. those not held out for the confusion matrix).  ``fingerprint``: identifies the
+    weights and data; part of the store config, so that results of another model are never resumed into.
     """
 
     model: nn.Module
@@ -92,7 +92,8 @@ def _paper_subject(config: RunConfig) -> Subject:
         dataset = data.cifar100(train=False)
     else:
         if config.seed != 0:
-            raise ValueError("the paper's ImageNet models are the torchvision IMAGENET1K_V1 weights: use seed=0")
+            raise ValueError("the paper's ImageNet models are the torchvision IMAGENET1K_V1 weights: use "
+                             "seed=0")
         model, layers, _ = models.load_paper_model(config.model, device=config.device)
         dataset = data.imagenet_val()
     if config.heldout >= len(dataset):
@@ -110,12 +111,14 @@ def load_subject(config: RunConfig) -> Subject:
         return _demo_subject(config)
     if config.profile == "paper":
         return _paper_subject(config)
-    raise ValueError("profile 'custom' needs a Subject: run(config, subject=Subject(model, layers, dataset, ...))")
+    raise ValueError("profile 'custom' needs a Subject: run(config, subject=Subject(model, layers, dataset, "
+                     "...))")
 
 
 
 def sample_images(config: RunConfig, subject: Subject, progress: bool = False) -> list[int]:
-    """The run's sample: ``n_images`` dataset indices, a seeded random draw among correctly classified images."""
+    """The run's sample: ``n_images`` dataset indices, a seeded random draw among correctly classified
+    images."""
     ids = data.correct_sample(subject.model, subject.dataset, config.n_images, config.sample_seed,
                          batch_size=max(64, config.batch_size), device=config.device, pool=subject.pool,
                          progress=progress)
@@ -123,7 +126,8 @@ def sample_images(config: RunConfig, subject: Subject, progress: bool = False) -
 
 
 
-def layer_activations(model: nn.Module, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+def layer_activations(model: nn.Module, images: torch.Tensor,
+                      layers: Sequence[str]) -> dict[str, torch.Tensor]:
     """Outputs of several layers from one forward pass without autograd → ``{name: [B, C, h, w]}``.
 
     Uses the engine's own capture, so the values equal :attr:`casekit.CAMResult.activations` for that layer
@@ -146,8 +150,8 @@ def layer_activations(model: nn.Module, images: torch.Tensor, layers: Sequence[s
 
 def load_batch(dataset: Dataset, ids: Sequence[int],
                device: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
-    """Items ``ids`` of ``dataset`` → ``(images [B, 3, H, W] float, labels [B], masks {"unique", "shared"}: bool
-    [B, H, W] or None)`` on ``device``; every item carries masks or none does."""
+    """Items ``ids`` of ``dataset`` → ``(images [B, 3, H, W] float, labels [B], masks {"unique", "shared"}:
+    bool [B, H, W] or None)`` on ``device``; every item carries masks or none does."""
     images, labels, masks = [], [], []
     for i in ids:
         item = dataset[i]

@@ -34,8 +34,10 @@ from .distributions import (
 from .images import case_projection, masked_topk_grid, saliency_grid
 
 __all__ = [
-    "METHOD_COLOURS", "THRESHOLD_STYLE", "figure_png", "show_figures_inline", "saliency_grid", "masked_topk_grid",
-    "case_projection", "seed_robustness_bars", "active_channel_kde", "active_channel_kdes", "agreement_histograms",
+    "METHOD_COLOURS", "THRESHOLD_STYLE", "figure_png", "show_figures_inline", "saliency_grid",
+           "masked_topk_grid",
+    "case_projection", "seed_robustness_bars", "active_channel_kde", "active_channel_kdes",
+           "agreement_histograms",
     "appendix_histograms", "deletion_curve_plot", "sparsity_sensitivity_plot", "layer_comparison_plot",
     "fidelity_difference_plot", "contrast_effect", "evidence_bars",
 ]

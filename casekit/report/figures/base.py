@@ -22,8 +22,8 @@ __all__ = ["methods_in", "grid_shape", "figure_png", "show_figures_inline"]
 
 
 def methods_in(df: pd.DataFrame, methods: Sequence[str] | None) -> list[str]:
-    """The methods to draw: ``methods`` (canonical names; each must have rows) or those of ``df`` in the paper's
-    order."""
+    """The methods to draw: ``methods`` (canonical names; each must have rows) or those of ``df`` in the
+    paper's order."""
     present = set(df["method"])
     if methods is not None:
         wanted = [canonical_method(m) for m in methods]
@@ -54,7 +54,8 @@ def show_figures_inline() -> bool:
 
     The figures are built without pyplot, so unless pyplot was imported with the inline backend no formatter
     knows them and a notebook shows only ``<Figure size …>``.  Registers one (leaving an existing one in
-    place); returns whether a formatter is now registered.  Called when :mod:`casekit.report.figures` is imported."""
+    place); returns whether a formatter is now registered.  Called when :mod:`casekit.report.figures` is
+    imported."""
     if "IPython" not in sys.modules:
         return False
     from IPython import get_ipython  # only when IPython is already loaded: never import it for a script

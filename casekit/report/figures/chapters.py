@@ -22,7 +22,8 @@ from ..naming import DISPLAY_NAMES, LAYER_ORDER, METHOD_COLOURS, THRESHOLD_STYLE
 from .base import grid_shape, methods_in
 from .distributions import active_channel_kde
 
-__all__ = ["sparsity_sensitivity_plot", "layer_comparison_plot", "fidelity_difference_plot", "contrast_effect",
+__all__ = ["sparsity_sensitivity_plot", "layer_comparison_plot", "fidelity_difference_plot",
+           "contrast_effect",
            "evidence_bars"]
 
 _LAYER_MARKERS = {"final_conv": "o", "norm5": "s"}
@@ -31,14 +32,17 @@ _STRATEGY_LABEL = {"confusion": "confusion matrix", "logits": "image's top logit
 
 
 def sparsity_sensitivity_plot(frame: pd.DataFrame, *, fraction: bool = True, threshold: float = 0.5,
-                              methods: Sequence[str] | None = None, ncols: int = 3, title: str | None = None) -> Figure:
+                              methods: Sequence[str] | None = None, ncols: int = 3,
+                              title: str | None = None) -> Figure:
     """The relation the paper posits, one panel per method: each attribution layer's sparsity (median class;
     fraction of channels active, or the count with ``fraction=False``) against the method's median top-k
     agreement there with its bootstrap CI; a filled marker where the method rejects H0, hollow where not; the
     threshold as a red dashed line.  ``frame`` is :func:`casekit.report.analyses.sparsity_sensitivity`."""
-    need = {"model", "layer", "method", "median", "ci_low", "ci_high", "reject", "median_fraction", "median_active"}
+    need = {"model", "layer", "method", "median", "ci_low", "ci_high", "reject", "median_fraction",
+            "median_active"}
     if not need <= set(frame.columns):
-        raise ValueError(f"frame lacks column(s) {sorted(need - set(frame.columns))}: pass sparsity_sensitivity's table")
+        raise ValueError(f"frame lacks column(s) {sorted(need - set(frame.columns))}: pass "
+                         "sparsity_sensitivity's table")
     ms = methods_in(frame, methods)
     colours = model_colours(frame["model"])
     x_col = "median_fraction" if fraction else "median_active"
@@ -58,7 +62,8 @@ def sparsity_sensitivity_plot(frame: pd.DataFrame, *, fraction: bool = True, thr
         ax.axhline(threshold * 100, **THRESHOLD_STYLE)
         ax.set_ylim(-3, 103)
         ax.set_title(DISPLAY_NAMES[m], fontsize=9)
-        ax.set_xlabel("channels active, % of layer (median class)" if fraction else "active channels (median class)",
+        ax.set_xlabel("channels active, % of layer (median class)" if fraction
+                      else "active channels (median class)",
                       fontsize=8)
         ax.set_ylabel("median top-k agreement (%)", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -68,28 +73,35 @@ def sparsity_sensitivity_plot(frame: pd.DataFrame, *, fraction: bool = True, thr
         axes[0].set_xlim(max(0.0, float(np.nanmin(xs)) - pad), float(np.nanmax(xs)) + pad)
     for ax in axes[len(ms):]:
         ax.set_visible(False)
-    handles = [Line2D([], [], color=c, marker="o", linestyle="", label=model_display(m)) for m, c in colours.items()]
+    handles = [Line2D([], [], color=c, marker="o", linestyle="", label=model_display(m)) for m,
+               c in colours.items()]
     handles += [Line2D([], [], color="grey", marker=_LAYER_MARKERS.get(lyr, "D"), linestyle="", label=lyr)
-                for lyr in sorted(dict.fromkeys(frame["layer"]), key=lambda lyr: (LAYER_ORDER + (lyr,)).index(lyr))]
-    handles += [Line2D([], [], color="grey", marker="o", linestyle="", markerfacecolor="white", label="H0 not rejected")]
+                for lyr in sorted(dict.fromkeys(frame["layer"]),
+                                  key=lambda lyr: (LAYER_ORDER + (lyr,)).index(lyr))]
+    handles += [Line2D([], [], color="grey", marker="o", linestyle="", markerfacecolor="white",
+                       label="H0 not rejected")]
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
-    fig.suptitle(title or "Sparsity of the attribution layer vs class sensitivity (filled: H0 rejected)", fontsize=10)
+    fig.suptitle(title or "Sparsity of the attribution layer vs class sensitivity (filled: H0 rejected)",
+                 fontsize=10)
     return fig
 
 
-def layer_comparison_plot(full: pd.DataFrame, class_means: pd.DataFrame | None = None, *, threshold: float = 0.5,
+def layer_comparison_plot(full: pd.DataFrame, class_means: pd.DataFrame | None = None, *,
+                          threshold: float = 0.5,
                           title: str | None = None) -> Figure:
-    """Table II and Figure 5 side by side: (left) each method's median top-k agreement with its bootstrap CI at
-    each layer, filled where H0 is rejected, the threshold as a red dashed line; (right, when ``class_means`` is
-    given) the KDEs of the per-class fraction of active channels of the same layers.  ``full`` is
-    :func:`casekit.report.tables.table2_full`, ``class_means`` :func:`casekit.report.analyses.class_active_channels`."""
+    """Table II and Figure 5 side by side: (left) each method's median top-k agreement with its bootstrap CI
+    at each layer, filled where H0 is rejected, the threshold as a red dashed line; (right, when
+    ``class_means`` is given) the KDEs of the per-class fraction of active channels of the same layers.
+    ``full`` is :func:`casekit.report.tables.table2_full`, ``class_means``
+    :func:`casekit.report.analyses.class_active_channels`."""
     import seaborn as sns  # lazy: seaborn imports pyplot, which changes how notebooks show figures
 
     need = {"layer", "method", "median", "ci_low", "ci_high", "reject"}
     if not need <= set(full.columns):
         raise ValueError(f"full lacks column(s) {sorted(need - set(full.columns))}: pass table2_full's table")
     ms = methods_in(full, None)
-    layers = sorted(dict.fromkeys(full["layer"]), key=lambda lyr: LAYER_ORDER.index(lyr) if lyr in LAYER_ORDER else 99)
+    layers = sorted(dict.fromkeys(full["layer"]),
+                    key=lambda lyr: LAYER_ORDER.index(lyr) if lyr in LAYER_ORDER else 99)
     fig = Figure(figsize=(10.5 if class_means is not None else 5.6, 3.8), layout="constrained")
     axes = fig.subplots(1, 2 if class_means is not None else 1, squeeze=False).ravel()
     ax = axes[0]
@@ -108,7 +120,8 @@ def layer_comparison_plot(full: pd.DataFrame, class_means: pd.DataFrame | None =
             ax.plot(x[rej], ys[rej], _LAYER_MARKERS.get(layer, "D"), color=c, markersize=7,
                     label=f"{layer} (H0 rejected)")
         if (~rej).any():
-            ax.plot(x[~rej], ys[~rej], _LAYER_MARKERS.get(layer, "D"), color=c, markersize=7, markerfacecolor="white",
+            ax.plot(x[~rej], ys[~rej], _LAYER_MARKERS.get(layer, "D"), color=c, markersize=7,
+                    markerfacecolor="white",
                     markeredgewidth=1.5, label=f"{layer} (not rejected)")
     ax.axvline(threshold * 100, **THRESHOLD_STYLE)
     ax.set_yticks(np.arange(len(ms)), [DISPLAY_NAMES[m] for m in ms], fontsize=8)
@@ -132,7 +145,8 @@ def fidelity_difference_plot(diffs: pd.DataFrame, *, ncols: int = 4, title: str 
     drop is higher.  ``diffs`` is :func:`casekit.report.analyses.fidelity_differences`."""
     need = {"model", "method", "mean_diff", "ci_low", "ci_high", "p_two_sided"}
     if not need <= set(diffs.columns):
-        raise ValueError(f"diffs lacks column(s) {sorted(need - set(diffs.columns))}: pass fidelity_differences' table")
+        raise ValueError(f"diffs lacks column(s) {sorted(need - set(diffs.columns))}: pass "
+                         "fidelity_differences' table")
     ms = methods_in(diffs, None)
     models = sorted(dict.fromkeys(diffs["model"]), key=model_display)
     nrows, ncols = grid_shape(len(models), ncols)
@@ -142,7 +156,8 @@ def fidelity_difference_plot(diffs: pd.DataFrame, *, ncols: int = 4, title: str 
         g = diffs[diffs["model"] == model].set_index("method").reindex(ms)
         ys = np.arange(len(ms))
         x = g["mean_diff"].to_numpy(float)
-        lo, hi = np.nan_to_num(x - g["ci_low"].to_numpy(float)), np.nan_to_num(g["ci_high"].to_numpy(float) - x)
+        lo = np.nan_to_num(x - g["ci_low"].to_numpy(float))
+        hi = np.nan_to_num(g["ci_high"].to_numpy(float) - x)
         sig = (g["p_two_sided"] < 0.05).to_numpy(bool)
         for i, m in enumerate(ms):
             c = METHOD_COLOURS.get(m, "#4c72b0")
@@ -166,13 +181,15 @@ def fidelity_difference_plot(diffs: pd.DataFrame, *, ncols: int = 4, title: str 
 
 def contrast_effect(summary: pd.DataFrame, *, comparison: str = "top1_vs_top2", threshold: float = 0.5,
                     title: str | None = None) -> Figure:
-    """The effect of K and of the contrast strategy on CASE (:func:`casekit.report.evidence.contrast_table`): left, the
-    median top-k agreement (with its 95 % bootstrap CI) against K, the threshold dashed in red; right, the
-    share of the top-1 map's top-k pixels on the true class's unique part (omitted without part masks).
-    One colour per model, solid = confusion-matrix contrast, dashed = the image's own top logits."""
-    need = {"model", "contrast_strategy", "contrast_k", "comparison", "median", "ci_low", "ci_high", "unique_top1"}
+    """The effect of K and of the contrast strategy on CASE (:func:`casekit.report.evidence.contrast_table`):
+    left, the median top-k agreement (with its 95 % bootstrap CI) against K, the threshold dashed in red;
+    right, the share of the top-1 map's top-k pixels on the true class's unique part (omitted without part
+    masks). One colour per model, solid = confusion-matrix contrast, dashed = the image's own top logits."""
+    need = {"model", "contrast_strategy", "contrast_k", "comparison", "median", "ci_low", "ci_high",
+            "unique_top1"}
     if not need <= set(summary.columns):
-        raise ValueError(f"summary lacks column(s) {sorted(need - set(summary.columns))}: pass contrast_table(...)")
+        raise ValueError(f"summary lacks column(s) {sorted(need - set(summary.columns))}: pass "
+                         "contrast_table(...)")
     s = summary[(summary["comparison"] == comparison) & (summary["method"] == "case")]
     if s.empty:
         raise ValueError(f"no CASE rows for comparison {comparison!r}")
@@ -190,7 +207,8 @@ def contrast_effect(summary: pd.DataFrame, *, comparison: str = "top1_vs_top2", 
                 continue
             x = g["contrast_k"].to_numpy(float) + shift[st]
             med = g["median"].to_numpy(float) * 100
-            err = np.vstack([med - g["ci_low"].to_numpy(float) * 100, g["ci_high"].to_numpy(float) * 100 - med])
+            err = np.vstack([med - g["ci_low"].to_numpy(float) * 100,
+                             g["ci_high"].to_numpy(float) * 100 - med])
             axes[0].errorbar(x, med, yerr=np.nan_to_num(err), color=colour, linestyle=_STRATEGY_STYLE[st],
                              marker="o", markersize=4, capsize=2, linewidth=1.3)
             if evidence:
@@ -199,7 +217,8 @@ def contrast_effect(summary: pd.DataFrame, *, comparison: str = "top1_vs_top2", 
     axes[0].axhline(threshold * 100, **THRESHOLD_STYLE)
     axes[0].set_ylabel("median top-k agreement (%)", fontsize=8)
     axes[0].set_ylim(-2, 102)
-    axes[0].set_title(f"CASE, {comparison.replace('_', ' ')}: agreement (lower = more class-specific)", fontsize=9)
+    axes[0].set_title(f"CASE, {comparison.replace('_', ' ')}: agreement (lower = more class-specific)",
+                      fontsize=9)
     if evidence:
         axes[1].set_ylabel("top-1 map's top-k on the unique part (%)", fontsize=8)
         axes[1].set_ylim(0, max(1.0, float(np.nanmax(s["unique_top1"].to_numpy(float))) * 100 * 1.15))
@@ -208,8 +227,10 @@ def contrast_effect(summary: pd.DataFrame, *, comparison: str = "top1_vs_top2", 
         a.set_xticks(ks, [str(k) for k in ks])
         a.set_xlabel("K (contrast classes)", fontsize=8)
         a.tick_params(labelsize=7)
-    handles = [Line2D([], [], color=c, marker="o", markersize=4, label=model_display(m)) for m, c in colours.items()]
-    handles += [Line2D([], [], color="black", linestyle=_STRATEGY_STYLE[st], label=_STRATEGY_LABEL[st] + " contrast")
+    handles = [Line2D([], [], color=c, marker="o", markersize=4, label=model_display(m)) for m,
+               c in colours.items()]
+    handles += [Line2D([], [], color="black", linestyle=_STRATEGY_STYLE[st],
+                       label=_STRATEGY_LABEL[st] + " contrast")
                 for st in strategies]
     axes[-1].legend(handles=handles, fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     if title:
@@ -219,19 +240,21 @@ def contrast_effect(summary: pd.DataFrame, *, comparison: str = "top1_vs_top2", 
 
 def evidence_bars(evidence: pd.DataFrame, *, comparison: str = "top1_vs_top2", ncols: int = 4,
                   title: str | None = None) -> Figure:
-    """The ground truth per method (:func:`casekit.report.evidence.evidence_comparison`): for each model a panel with,
-    per method, the share of the top-1 (true-class) map's top-k pixels on the class's unique part (solid) and
-    the same share for the other map of the comparison (hatched); with the columns ``unique_chance`` and
-    ``unique_ceiling`` (``evidence_comparison(..., areas=...)``) the chance level (dotted) and the ceiling
-    (dash-dotted) of the model's images.  An empty ``evidence`` (a profile without part masks) gives a figure
-    that says so."""
+    """The ground truth per method (:func:`casekit.report.evidence.evidence_comparison`): for each model a
+    panel with, per method, the share of the top-1 (true-class) map's top-k pixels on the class's unique part
+    (solid) and the same share for the other map of the comparison (hatched); with the columns
+    ``unique_chance`` and ``unique_ceiling`` (``evidence_comparison(..., areas=...)``) the chance level
+    (dotted) and the ceiling (dash-dotted) of the model's images.  An empty ``evidence`` (a profile without
+    part masks) gives a figure that says so."""
     need = {"model", "method", "comparison", "unique_top1", "unique_other"}
     if not need <= set(evidence.columns):
-        raise ValueError(f"evidence lacks column(s) {sorted(need - set(evidence.columns))}: pass evidence_comparison(...)")
+        raise ValueError(f"evidence lacks column(s) {sorted(need - set(evidence.columns))}: pass "
+                         "evidence_comparison(...)")
     if evidence.empty:  # no part masks (e.g. the paper profile): say so instead of failing the page
         fig = Figure(figsize=(6, 1.2), layout="constrained")
         ax = fig.subplots()
-        ax.text(0.5, 0.5, "no ground truth: the data of this profile has no part masks", ha="center", va="center")
+        ax.text(0.5, 0.5, "no ground truth: the data of this profile has no part masks", ha="center",
+                va="center")
         ax.set_axis_off()
         return fig
     e = evidence[evidence["comparison"] == comparison]
@@ -251,7 +274,8 @@ def evidence_bars(evidence: pd.DataFrame, *, comparison: str = "top1_vs_top2", n
         g = e[e["model"] == model].set_index("method").reindex(ms)
         colours = [METHOD_COLOURS.get(m, "#4c72b0") for m in ms]
         ax.bar(x - 0.2, g["unique_top1"] * 100, width=0.4, color=colours)
-        ax.bar(x + 0.2, g["unique_other"] * 100, width=0.4, color=colours, alpha=0.4, hatch="///", edgecolor="white")
+        ax.bar(x + 0.2, g["unique_other"] * 100, width=0.4, color=colours, alpha=0.4, hatch="///",
+               edgecolor="white")
         for col, style in (("unique_chance", ":"), ("unique_ceiling", "-.")):
             if col in refs:
                 ax.axhline(float(g[col].mean()) * 100, color="#555555", linestyle=style, linewidth=1)

@@ -40,7 +40,8 @@ def agreement_histograms(data: Any, *, model: str, layer: str = "final_conv", se
     """Figures 7–11: one panel per method, the images' top-k agreement in ``bin_width`` bins (percent axis),
     a red dashed line at ``threshold``; each panel notes n and the constant maps left out.  Counts come from
     :func:`casekit.report.analyses.agreement_histogram`."""
-    hist = agreement_histogram(data, bin_width=bin_width, comparison=comparison, model=model, layer=layer, seed=seed)
+    hist = agreement_histogram(data, bin_width=bin_width, comparison=comparison, model=model, layer=layer,
+                               seed=seed)
     if hist.empty:
         raise ValueError(f"no agreement rows for model={model!r}, layer={layer!r}, seed={seed}, {comparison}")
     ms = methods_in(hist, methods)
@@ -53,7 +54,8 @@ def agreement_histograms(data: Any, *, model: str, layer: str = "final_conv", se
                color=METHOD_COLOURS.get(m, "#4c72b0"), edgecolor="white", linewidth=0.5)
         ax.axvline(threshold * 100, **THRESHOLD_STYLE)
         n, excl = int(h["count"].sum()), int(h["n_excluded"].iloc[0])
-        ax.set_title(f"{DISPLAY_NAMES[m]}  (n = {n}" + (f", {excl} constant" if excl else "") + ")", fontsize=9)
+        ax.set_title(f"{DISPLAY_NAMES[m]}  (n = {n}" + (f", {excl} constant" if excl else "") + ")",
+                     fontsize=9)
         ax.set_xlim(0, 100)
         ax.set_xlabel("top-k agreement (%)", fontsize=8)
         ax.set_ylabel("images", fontsize=8)
@@ -72,9 +74,9 @@ def active_channel_kde(class_means: pd.DataFrame, *, hue: str = "Model", fractio
                        title: str | None = None, ax: Any = None) -> Figure:
     """Figures 5–6: kernel density estimates of the per-class mean number of active channels (one curve per
     ``hue`` value, e.g. ``"Model"`` for Figure 6 or ``"layer"`` for Figure 5), with the classes as a rug.
-    ``class_means`` is :func:`casekit.report.analyses.class_active_channels`; ``fraction=True`` plots the fraction of
-    the layer's channels instead of counts.  A group whose classes all have the same value gets a vertical
-    line (a KDE needs spread)."""
+    ``class_means`` is :func:`casekit.report.analyses.class_active_channels`; ``fraction=True`` plots the
+    fraction of the layer's channels instead of counts.  A group whose classes all have the same value gets a
+    vertical line (a KDE needs spread)."""
     import seaborn as sns  # lazy: seaborn imports pyplot, which changes how notebooks show figures
 
     if hue not in class_means.columns:
@@ -87,15 +89,18 @@ def active_channel_kde(class_means: pd.DataFrame, *, hue: str = "Model", fractio
         v = g[x].to_numpy(float)
         label = f"{name} ({len(v)} classes)"
         if len(v) > 1 and np.ptp(v) > 0:
-            sns.kdeplot(x=v, ax=ax, color=colour, fill=True, alpha=0.25, linewidth=1.5, label=label, warn_singular=False)
+            sns.kdeplot(x=v, ax=ax, color=colour, fill=True, alpha=0.25, linewidth=1.5, label=label,
+                        warn_singular=False)
         else:
             ax.axvline(v[0], color=colour, linewidth=2, label=label + " (no spread)")
         ax.plot(v, np.zeros_like(v), "|", color=colour, markersize=12)
-    ax.set_xlabel("fraction of channels active (per-class mean)" if fraction else "active channels (per-class mean)")
+    ax.set_xlabel("fraction of channels active (per-class mean)" if fraction
+                  else "active channels (per-class mean)")
     ax.set_ylabel("density")
     ax.set_xlim(left=0)
     tau = class_means["tau"].iloc[0] if "tau" in class_means else None
-    ax.set_title(title or ("Active channels per class" + (f" (τ = {tau:g})" if tau is not None else "")), fontsize=10)
+    ax.set_title(title or ("Active channels per class" + (f" (τ = {tau:g})" if tau is not None else "")),
+                 fontsize=10)
     ax.legend(fontsize=8, frameon=False)
     return fig
 
@@ -103,7 +108,8 @@ def active_channel_kde(class_means: pd.DataFrame, *, hue: str = "Model", fractio
 # ----------------------------------------------------------------------------------------------- Fig 4
 
 
-def seed_robustness_bars(seed_frame: pd.DataFrame, *, threshold: float = 0.5, title: str | None = None) -> Figure:
+def seed_robustness_bars(seed_frame: pd.DataFrame, *, threshold: float = 0.5,
+                         title: str | None = None) -> Figure:
     """Figure 4: mean top-k agreement per method, one bar per seed (lower = more class-distinct), the
     threshold as a red dashed line.  ``seed_frame`` is :func:`casekit.report.analyses.seed_agreement`."""
     import seaborn as sns  # lazy: seaborn imports pyplot, which changes how notebooks show figures
@@ -136,7 +142,8 @@ def seed_robustness_bars(seed_frame: pd.DataFrame, *, threshold: float = 0.5, ti
 def deletion_curve_plot(curves: pd.DataFrame, *, methods: Sequence[str] | None = None, ncols: int = 4,
                         title: str | None = None) -> Figure:
     """Mean relative confidence drop after blanking the top-k % pixels, k on a log axis, one panel per model
-    and one line per method (± 1 standard error).  ``curves`` is :func:`casekit.report.analyses.deletion_curves`."""
+    and one line per method (± 1 standard error).  ``curves`` is
+    :func:`casekit.report.analyses.deletion_curves`."""
     need = {"model", "method", "k", "mean_relative_drop", "sem_relative_drop"}
     if not need <= set(curves.columns):
         raise ValueError(f"curves lacks column(s) {sorted(need - set(curves.columns))}")
@@ -175,10 +182,12 @@ def active_channel_kdes(class_means: pd.DataFrame, *, hue: str = "Model", title:
     fig = Figure(figsize=(10.5, 3.6), layout="constrained")
     left, right = fig.subplots(1, 2)
     active_channel_kde(class_means, hue=hue, ax=left, title="active channels (count)")
-    active_channel_kde(class_means, hue=hue, ax=right, fraction=True, title="active channels (fraction of the layer)")
+    active_channel_kde(class_means, hue=hue, ax=right, fraction=True,
+                       title="active channels (fraction of the layer)")
     right.set_xlim(0, 1)
     tau = class_means["tau"].iloc[0] if "tau" in class_means else None
-    fig.suptitle(title or ("Per-class mean number of active channels" + (f" (τ = {tau:g})" if tau is not None else "")),
+    fig.suptitle(title or ("Per-class mean number of active channels"
+                           + (f" (τ = {tau:g})" if tau is not None else "")),
                  fontsize=10)
     return fig
 
@@ -187,12 +196,13 @@ def appendix_histograms(data: Any, *, seed: int = 0, models: Sequence[str] | Non
                         methods: Sequence[str] | None = None, comparison: str = "top1_vs_top2",
                         threshold: float = 0.5, bin_width: float = 0.05) -> list[Figure]:
     """Figures 7–11: :func:`agreement_histograms` for every (model, layer) of the run at ``seed``, in the
-    appendix's order (VGG, ResNet, ConvNeXt, DenseNet's final conv, DenseNet's ``norm5``, then any other model),
-    each titled with the model, the layer role and the module name."""
+    appendix's order (VGG, ResNet, ConvNeXt, DenseNet's final conv, DenseNet's ``norm5``, then any other
+    model), each titled with the model, the layer role and the module name."""
     agree = agreement_rows(data.maps if hasattr(data, "maps") else data, seed=seed, comparison=comparison,
                            model=models)
     if agree.empty:
-        raise ValueError(f"no agreement rows for seed {seed}, {comparison}" + (f", models {list(models)}" if models else ""))
+        raise ValueError(f"no agreement rows for seed {seed}, {comparison}"
+                         + (f", models {list(models)}" if models else ""))
     pairs = agree.drop_duplicates(["model", "layer"])[["model", "layer", "layer_name"]]
 
     def rank(row: Any) -> tuple:

@@ -79,7 +79,8 @@ def saliency_grid(images: torch.Tensor, maps: Mapping[str, torch.Tensor], *,
             for t in range(T):
                 ax = axes[b, c]
                 ax.imshow(img)
-                ax.imshow(maps[key][b, t].detach().float().cpu().numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+                ax.imshow(maps[key][b, t].detach().float().cpu().numpy(), cmap=cmap, alpha=alpha, vmin=0,
+                          vmax=1)
                 name = _label(target_names[b][t]) if target_names is not None else f"target {t}"
                 ax.set_title(f"{DISPLAY_NAMES[m]}\n{name}", fontsize=6)
                 c += 1
@@ -97,8 +98,8 @@ def masked_topk_grid(images: torch.Tensor, maps: Mapping[str, torch.Tensor], *, 
     """Figure 3: per image (rows) the image and, for each method, the image showing only the top-k % pixels
     of the map for each target (the rest darkened), titled with the two maps' top-k agreement.
 
-    The pixels are :func:`casekit.evaluation.metrics.topk_mask`'s (the same sets RQ1 scores); a constant map shows
-    nothing ("no top-k set")."""
+    The pixels are :func:`casekit.evaluation.metrics.topk_mask`'s (the same sets RQ1 scores); a constant map
+    shows nothing ("no top-k set")."""
     fig, axes, ms, B, T = _image_grid(images, maps, (1.8, 2.2))
     for b in range(B):
         img = _as_hwc(images[b])
@@ -106,7 +107,8 @@ def masked_topk_grid(images: torch.Tensor, maps: Mapping[str, torch.Tensor], *, 
         for m, key in zip(ms, maps):
             mb = maps[key][b].detach().float().cpu()
             masks, valid = topk_mask(mb, k, ties, seed)
-            agree = topk_agreement(mb[:1], mb[1:2], k, ties, seed)[0].item() if (agreement and T >= 2) else None
+            agree = topk_agreement(mb[:1], mb[1:2], k, ties,
+                                   seed)[0].item() if (agreement and T >= 2) else None
             for t in range(T):
                 ax = axes[b, c]
                 keep = masks[t].numpy()[..., None]
@@ -134,22 +136,24 @@ def _outline(ax: Any, masks: Mapping[str, torch.Tensor] | None, b: int) -> None:
             ax.contour(m, levels=[0.5], colors=colour, linestyles=style, linewidths=1.0)
 
 
-def case_projection(example: Mapping[str, Any], *, index: int = 0, target: int = 0, top: int = 12, k: float = 0.05,
-                    title: str | None = None) -> Figure:
+def case_projection(example: Mapping[str, Any], *, index: int = 0, target: int = 0, top: int = 12,
+                    k: float = 0.05, title: str | None = None) -> Figure:
     """Figure 2, computed: CASE on one image and target (from :func:`casekit.study.examples.case_example`).
 
     Top: the channel weights ``w_u`` (target's pooled gradient = Grad-CAM's weights), ``w̄`` (mean of the
     contrast classes' pooled gradients) and ``w⊥ = w_u − (w_u·w̄)/‖w̄‖²·w̄`` (CASE's weights) for the ``top``
-    channels with the largest ``max(|w_u|, |w⊥|)``.  Bottom: the image and the three maps ``ReLU(Σ_c w_c A_c)``
-    over it, with the image's unique part outlined in white and the shared group part dashed in black, each
-    titled with the share of its top-k pixels on the unique part (when the data has part masks)."""
+    channels with the largest ``max(|w_u|, |w⊥|)``.  Bottom: the image and the three maps ``ReLU(Σ_c w_c
+    A_c)`` over it, with the image's unique part outlined in white and the shared group part dashed in black,
+    each titled with the share of its top-k pixels on the unique part (when the data has part masks)."""
+    # A little over 60 lines: the bar panel and the four map panels of one figure, drawn top to bottom.
     v = example["vectors"]
     B, T = v.targets.shape
     if not (0 <= index < B and 0 <= target < T):
         raise ValueError(f"index must be in 0..{B - 1} and target in 0..{T - 1}, got {index}, {target}")
     if not isinstance(top, int) or top < 1:
         raise ValueError(f"top must be a positive int, got {top!r}")
-    w_u, w_bar, w_perp = (w[index, target].detach().float().cpu().numpy() for w in (v.w_target, v.w_mean, v.w_perp))
+    w_u, w_bar, w_perp = (w[index,
+                            target].detach().float().cpu().numpy() for w in (v.w_target, v.w_mean, v.w_perp))
     top = min(top, w_u.size)
     order = np.argsort(-np.maximum(np.abs(w_u), np.abs(w_perp)), kind="stable")[:top]
     masks = example.get("masks")
@@ -158,7 +162,8 @@ def case_projection(example: Mapping[str, Any], *, index: int = 0, target: int =
     ax = fig.add_subplot(grid[0, :])
     x = np.arange(top)
     width = 0.27
-    for j, (w, label, colour) in enumerate(((w_u, "w_u: target (Grad-CAM weights)", METHOD_COLOURS["gradcam"]),
+    for j, (w, label,
+            colour) in enumerate(((w_u, "w_u: target (Grad-CAM weights)", METHOD_COLOURS["gradcam"]),
                                             (w_bar, "w̄: mean of the contrast classes", "#7f7f7f"),
                                             (w_perp, "w⊥: CASE's weights", METHOD_COLOURS["case"]))):
         ax.bar(x + (j - 1) * width, w[order], width=width, color=colour, label=label)
@@ -166,16 +171,19 @@ def case_projection(example: Mapping[str, Any], *, index: int = 0, target: int =
     lo, hi = ax.get_ylim()
     ax.set_ylim(lo, hi + 0.35 * (hi - lo))  # room for the legend above the bars
     ax.set_xticks(x, [str(c) for c in order], fontsize=7)
-    ax.set_xlabel(f"channel of {example.get('layer', 'the layer')} (the {top} largest of {w_u.size})", fontsize=8)
+    ax.set_xlabel(f"channel of {example.get('layer', 'the layer')} (the {top} largest of {w_u.size})",
+                  fontsize=8)
     ax.set_ylabel("pooled gradient", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7, frameon=False, ncols=3, loc="upper right")
     contrast = ", ".join(example["contrast_names"][index][target])
     ax.set_title(f"{example['target_names'][index][target]}  ·  contrast: {contrast}  ·  "
-                 f"cos(w_u, w̄) = {float(v.cosine[index, target]):.2f}, ‖w⊥‖/‖w_u‖ = {float(v.kept[index, target]):.2f}",
+                 f"cos(w_u, w̄) = {float(v.cosine[index, target]):.2f}, ‖w⊥‖/‖w_u‖ = "
+                 f"{float(v.kept[index, target]):.2f}",
                  fontsize=8)
     img = _as_hwc(example["images"][index])
-    panels = [("image", None), ("Grad-CAM map (w_u)", v.gradcam), ("shared direction (w̄)", v.contrast_gradcam),
+    panels = [("image", None), ("Grad-CAM map (w_u)", v.gradcam),
+              ("shared direction (w̄)", v.contrast_gradcam),
               ("CASE map (w⊥)", v.case)]
     for col, (name, maps) in enumerate(panels):
         a = fig.add_subplot(grid[1, col])
