@@ -434,13 +434,19 @@ def fidelity_densenet_resnet(run: RunView) -> Outcome:
                    "significantly different: " + txt)
 
 
-def fidelity_convnext(run: RunView) -> Outcome:
+def _model_table3(run: RunView, name: str) -> pd.DataFrame | Outcome:
+    """Table III's rows of one model (display name), or the Outcome that says why there are none."""
     by = _by_model(run)
     if by is None:
         return _t3_missing(run)
-    g = by.get("ConvNeXt")
-    if g is None:
-        return Outcome(None, "no ConvNeXt results")
+    g = by.get(name)
+    return Outcome(None, f"no {name} results") if g is None else g
+
+
+def fidelity_convnext(run: RunView) -> Outcome:
+    g = _model_table3(run, "ConvNeXt")
+    if isinstance(g, Outcome):
+        return g
     sel = g[g["Method"].isin(["AblationCAM", "LayerCAM"])]
     txt = ", ".join(f"{r.Method}: {ptext(r.p_one_sided)} (mean {num(r.mean)} vs CASE {num(r.mean_case)})"
                     for r in sel.itertuples())
@@ -449,12 +455,9 @@ def fidelity_convnext(run: RunView) -> Outcome:
 
 
 def fidelity_vgg(run: RunView) -> Outcome:
-    by = _by_model(run)
-    if by is None:
-        return _t3_missing(run)
-    g = by.get("VGG")
-    if g is None:
-        return Outcome(None, "no VGG results")
+    g = _model_table3(run, "VGG")
+    if isinstance(g, Outcome):
+        return g
     found = _significant(g, run.alpha)
     return Outcome(None if _untested(g) else found == {"Grad-CAM++", "LayerCAM", "ScoreCAM"},
                    "significantly different: " + (", ".join(sorted(found)) or "none"))
