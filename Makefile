@@ -28,6 +28,7 @@ $(STAMP): environment.yml pyproject.toml
 	@touch $@
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check casekit tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 book: $(STAMP)

@@ -5,9 +5,10 @@
 
 The package is grouped in rooms by concern, imports going one way (down):
 ``cam`` (engine, methods, contrast sets) → ``evaluation`` (metrics, statistics) → ``subjects`` (models and
-data) → ``study`` (runner, store) → ``report`` (tables, figures, explorers); ``book`` and ``bench`` are the
-command-line entry points.  Short names load on first use: ``ck.demo``, ``ck.models``, ``ck.data``,
-``ck.metrics``, ``ck.stats``, ``ck.experiments``, ``ck.widgets``.
+data) → ``study`` (run config, runner, studies per profile, store) → ``report`` (naming, tables, analyses,
+evidence, claims, figures, explorers); ``book`` and ``bench`` are the command-line entry points.  Short names
+load on first use: ``ck.demo``, ``ck.models``, ``ck.data``, ``ck.metrics``, ``ck.stats``, ``ck.experiments``,
+``ck.tables``, ``ck.analyses``, ``ck.evidence``, ``ck.claims``, ``ck.naming``, ``ck.figures``, ``ck.widgets``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ import importlib
 from typing import Any
 
 from .cam.contrast import confusion_matrix, contrast_sets, row_normalise
-from .cam.engine import DISPLAY_NAMES, GRADIENT_METHODS, METHODS, CAMResult, CASEVectors, case_vectors, explain, finalize_maps, saliency
+from .cam.engine import (
+    DISPLAY_NAMES,
+    GRADIENT_METHODS,
+    METHODS,
+    CAMResult,
+    CASEVectors,
+    case_vectors,
+    explain,
+    finalize_maps,
+    saliency,
+)
 
 __version__ = "0.1.0"
 
@@ -35,7 +46,8 @@ __all__ = [
     "row_normalise",
 ]
 
-# Short public names (``ck.metrics``, ``ck.demo``, ...) for modules that live in the rooms below; loaded on first use.
+# Short public names (``ck.metrics``, ``ck.demo``, ...) for modules that live in the rooms below; loaded on
+# first use.
 _SUBMODULES = {
     "demo": "subjects.demo",
     "models": "subjects.models",
@@ -49,7 +61,11 @@ _SUBMODULES = {
     "diagnostic": "evaluation.diagnostic",
     "experiments": "study.experiments",
     "store": "study.store",
+    "naming": "report.naming",
     "tables": "report.tables",
+    "analyses": "report.analyses",
+    "evidence": "report.evidence",
+    "claims": "report.claims",
     "figures": "report.figures",
     "widgets": "report.widgets",
     "bench": "bench",

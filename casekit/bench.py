@@ -78,7 +78,8 @@ def _timed(fn: Callable[[], object], device: torch.device, repeat: int) -> tuple
 def _pearson_min(ours: np.ndarray, ref: np.ndarray) -> float:
     """Smallest per-map Pearson r; maps empty in both count as r = 1."""
     rs = []
-    for a, b in zip(ours.reshape(-1, ours.shape[-2] * ours.shape[-1]), ref.reshape(-1, ref.shape[-2] * ref.shape[-1])):
+    for a, b in zip(ours.reshape(-1, ours.shape[-2] * ours.shape[-1]),
+                    ref.reshape(-1, ref.shape[-2] * ref.shape[-1])):
         if a.max() == 0 and b.max() < 1e-6:
             rs.append(1.0)
         elif a.std() == 0 or b.std() == 0:
@@ -121,7 +122,8 @@ def _clone(a: torch.Tensor) -> torch.Tensor:
     return a.clone()
 
 
-def pgc_maps(method: str, model: nn.Module, layer: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+def pgc_maps(method: str, model: nn.Module, layer: nn.Module, images: torch.Tensor,
+             targets: torch.Tensor) -> np.ndarray:
     """pytorch-grad-cam's maps [B, T, H, W]: one call per target rank (its API takes one class per image)."""
     classes, Target, FixedAblation = _pgc()
     out = np.zeros((targets.shape[0], targets.shape[1], *images.shape[-2:]), dtype=np.float32)
@@ -136,7 +138,8 @@ def pgc_maps(method: str, model: nn.Module, layer: nn.Module, images: torch.Tens
     return out
 
 
-def pgc_case_loop(model: nn.Module, layer: nn.Module, images: torch.Tensor, targets: torch.Tensor, contrast: torch.Tensor) -> np.ndarray:
+def pgc_case_loop(model: nn.Module, layer: nn.Module, images: torch.Tensor, targets: torch.Tensor,
+                  contrast: torch.Tensor) -> np.ndarray:
     """The authors' CASE: for each target, 1+K separate pytorch-grad-cam Grad-CAM passes
     (forward + full backward), then ``w⊥ = w_u − (w_u·w̄)/(‖w̄‖²+1e-8) w̄`` on the pooled gradients."""
     from pytorch_grad_cam.utils.image import scale_cam_image
@@ -172,7 +175,8 @@ def _contrast(logits: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tens
     return out
 
 
-def run(quick: bool = False, device: str = "cpu", repeat: int = 1, methods: tuple[str, ...] | None = None, k: int = 3) -> list[Row]:
+def run(quick: bool = False, device: str = "cpu", repeat: int = 1, methods: tuple[str, ...] | None = None,
+        k: int = 3) -> list[Row]:
     dev = torch.device(device)
     torch.manual_seed(0)
     if quick:
@@ -183,7 +187,8 @@ def run(quick: bool = False, device: str = "cpu", repeat: int = 1, methods: tupl
         free_cfg = dict(arch="resnet18", size=112, batch=2, layer="layer4")
     wanted = methods or ("gradcam", "gradcam++", "layercam", "case", "scorecam", "ablationcam")
     rows: list[Row] = []
-    for cfg, group in ((grad_cfg, ("gradcam", "gradcam++", "layercam", "case")), (free_cfg, ("scorecam", "ablationcam"))):
+    for cfg, group in ((grad_cfg, ("gradcam", "gradcam++", "layercam", "case")),
+                       (free_cfg, ("scorecam", "ablationcam"))):
         todo = [m for m in group if m in wanted]
         if not todo:
             continue
@@ -203,12 +208,14 @@ def run(quick: bool = False, device: str = "cpu", repeat: int = 1, methods: tupl
             if m in ("scorecam", "ablationcam") and dev.type == "cuda":
                 variants.append((torch.bfloat16, "bf16 autocast"))
             if m == "case":
-                ref_t, ref = _timed(lambda: pgc_case_loop(model, layer, images, targets, contrast), dev, repeat)
+                ref_t, ref = _timed(lambda: pgc_case_loop(model, layer, images, targets, contrast), dev,
+                                    repeat)
             else:
                 ref_t, ref = _timed(lambda: pgc_maps(m, model, layer, images, targets), dev, repeat)
             for amp, note in variants:
                 ours_t, res = _timed(
-                    lambda: explain(model, images, cfg["layer"], m, targets, contrast if m == "case" else None, amp_dtype=amp),
+                    lambda: explain(model, images, cfg["layer"], m, targets,
+                                    contrast if m == "case" else None, amp_dtype=amp),
                     dev,
                     repeat,
                 )
@@ -219,7 +226,8 @@ def run(quick: bool = False, device: str = "cpu", repeat: int = 1, methods: tupl
                 if m == "case":
                     note = f"K={k}; baseline: {1 + k} Grad-CAM passes per target"
                 rows.append(
-                    Row(m, cfg["arch"], cfg["size"], cfg["batch"], n_maps, ours_t, ref_t, n_maps / ours_t, n_maps / ref_t,
+                    Row(m, cfg["arch"], cfg["size"], cfg["batch"], n_maps, ours_t, ref_t, n_maps / ours_t,
+                        n_maps / ref_t,
                         ref_t / ours_t, GOALS[m], r, note)
                 )
                 print(_format_row(rows[-1]), flush=True)
@@ -297,20 +305,24 @@ def scorecam_gain(arch: str, layer: str, size: int = 224, n_images: int = 1, dev
     return row
 
 
-HEADER = f"{'method':<12} {'model':<9} {'size':>4} {'B':>3} {'maps':>4} {'casekit maps/s':>15} {'pgc maps/s':>11} {'speed-up':>9} {'goal':>5} {'min r':>7}  note"
+HEADER = (f"{'method':<12} {'model':<9} {'size':>4} {'B':>3} {'maps':>4} {'casekit maps/s':>15} "
+          f"{'pgc maps/s':>11} {'speed-up':>9} {'goal':>5} {'min r':>7}  note")
 
 
 def _format_row(r: Row) -> str:
     flag = "ok" if r.speedup >= r.goal else "BELOW GOAL"
     return (f"{r.method:<12} {r.model:<9} {r.size:>4} {r.batch:>3} {r.maps:>4} {r.casekit_maps_per_s:>15.2f} "
-            f"{r.gradcam_lib_maps_per_s:>11.2f} {r.speedup:>8.1f}x {r.goal:>4.1f}x {r.min_r:>7.4f}  {flag} {r.note}")
+            f"{r.gradcam_lib_maps_per_s:>11.2f} {r.speedup:>8.1f}x {r.goal:>4.1f}x {r.min_r:>7.4f}  {flag} "
+            f"{r.note}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m casekit.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m casekit.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller sizes (under a minute on 2 CPU cores)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--repeat", type=int, default=1, help="timed repetitions per measurement (the best is kept)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="timed repetitions per measurement (the best is kept)")
     p.add_argument("--methods", nargs="*", default=None, help="subset of methods")
     p.add_argument("-k", type=int, default=3, help="CASE contrast-set size K")
     p.add_argument("--json", help="also write the rows to this JSON file")
@@ -328,13 +340,16 @@ def main(argv: list[str] | None = None) -> int:
                 json.dump({"census": census, "gain": gains}, fh, indent=2)
         return 0
     dev = torch.device(a.device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
-    print(f"casekit benchmark on {name}; torch {torch.__version__}; {'quick' if a.quick else 'full'} sizes", flush=True)
+    cpu = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu
+    print(f"casekit benchmark on {name}; torch {torch.__version__}; {'quick' if a.quick else 'full'} sizes",
+          flush=True)
     print(HEADER, flush=True)
     rows = run(a.quick, a.device, a.repeat, tuple(a.methods) if a.methods else None, a.k)
     if a.json:
         with open(a.json, "w") as fh:
-            json.dump({"device": name, "torch": torch.__version__, "quick": a.quick, "rows": [asdict(r) for r in rows]}, fh, indent=2)
+            json.dump({"device": name, "torch": torch.__version__, "quick": a.quick,
+                       "rows": [asdict(r) for r in rows]}, fh, indent=2)
     return 0
 
 

@@ -36,7 +36,8 @@ PROFILES = ("demo", "paper")
 # Parameters the driver sets itself, injected into every notebook whose parameters cell declares them.
 DRIVER_PARAMETERS = ("profile", "device", "results_dir", "recompute")
 
-# `--tiny`: applied to every notebook that declares the name (then the `tiny:` section of notebooks/parameters.yml).
+# `--tiny`: applied to every notebook that declares the name (then the `tiny:` section of
+# notebooks/parameters.yml).
 TINY_PRESET: dict[str, Any] = {"n_images": 4}
 
 OVERRIDES_FILE = "notebooks/parameters.yml"
@@ -125,7 +126,8 @@ def book_notebooks(repo: Path = REPO) -> list[Path]:
             if not (repo / f"{stem}.md").exists():
                 missing.append(repo / f"{stem}.md")
         else:
-            raise ValueError(f"_toc.yml entry {entry!r}: pages live in book/ (Markdown) or notebooks/ (notebooks)")
+            raise ValueError(f"_toc.yml entry {entry!r}: pages live in book/ (Markdown) or notebooks/ "
+                             "(notebooks)")
     if missing:
         listed = ", ".join(str(p.relative_to(repo)) for p in missing)
         raise ValueError(f"_toc.yml lists files that do not exist: {listed}")
@@ -153,7 +155,8 @@ def declared_parameters(notebook: Path | Mapping[str, Any]) -> dict[str, Any]:
     try:
         tree = ast.parse(source)
     except SyntaxError as err:
-        raise ValueError(f"{where}: the parameters cell is not plain Python ({err.msg}, line {err.lineno})") from None
+        raise ValueError(f"{where}: the parameters cell is not plain Python ({err.msg}, "
+                         f"line {err.lineno})") from None
     out: dict[str, Any] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign):
@@ -179,14 +182,16 @@ def load_overrides(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
         return {}
     data = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping with sections demo/paper/tiny, got {type(data).__name__}")
+        raise ValueError(f"{path}: expected a mapping with sections demo/paper/tiny, got "
+                         f"{type(data).__name__}")
     unknown = set(data) - {*PROFILES, "tiny"}
     if unknown:
         raise ValueError(f"{path}: unknown section(s) {sorted(unknown)}; use {', '.join(PROFILES)} or tiny")
     for section, per_notebook in data.items():
         per_notebook = per_notebook or {}
         if not isinstance(per_notebook, dict) or not all(isinstance(v, dict) for v in per_notebook.values()):
-            raise ValueError(f"{path}: section {section!r} must map notebook names (or '*') to {{name: value}}")
+            raise ValueError(f"{path}: section {section!r} must map notebook names (or '*') to "
+                             f"{{name: value}}")
         data[section] = per_notebook
     return data
 
@@ -224,7 +229,8 @@ def plan_parameters(
         raise ValueError(f"-p {clash[0]} …: set {', '.join(clash)} with its own flag ({flag})")
     plans = [Plan(nb, declared_parameters(nb)) for nb in notebooks]
     names = {p.name for p in plans}
-    sections = [overrides.get(profile, {})] + ([{"*": TINY_PRESET}, overrides.get("tiny", {})] if tiny else [])
+    sections = [overrides.get(profile, {})] + ([{"*": TINY_PRESET},
+                                                overrides.get("tiny", {})] if tiny else [])
     for section in sections:
         for key in section:
             if key != "*" and key not in names:
@@ -249,12 +255,14 @@ def plan_parameters(
     undeclared = [k for k in passthrough if not any(k in p.declared for p in plans)]
     if undeclared:
         known = sorted({n for p in plans for n in p.declared})
-        raise ValueError(f"-p {undeclared[0]}: no notebook of the book declares it (declared: {', '.join(known)})")
+        raise ValueError(f"-p {undeclared[0]}: no notebook of the book declares it (declared: "
+                         f"{', '.join(known)})")
     return plans
 
 
 def parse_passthrough(pairs: Iterable[Sequence[str]]) -> dict[str, Any]:
-    """``-p NAME VALUE`` pairs → dict; each VALUE is read as YAML (``4`` → int, ``[a, b]`` → list, text stays)."""
+    """``-p NAME VALUE`` pairs → dict; each VALUE is read as YAML (``4`` → int, ``[a, b]`` → list, text
+    stays)."""
     import yaml
 
     out: dict[str, Any] = {}
@@ -321,7 +329,8 @@ def execute_notebook(plan: Plan, output: Path, *, kernel: str, timeout: float | 
             f"{err.ename}: {err.evalue}\n  the executed copy with the traceback: {output}"
         ) from None
     except Exception as err:  # kernel died, timeout, missing kernel, ...
-        raise BookError(f"notebook {plan.notebook.name} could not be executed: {type(err).__name__}: {err}") from None
+        raise BookError(f"notebook {plan.notebook.name} could not be executed: "
+                        f"{type(err).__name__}: {err}") from None
     wall = time.perf_counter() - start
     nb = nbformat.read(str(output), as_version=4)
     problems = output_problems(nb)
@@ -352,7 +361,8 @@ def page_copy(executed: Mapping[str, Any]) -> Any:
     cells = []
     for cell in nb.cells:
         cells.append(cell)
-        if cell.get("outputs"):  # a widget without a static form (progress bar, bare control) shows nothing useful
+        # a widget without a static form (progress bar, bare control) shows nothing useful
+        if cell.get("outputs"):
             cell.outputs = [o for o in cell.outputs if not _bare_widget(o)]
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
         if INJECTED_TAG in tags and "remove-cell" not in tags:
@@ -427,7 +437,8 @@ def build_info_markdown(info: Mapping[str, str], runs: Sequence[tuple[str, Mappi
     if runs:
         lines += ["", "| notebook | executed | wall time |", "| --- | --- | ---: |"]
         for name, meta in runs:
-            lines.append(f"| `{name}` | {meta.get('executed_at', '?')} | {meta.get('wall_s', float('nan')):.1f} s |")
+            lines.append(f"| `{name}` | {meta.get('executed_at', '?')} | "
+                         f"{meta.get('wall_s', float('nan')):.1f} s |")
     return "\n".join(lines) + "\n"
 
 
@@ -444,7 +455,8 @@ def assemble_source(repo: Path, src: Path, executed: Sequence[Path], info_md: st
     src.mkdir(parents=True)
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy2(repo / name, src / name)
-    shutil.copytree(repo / "book", src / "book", ignore=shutil.ignore_patterns(".ipynb_checkpoints", "_build*"))
+    shutil.copytree(repo / "book", src / "book",
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "_build*"))
     (src / "book" / "_build_info.md").write_text(info_md)
     (src / "notebooks").mkdir()
     for path in (repo / "notebooks").iterdir():
@@ -506,21 +518,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help="tiny sizes: every notebook runs in seconds (tests)")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="set a notebook parameter (VALUE read as YAML); repeatable")
-    p.add_argument("--device", default="auto", help="injected as `device` (default: cuda if available, else cpu)")
+    p.add_argument("--device", default="auto",
+                   help="injected as `device` (default: cuda if available, else cpu)")
     p.add_argument("--results-dir", type=Path, default=None,
                    help="injected as `results_dir` (default: results/<profile>; "
                    "with --tiny: <build>/results/<profile>-tiny)")
-    p.add_argument("--recompute", action="store_true", help="injected as `recompute=True`: ignore stored results")
-    p.add_argument("--build-dir", type=Path, default=None, help="where everything goes (default: <repo>/_build)")
-    p.add_argument("--repo", type=Path, default=REPO, help="the project folder with _toc.yml (default: this checkout)")
+    p.add_argument("--recompute", action="store_true",
+                   help="injected as `recompute=True`: ignore stored results")
+    p.add_argument("--build-dir", type=Path, default=None,
+                   help="where everything goes (default: <repo>/_build)")
+    p.add_argument("--repo", type=Path, default=REPO,
+                   help="the project folder with _toc.yml (default: this checkout)")
     p.add_argument("--only", action="append", default=[], metavar="PATTERN",
                    help="execute only the notebooks whose name matches (glob; repeatable); the others' "
                    "executed copies are reused and must exist for the same profile")
     p.add_argument("--html-only", action="store_true", help="execute nothing; build from the executed copies")
     p.add_argument("--dry-run", action="store_true", help="print each notebook's parameters and stop")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel (default: python3 = this Python)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per cell before it fails (default: none)")
-    p.add_argument("--no-strict", dest="strict", action="store_false", help="let Sphinx warnings pass (not for CI)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds per cell before it fails (default: none)")
+    p.add_argument("--no-strict", dest="strict", action="store_false",
+                   help="let Sphinx warnings pass (not for CI)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no per-cell progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="show Sphinx's own output")
     return p
@@ -534,11 +552,14 @@ def _reusable(path: Path, profile: str, tiny: bool) -> str | None:
         return f"{path} does not exist (run without --only/--html-only first)"
     meta = nbformat.read(str(path), as_version=4).metadata.get(METADATA_KEY, {})
     if meta.get("profile") != profile or bool(meta.get("tiny")) != tiny:
-        return f"{path} was executed with profile {meta.get('profile')!r}{' (tiny)' if meta.get('tiny') else ''}"
+        tiny_note = " (tiny)" if meta.get("tiny") else ""
+        return f"{path} was executed with profile {meta.get('profile')!r}{tiny_note}"
     return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Long on purpose (~80 lines): the driver's steps in the order they run (plan, preflight, execute, build),
+    # each a few lines calling the helpers above, so that the whole build reads top to bottom here.
     args = _parser().parse_args(argv)
     t0 = time.perf_counter()
     repo = args.repo.resolve()
@@ -564,16 +585,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
 
         if args.profile == "paper" and not args.html_only:
-            from .study.experiments import missing_inputs
+            from .study.experiments import (
+                missing_inputs,  # lazy: loads torch, which the other book steps never need
+            )
 
             missing = missing_inputs("paper")
             if missing:
-                raise BookError(f"the paper profile needs {len(missing)} item(s) that are not on this machine "
-                                "(nothing was run):\n\n" + "\n\n".join(missing))
+                raise BookError(f"the paper profile needs {len(missing)} item(s) that are not on this "
+                                "machine (nothing was run):\n\n" + "\n\n".join(missing))
 
         executed_dir = build / "notebooks"
-        run = [p for p in plans if not args.html_only and (not args.only or
-                                                           any(fnmatch.fnmatch(p.name, pat) for pat in args.only))]
+        run = [p for p in plans if not args.html_only
+               and (not args.only or any(fnmatch.fnmatch(p.name, pat) for pat in args.only))]
         for plan in plans:
             if plan not in run:
                 why = _reusable(executed_dir / plan.notebook.name, args.profile, args.tiny)

@@ -20,7 +20,8 @@ def needs_shared_cifar10():
     """Skip marker for tests that use the real pretrained CIFAR-10 networks in ../shared."""
     return pytest.mark.skipif(
         not (REFERENCE_CIFAR10 / "resnet20-12fca82f.th").exists(),
-        reason=f"reference CIFAR-10 networks not found at {REFERENCE_CIFAR10} (only present in the dev workspace)",
+        reason=f"reference CIFAR-10 networks not found at {REFERENCE_CIFAR10} (only present in the dev "
+               "workspace)",
     )
 
 

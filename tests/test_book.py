@@ -34,7 +34,8 @@ class BookBuild:
         return self.root / "html"
 
     def check(self) -> None:
-        assert self.returncode == 0, f"python -m casekit.book --tiny failed:\n{self.stdout}\n{self.stderr[-5000:]}"
+        assert self.returncode == 0, (f"python -m casekit.book --tiny failed:\n{self.stdout}\n"
+                                      f"{self.stderr[-5000:]}")
 
 
 _BUILDS: dict[str, BookBuild] = {}
@@ -42,7 +43,8 @@ _BUILDS: dict[str, BookBuild] = {}
 
 def run_driver(*args: str, repo: Path = REPO, timeout: float = 1800) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "casekit.book", "--no-progress", "--repo", str(repo), *args]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ))
 
 
 def tiny_book(tmp_path_factory: pytest.TempPathFactory) -> BookBuild:
@@ -51,7 +53,8 @@ def tiny_book(tmp_path_factory: pytest.TempPathFactory) -> BookBuild:
         root = tmp_path_factory.mktemp("book")
         start = time.perf_counter()
         proc = run_driver("--tiny", "--build-dir", str(root))
-        _BUILDS["tiny"] = BookBuild(root, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
+        _BUILDS["tiny"] = BookBuild(root, proc.returncode, proc.stdout, proc.stderr,
+                                    time.perf_counter() - start)
     return _BUILDS["tiny"]
 
 
@@ -92,7 +95,8 @@ def test_every_notebook_executes_with_tiny_parameters(built):
         if "results_dir" in declared:  # tiny results stay inside the build folder
             assert Path(meta["parameters"]["results_dir"]).is_relative_to(built.root)
         assert book.output_problems(executed) == []
-        assert all(c.get("execution_count") for c in executed.cells if c.cell_type == "code" and c.source.strip())
+        assert all(c.get("execution_count") for c in executed.cells if c.cell_type == "code"
+                   and c.source.strip())
     print(f"tiny book built in {built.seconds:.0f} s")
 
 
@@ -169,7 +173,8 @@ def make_repo(root: Path, notebooks: dict[str, list[str]], page: str = "# Intro\
     (root / "_config.yml").write_text((REPO / "_config.yml").read_text())
     (root / "book" / "references.bib").write_text((REPO / "book" / "references.bib").read_text())
     (root / "book" / "intro.md").write_text(page)
-    toc = "format: jb-book\nroot: book/intro\nchapters:\n" + "".join(f"  - file: notebooks/{n}\n" for n in notebooks)
+    files = "".join(f"  - file: notebooks/{n}\n" for n in notebooks)
+    toc = "format: jb-book\nroot: book/intro\nchapters:\n" + files
     (root / "_toc.yml").write_text(toc)
     for name, sources in notebooks.items():
         cells = [nbformat.v4.new_markdown_cell(f"# {name}")]
@@ -219,8 +224,10 @@ def write_nb(path: Path, params: str) -> Path:
 def test_declared_parameters(tmp_path):
     nb = write_nb(tmp_path / "a.ipynb", "n_images = 8  # comment\nk: float = 0.05\nmodels = ['resnet']\n"
                                         "root = Path.home()\nimport math\n")
-    assert book.declared_parameters(nb) == {"n_images": 8, "k": 0.05, "models": ["resnet"], "root": "Path.home()"}
-    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), str(tmp_path / "b.ipynb"))
+    assert book.declared_parameters(nb) == {"n_images": 8, "k": 0.05, "models": ["resnet"],
+                                            "root": "Path.home()"}
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]),
+                   str(tmp_path / "b.ipynb"))
     with pytest.raises(ValueError, match="no cell tagged 'parameters'"):
         book.declared_parameters(tmp_path / "b.ipynb")
 
@@ -231,9 +238,11 @@ def test_parameter_precedence(tmp_path):
     driver = {"profile": "paper", "device": "cpu", "results_dir": "/r", "recompute": False}
     overrides = {"paper": {"*": {"seed": 7, "n_images": 1000}, "02_b": {"n_images": 500}},
                  "tiny": {"01_a": {"k": 0.5}}}
-    plans = book.plan_parameters([a, b], driver, profile="paper", overrides=overrides, passthrough={"seed": 3})
+    plans = book.plan_parameters([a, b], driver, profile="paper", overrides=overrides,
+                                 passthrough={"seed": 3})
     assert plans[0].parameters == {"seed": 3, "n_images": 1000, "profile": "paper"}
-    assert plans[1].parameters == {"n_images": 500}  # "*" gives only declared names; the notebook's entry wins
+    # "*" gives only declared names; the notebook's entry wins
+    assert plans[1].parameters == {"n_images": 500}
     tiny = book.plan_parameters([a, b], driver, profile="paper", tiny=True, overrides=overrides)
     assert tiny[0].parameters == {"seed": 7, "n_images": 4, "k": 0.5, "profile": "paper"}
     assert tiny[1].parameters == {"n_images": 4}
@@ -251,7 +260,8 @@ def test_parameter_precedence(tmp_path):
 
 def test_passthrough_values_are_yaml():
     parsed = book.parse_passthrough([("n_images", "4"), ("k", "0.05"), ("recompute_cam", "true"),
-                                     ("models", "[resnet, vgg]"), ("name", "top-1"), ("empty", ""), ("x", "null")])
+                                     ("models", "[resnet, vgg]"), ("name", "top-1"), ("empty", ""),
+                                     ("x", "null")])
     assert parsed == {"n_images": 4, "k": 0.05, "recompute_cam": True, "models": ["resnet", "vgg"],
                       "name": "top-1", "empty": "", "x": None}
     with pytest.raises(ValueError, match="Python identifier"):
@@ -270,8 +280,9 @@ def test_overrides_file_is_validated(tmp_path):
 
 
 def test_toc_files_and_missing_entries(tmp_path):
-    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nparts:\n  - caption: x\n    chapters:\n"
-                                       "      - file: notebooks/01_a\n        sections:\n          - file: book/more\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nparts:\n  - caption: x\n    "
+                                       "chapters:\n      - file: notebooks/01_a\n        sections:\n        "
+                                       "  - file: book/more\n")
     assert book.toc_files(tmp_path / "_toc.yml") == ["book/intro", "notebooks/01_a", "book/more"]
     with pytest.raises(ValueError, match="do not exist: book/intro.md, notebooks/01_a.ipynb, book/more.md"):
         book.book_notebooks(tmp_path)

@@ -16,8 +16,10 @@ import pytest
 import torch
 
 import casekit as ck
-from casekit.study import experiments as E
 from casekit.cam.contrast import contrast_sets
+from casekit.study import contrast_study as CS
+from casekit.study import experiments as E
+from casekit.study import runner
 from casekit.subjects.synthetic import normalize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +40,8 @@ def test_profile_models():
 
 def test_study_config_picks_the_studys_run():
     first = E.study_config()
-    assert (first.model, first.profile, first.layer, first.seed, first.n_images) == ("resnet", "demo", "final_conv", 0, 300)
+    assert (first.model, first.profile, first.layer, first.seed,
+            first.n_images) == ("resnet", "demo", "final_conv", 0, 300)
     assert first == E.demo_configs()[0]
     assert first.rq2 and first.methods == ck.METHODS
     n5 = E.study_config("demo", "densenet", layer="norm5")
@@ -128,24 +131,24 @@ def test_contrast_configs_bad_models_and_strategies():
 
 
 def test_check_ks():
-    assert E._check_ks((5, 1, 3)) == (1, 3, 5)  # sorted
-    assert E._check_ks(3) == (3,)
-    assert E._check_ks(np.int64(2)) == (2,)
-    assert E._check_ks([np.int32(4), 2]) == (2, 4)
+    assert CS._check_ks((5, 1, 3)) == (1, 3, 5)  # sorted
+    assert CS._check_ks(3) == (3,)
+    assert CS._check_ks(np.int64(2)) == (2,)
+    assert CS._check_ks([np.int32(4), 2]) == (2, 4)
     with pytest.raises(ValueError, match="ks is empty"):
-        E._check_ks(())
+        CS._check_ks(())
     with pytest.raises(ValueError, match=r"ks repeats a value: \(1, 3, 1\)"):
-        E._check_ks((1, 3, 1))
+        CS._check_ks((1, 3, 1))
     with pytest.raises(TypeError, match="each K of ks must be an int, got float"):
-        E._check_ks((1, 2.0))
+        CS._check_ks((1, 2.0))
     with pytest.raises(TypeError, match="each K of ks must be an int, got bool"):
-        E._check_ks((True, 2))
+        CS._check_ks((True, 2))
     with pytest.raises(TypeError, match="ks must be a sequence"):
-        E._check_ks(2.5)
+        CS._check_ks(2.5)
     with pytest.raises(TypeError, match="ks must be a sequence"):
-        E._check_ks(True)
+        CS._check_ks(True)
     with pytest.raises(ValueError, match="each K of ks must be >= 1, got 0"):
-        E._check_ks((0, 1))
+        CS._check_ks((0, 1))
     with pytest.raises(ValueError, match="ks is empty"):  # through contrast_configs
         E.contrast_configs("resnet", ks=[])
 
@@ -158,7 +161,8 @@ def agreement_frame(values, method="gradcam", model="m", layer="final_conv", see
     NaN = a constant map) and, with ``sibling``, a sibling row per image."""
     rows = []
     for i, v in values.items():
-        base = {"model": model, "seed": seed, "layer": layer, "method": method, "image_id": i, "layer_name": "x",
+        base = {"model": model, "seed": seed, "layer": layer, "method": method, "image_id": i,
+                "layer_name": "x",
                 "label": 0, "unique_evidence": np.nan, "shared_evidence": np.nan}
         rows.append({**base, "target": "top1", "target_class": 0, "comparison": "", "constant": False,
                      "agreement": np.nan})
@@ -178,7 +182,8 @@ def test_representative_images_closest_to_the_median():
     # rows of another method, layer, seed and model with other values must not change the answer
     noise = {i: 0.9 - 0.1 * (i - 10) for i in values}
     frame = pd.concat([agreement_frame(noise, method="case"), frame, agreement_frame(noise, layer="norm5"),
-                       agreement_frame(noise, seed=1), agreement_frame(noise, model="other")], ignore_index=True)
+                       agreement_frame(noise, seed=1), agreement_frame(noise, model="other")],
+                      ignore_index=True)
     frame = frame.sample(frac=1.0, random_state=0)  # row order must not matter
     assert E.representative_images(frame, model="m", n=3) == expected[:3]
     assert E.representative_images(frame, model="m", n=7) == expected
@@ -190,8 +195,10 @@ def test_representative_images_closest_to_the_median():
 def test_representative_images_ties_by_image_id():
     # Exact ties in real numbers: median 0.3 is 0.1 from images 0 and 1 and 0.2 from images 2 and 3.  In
     # floating point 0.4 − 0.3 and 0.3 − 0.2 differ in the last bit; the tie must still go to the lower id.
-    assert E.representative_images(agreement_frame({0: 0.2, 1: 0.4, 2: 0.5, 3: 0.1}), model="m", n=4) == [0, 1, 2, 3]
-    assert E.representative_images(agreement_frame({0: 0.4, 1: 0.2, 2: 0.1, 3: 0.5}), model="m", n=4) == [0, 1, 2, 3]
+    assert E.representative_images(agreement_frame({0: 0.2, 1: 0.4, 2: 0.5, 3: 0.1}), model="m",
+                                   n=4) == [0, 1, 2, 3]
+    assert E.representative_images(agreement_frame({0: 0.4, 1: 0.2, 2: 0.1, 3: 0.5}), model="m",
+                                   n=4) == [0, 1, 2, 3]
     # agreements as the runner writes them (top-k counts / 12): median 4/12, images 0 and 1 at 1/12 from it
     twelfths = {0: 3 / 12, 1: 5 / 12, 2: 7 / 12, 3: 1 / 12}
     assert E.representative_images(agreement_frame(twelfths), model="m", n=4) == [0, 1, 2, 3]
@@ -199,10 +206,12 @@ def test_representative_images_ties_by_image_id():
 
 
 def test_representative_images_all_nan_sibling_and_errors():
-    assert E.representative_images(agreement_frame({7: np.nan, 2: np.nan, 5: np.nan}), model="m", n=3) == [2, 5, 7]
+    assert E.representative_images(agreement_frame({7: np.nan, 2: np.nan, 5: np.nan}), model="m",
+                                   n=3) == [2, 5, 7]
     frame = agreement_frame({0: 0.1, 1: 0.2, 2: 0.3}, sibling={0: 0.9, 1: 0.6, 2: 0.0})
     assert E.representative_images(frame, model="m", n=1) == [1]
-    assert E.representative_images(frame, model="m", n=2, comparison="true_vs_sibling") == [1, 0]  # 0.6; 0.3 off
+    # 0.6; 0.3 off
+    assert E.representative_images(frame, model="m", n=2, comparison="true_vs_sibling") == [1, 0]
     with pytest.raises(ValueError, match="no agreement rows for model='x'"):
         E.representative_images(frame, model="x")
     with pytest.raises(ValueError, match="no agreement rows"):
@@ -262,7 +271,8 @@ def test_part_areas_paper_and_bad_ids():
 
 # --------------------------------------------------------------------------- the demo zoo
 
-demo = pytest.mark.skipif(not (REPO / "casekit" / "demo.py").exists(), reason="no demo profile in this checkout")
+demo = pytest.mark.skipif(not (REPO / "casekit" / "subjects" / "demo.py").exists(),
+                          reason="no demo profile in this checkout")
 
 
 @pytest.fixture(scope="module")
@@ -318,7 +328,8 @@ def test_case_example_projection_and_contrast_sets(resnet_subject, test_split):
     for b, i in enumerate(ids):
         _, label, masks = test_split[i]
         assert int(ex["labels"][b]) == label
-        assert torch.equal(ex["masks"]["unique"][b], masks["unique"]) and torch.equal(ex["masks"]["shared"][b], masks["shared"])
+        assert torch.equal(ex["masks"]["unique"][b],
+                           masks["unique"]) and torch.equal(ex["masks"]["shared"][b], masks["shared"])
     # the projection: w̄ is the contrast mean, w⊥ ⟂ w̄, w_u − w⊥ ∥ w̄
     torch.testing.assert_close(v.w_mean, v.w_contrast.mean(dim=2))
     cos_perp = torch.nn.functional.cosine_similarity(v.w_perp, v.w_mean, dim=-1)
@@ -418,11 +429,12 @@ def test_contrast_study_second_call_loads(contrast_run, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("a committed batch was computed again")
 
-    monkeypatch.setattr(E, "_explain_batch", fail)
+    monkeypatch.setattr(runner, "explain_batch", fail)
     again = E.contrast_study("resnet", ks=STUDY_KS, n_images=STUDY_N, results_dir=root, progress=False)
     pd.testing.assert_frame_equal(again, rows)
     assert _store_files(root) == before  # nothing written, nothing touched
-    only = E.contrast_study("resnet", ks=(3,), strategies="logits", n_images=STUDY_N, results_dir=root, progress=False)
+    only = E.contrast_study("resnet", ks=(3,), strategies="logits", n_images=STUDY_N, results_dir=root,
+                            progress=False)
     expected = rows[(rows.contrast_strategy == "logits") & (rows.contrast_k == 3)].reset_index(drop=True)
     pd.testing.assert_frame_equal(only, expected)
 
@@ -439,11 +451,13 @@ def test_contrast_study_rows_equal_plain_runs(contrast_run, resnet_subject, tmp_
         assert set(mine.columns) == set(plain.columns)
         pd.testing.assert_frame_equal(mine[list(plain.columns)], plain)
     # K and the strategy reach CASE: the settings' maps differ
-    top2 = rows[rows["target"] == "top2"].set_index(["contrast_strategy", "contrast_k", "image_id"])["agreement"]
+    top2 = rows[rows["target"] == "top2"].set_index(["contrast_strategy", "contrast_k",
+                                                     "image_id"])["agreement"]
     assert not np.allclose(top2.loc[("confusion", 1)], top2.loc[("confusion", 3)], equal_nan=True)
 
 
-# ---------------------------------------------------------------------------------------------- missing_inputs
+# ----------------------------------------------------------------------------------------------
+# missing_inputs
 
 
 def test_missing_inputs_names_every_missing_item(tmp_path, monkeypatch):
@@ -457,13 +471,14 @@ def test_missing_inputs_names_every_missing_item(tmp_path, monkeypatch):
     # four weight files, one message for the five fine-tuned seeds, ImageNet, CIFAR-100
     assert len(missing) == 7, missing
     files = []
-    for name in E.PAPER_MODELS:
+    for name in E.PAPER_STUDY_MODELS:
         entry, path = models.torchvision_weights_file(models.paper_model_spec(name)[1].builder)
         assert str(path.parent).startswith(str(tmp_path / "torch"))
         assert sum(path.name in m for m in missing) == 1 and any(entry.url in m for m in missing)
         files.append(path)
     seeds = [m for m in missing if "fine-tuned" in m]
-    assert len(seeds) == 1 and "seed(s) 0 1 2 3 4" in seeds[0] and str(tmp_path / "cache" / "finetune") in seeds[0]
+    assert len(seeds) == 1 and "seed(s) 0 1 2 3 4" in seeds[0]
+    assert str(tmp_path / "cache" / "finetune") in seeds[0]
     assert any("ImageNet" in m and str(tmp_path / "data" / "imagenet" / "val") in m for m in missing)
     assert any("CIFAR-100" in m and str(tmp_path / "data" / "cifar100") in m for m in missing)
 

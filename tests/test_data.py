@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import REFERENCE_CIFAR10, REPO, needs_shared_cifar10
 from PIL import Image
 from scipy import io as sio
 from torch import nn
 from torch.utils.data import TensorDataset
 
 from casekit.subjects import data as D
-from conftest import REFERENCE_CIFAR10, REPO, needs_shared_cifar10
 
 # wnid → torchvision class index (sorted-wnid order) and name, checked against torchvision's own metadata below
 TENCH, KIT_FOX, TOILET_TISSUE = ("n01440764", 0, "tench"), ("n02119789", 278, "kit fox"), ("n15075141", 999, "toilet tissue")

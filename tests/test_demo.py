@@ -163,7 +163,7 @@ def test_a_killed_training_run_resumes_to_the_same_weights(tmp_path, monkeypatch
     proc.wait()
     monkeypatch.setenv("CASEKIT_CACHE", str(cache))
     config = zoo.training_config("resnet", 0, data, settings=settings)
-    assert not zoo.checkpoint_path(config).exists(), "the run finished before it was killed"
+    assert not zoo.member_checkpoint(config).exists(), "the run finished before it was killed"
     state = torch.load(partial, weights_only=True)
     assert 1 <= state["epoch"] < epochs
     resumed = zoo.get("resnet", 0, data=data, settings=settings, progress=False)

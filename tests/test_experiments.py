@@ -1,9 +1,9 @@
 """casekit.study.experiments: the RQ1 / RQ2 / sparsity runners on tiny models whose answers are known.
 
 The hand-checked model is ``x → Identity ("feat") → spatial mean → Linear(W = 10·I)``: the attribution layer
-*is* the image, the logit of class c is 10·mean(x_c), so every gradient method's map for class c is the image's
-channel c (min–max scaled), and agreement, evidence, confidence drops and active channels can be written down
-with NumPy from the images alone.
+*is* the image, the logit of class c is 10·mean(x_c), so every gradient method's map for class c is the
+image's channel c (min–max scaled), and agreement, evidence, confidence drops and active channels can be
+written down with NumPy from the images alone.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from casekit.study.experiments import (
     degenerate_maps,
     example_maps,
     fidelity_rows,
-    kcol,
+    k_suffix,
     layer_activations,
     load_results,
     logit_contrast,
@@ -76,7 +76,8 @@ def channel_dataset(n: int = 8, seed: int = 0):
     with it); other channels hold background noise only.  Returns items and the design per image."""
     rng = np.random.default_rng(seed)
     items, design = [], []
-    pairs = [(0, 1), (1, 0), (2, 3), (0, 2), (3, 1), (2, 0), (1, 3), (3, 2)]  # (top1, top2); some top2 ≠ sibling
+    # (top1, top2); some top2 ≠ sibling
+    pairs = [(0, 1), (1, 0), (2, 3), (0, 2), (3, 1), (2, 0), (1, 3), (3, 2)]
     for i in range(n):
         c1, c2 = pairs[i % len(pairs)]
         x = rng.uniform(0.0, 0.05, size=(4, S * S))  # distinct background values
@@ -92,7 +93,8 @@ def channel_dataset(n: int = 8, seed: int = 0):
         img = torch.tensor(x.reshape(4, S, S), dtype=torch.float32)
         masks = {"unique": torch.tensor(unique.reshape(S, S)), "shared": torch.tensor(shared.reshape(S, S))}
         items.append((img, c1, masks))
-        design.append({"c1": c1, "c2": c2, "x": img.numpy().reshape(4, -1).astype(np.float64), "unique": unique,
+        design.append({"c1": c1, "c2": c2, "x": img.numpy().reshape(4, -1).astype(np.float64),
+                       "unique": unique,
                        "shared": shared})
     return items, design
 
@@ -113,7 +115,8 @@ CONFUSION = torch.tensor([[50, 5, 1, 0], [4, 50, 0, 2], [1, 0, 50, 6], [0, 3, 7,
 def channel_subject(n: int = 8) -> tuple[Subject, list[dict]]:
     items, design = channel_dataset(n)
     items.append(constant_item(items[0][2]))  # image n: a degenerate top-1 map
-    subject = Subject(ChannelModel().eval(), {"final_conv": "feat"}, items, CONFUSION, GROUPS, fingerprint="channel")
+    subject = Subject(ChannelModel().eval(), {"final_conv": "feat"}, items, CONFUSION, GROUPS,
+                      fingerprint="channel")
     return subject, design
 
 
@@ -133,7 +136,8 @@ GRAD_METHODS = ("gradcam", "gradcam++", "ablationcam", "layercam", "case")
 @pytest.fixture(scope="module")
 def channel_run(tmp_path_factory):
     subject, design = channel_subject()
-    cfg = RunConfig(model="channel", profile="custom", methods=GRAD_METHODS, n_images=9, batch_size=3, tau=0.03)
+    cfg = RunConfig(model="channel", profile="custom", methods=GRAD_METHODS, n_images=9, batch_size=3,
+                    tau=0.03)
     out = run(cfg, subject, results_dir=tmp_path_factory.mktemp("channel"), progress=False)
     return out, design, subject
 
@@ -161,8 +165,10 @@ def test_channel_run_rows_match_hand_computation(channel_run):
                 assert (rows["comparison"] == "").all()
             else:
                 np.testing.assert_allclose(rows["agreement"], agreement, err_msg=f"image {i} {target}")
-            np.testing.assert_allclose(rows["unique_evidence"], len(expected_set & set(np.flatnonzero(d["unique"]))) / N_TOP)
-            np.testing.assert_allclose(rows["shared_evidence"], len(expected_set & set(np.flatnonzero(d["shared"]))) / N_TOP)
+            np.testing.assert_allclose(rows["unique_evidence"],
+                                       len(expected_set & set(np.flatnonzero(d["unique"]))) / N_TOP)
+            np.testing.assert_allclose(rows["shared_evidence"],
+                                       len(expected_set & set(np.flatnonzero(d["shared"]))) / N_TOP)
             np.testing.assert_allclose(rows["prob"], softmax(10 * x.mean(1))[cls], rtol=1e-5)
 
 
@@ -189,7 +195,8 @@ def test_degenerate_top1_map_is_flagged_and_excluded(channel_run):
     cfg = RunConfig(model="channel", profile="custom", methods=("gradcam",), n_images=9, batch_size=9,
                     ties="index", rq2=False)
     ex = example_maps(cfg, [8], subject)
-    ref = ck.metrics.topk_agreement(ex["result"].maps["gradcam"][:, 0], ex["result"].maps["gradcam"][:, 1], 0.05, "index")
+    ref = ck.metrics.topk_agreement(ex["result"].maps["gradcam"][:, 0], ex["result"].maps["gradcam"][:, 1],
+                                    0.05, "index")
     assert not math.isnan(ref.item())
 
 
@@ -207,8 +214,10 @@ def test_channel_run_fidelity_matches_hand_computation(channel_run):
             blank = np.zeros(S * S, bool)
             blank[list(top_set(x[c], n))] = True  # all values distinct: no ties
             p_after = softmax(10 * (x * ~blank).mean(1))[c]
-            np.testing.assert_allclose(rows[f"p_after_{kcol(k)}"], p_after, rtol=1e-5, err_msg=f"image {i}, k {k}")
-            np.testing.assert_allclose(rows[f"relative_drop_{kcol(k)}"], max(p_before - p_after, 0) / p_before,
+            np.testing.assert_allclose(rows[f"p_after_{k_suffix(k)}"], p_after, rtol=1e-5,
+                                       err_msg=f"image {i}, k {k}")
+            np.testing.assert_allclose(rows[f"relative_drop_{k_suffix(k)}"],
+                                       max(p_before - p_after, 0) / p_before,
                                        rtol=1e-4, atol=1e-7)
         # the headline numbers are the 5 % ones (fidelity_k default)
         np.testing.assert_allclose(rows["drop"], rows["p_before"] - rows["p_after_5"], rtol=1e-6)
@@ -221,7 +230,8 @@ def test_channel_run_fidelity_matches_hand_computation(channel_run):
 def test_channel_run_sparsity(channel_run):
     out, design, _ = channel_run
     sp = out.sparsity[out.sparsity["image_id"] < 8].set_index("image_id")
-    assert len(out.sparsity) == 9 and len(sp) == 8 and (sp["layer"] == "final_conv").all() and (sp["n_channels"] == 4).all()
+    assert len(out.sparsity) == 9 and len(sp) == 8
+    assert (sp["layer"] == "final_conv").all() and (sp["n_channels"] == 4).all()
     for i, d in enumerate(design):
         assert sp.loc[i, "active_channels"] == int((d["x"].mean(1) > 0.03).sum())
         assert sp.loc[i, "label"] == d["c1"]
@@ -273,7 +283,8 @@ def tiny_subject(n: int = 30, slow: float = 0.0, seed: int = 0) -> Subject:
                    fingerprint="tiny")
 
 
-TINY = RunConfig(model="tiny", profile="custom", n_images=12, batch_size=4, sparsity_layers=("final_conv", "first"),
+TINY = RunConfig(model="tiny", profile="custom", n_images=12, batch_size=4,
+                 sparsity_layers=("final_conv", "first"),
                  perturbation_batch=64)
 
 
@@ -334,7 +345,8 @@ def test_rows_equal_independent_engine_calls(tiny_run):
             b = rows.loc[t, "agreement"]
             assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b), (method, t)
         u = ck.metrics.unique_evidence(per_target["top1"], masks["unique"]).item()
-        assert (math.isnan(u) and math.isnan(rows.loc["top1", "unique_evidence"])) or u == pytest.approx(rows.loc["top1", "unique_evidence"])
+        stored = rows.loc["top1", "unique_evidence"]
+        assert (math.isnan(u) and math.isnan(stored)) or u == pytest.approx(stored)
 
 
 def test_store_config_refused_and_recompute(tmp_path):
@@ -380,7 +392,8 @@ def test_run_all_and_load_results(tmp_path):
     pd.testing.assert_frame_equal(loaded.maps, res.maps)
     pd.testing.assert_frame_equal(loaded.sparsity, res.sparsity)
     assert set(res.timings()["run"]) == {a.name, b.name}
-    c = b.replace(layer="final_conv", tag="overlap", sparsity_layers=("first",))  # counts "first" a second time
+    # counts "first" a second time
+    c = b.replace(layer="final_conv", tag="overlap", sparsity_layers=("first",))
     with pytest.raises(ValueError, match="repeat a key"):
         run_all([b, c], results_dir=tmp_path, progress=False, subjects={b.name: subject, c.name: subject})
     with pytest.raises(ValueError, match="share a run name"):
@@ -420,14 +433,15 @@ def test_logit_contrast_and_config_errors():
         run(RunConfig(model="m", profile="custom"), progress=False)
     paper = ck.experiments.study_configs("paper")
     assert [(c.model, c.layer, c.seed, c.rq2) for c in paper] == [
-        ("resnet50", "final_conv", 0, True), ("vgg19_bn", "final_conv", 0, True), ("densenet201", "final_conv", 0, True),
+        ("resnet50", "final_conv", 0, True), ("vgg19_bn", "final_conv", 0, True),
+        ("densenet201", "final_conv", 0, True),
         ("convnext_large", "final_conv", 0, True), ("densenet201", "norm5", 0, True),
         *[("densenet201-cifar100", "final_conv", s, False) for s in range(5)]]
     assert all(c.n_images == 1000 and c.profile == "paper" and c.methods == ck.METHODS for c in paper)
     demo = ck.experiments.study_configs("demo", n_images=5, device="cpu")
     assert len(demo) == 9 and {c.name for c in demo if c.sparsity} == {
-        "resnet-seed0-final_conv", "vgg-seed0-final_conv", "densenet-seed0-final_conv", "convnext-seed0-final_conv",
-        "densenet-seed0-norm5"}
+        "resnet-seed0-final_conv", "vgg-seed0-final_conv", "densenet-seed0-final_conv",
+        "convnext-seed0-final_conv", "densenet-seed0-norm5"}
     with pytest.raises(ValueError, match="profile must be"):
         ck.experiments.study_configs("custom")
     cfg = RunConfig(model="m", methods=("CASE", "Grad-CAM"), fidelity_k=0.3)
@@ -457,9 +471,11 @@ def test_paper_profile_holds_out_the_confusion_images(tmp_path, monkeypatch):
     subject = tiny_subject(n=40)
     items = [(x, y) for x, y, _ in subject.dataset]  # ImageNet-like items: no masks
     monkeypatch.setenv("CASEKIT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(ck.models, "load_paper_model", lambda name, device="cpu": (subject.model, {"final_conv": "features.2"}, None))
+    monkeypatch.setattr(ck.models, "load_paper_model", lambda name,
+                        device="cpu": (subject.model, {"final_conv": "features.2"}, None))
     monkeypatch.setattr(ck.data, "imagenet_val", lambda: items)
-    cfg = RunConfig(model="resnet50", profile="paper", n_images=8, heldout=20, batch_size=8, methods=("gradcam", "case"))
+    cfg = RunConfig(model="resnet50", profile="paper", n_images=8, heldout=20, batch_size=8,
+                    methods=("gradcam", "case"))
     out = run(cfg, results_dir=tmp_path / "res", progress=False)
     heldout, pool = ck.data.split_indices(40, 20, 0)
     ids = set(out.maps["image_id"])
@@ -506,7 +522,8 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
             if len(parts) >= 3:
                 break
             time.sleep(0.02)
-        assert proc.poll() is None, f"the run finished before it could be killed: {proc.stderr.read()[-2000:]}"
+        assert proc.poll() is None, (f"the run finished before it could be killed: "
+                                     f"{proc.stderr.read()[-2000:]}")
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
@@ -529,11 +546,12 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
 
 
 def _demo_available() -> bool:
-    return (REPO / "casekit" / "demo.py").exists()
+    return (REPO / "casekit" / "subjects" / "demo.py").exists()
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _demo_available(), reason="casekit/demo.py (the demo profile) is not in this checkout")
+@pytest.mark.skipif(not _demo_available(),
+                    reason="casekit/subjects/demo.py (the demo profile) is not in this checkout")
 def test_run_demo_small(tmp_path):
     res = ck.experiments.run_demo(n_images=6, results_dir=tmp_path, progress=False, seeds=(0, 1),
                                   batch_size=6)
@@ -546,6 +564,7 @@ def test_run_demo_small(tmp_path):
     assert set(maps["target"]) == {"top1", "top2", "sibling"}
     assert maps["unique_evidence"].notna().any()
     assert set(res.sparsity["layer"]) == {"final_conv", "norm5"}
-    again = ck.experiments.run_demo(n_images=6, results_dir=tmp_path, progress=False, seeds=(0, 1), batch_size=6)
+    again = ck.experiments.run_demo(n_images=6, results_dir=tmp_path, progress=False, seeds=(0, 1),
+                                    batch_size=6)
     assert all(r.computed_batches == 0 for r in again.runs)
     pd.testing.assert_frame_equal(again.maps, maps)

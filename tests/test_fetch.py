@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REFERENCE_CIFAR10, REPO, needs_shared_cifar10
 
 import casekit as ck
 from casekit.subjects import fetch
 from casekit.subjects.data import MissingDataError
-from conftest import REFERENCE_CIFAR10, REPO, needs_shared_cifar10
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -1,4 +1,4 @@
-"""casekit.report.figures: what is drawn is the data (bar heights, lines, masked pixels), and every figure renders."""
+"""casekit.report.figures: what is drawn is the data (bars, lines, masked pixels); every figure renders."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
-
-from casekit.report import figures as F
-from casekit.report import tables as T
-from casekit.evaluation.metrics import topk_mask
-
 from test_tables import drops, low_for_case, make_maps
+
+from casekit.evaluation.metrics import topk_mask
+from casekit.report import analyses as A
+from casekit.report import evidence as EV
+from casekit.report import figures as F
+from casekit.report import naming as N
+from casekit.report import tables as T
 
 
 def png_size(fig: Figure) -> int:
@@ -39,12 +41,12 @@ def test_agreement_histograms_draw_the_counts_and_the_threshold(maps):
     fig = F.agreement_histograms(maps, model="vgg")
     axes = visible_axes(fig)
     assert len(axes) == 6
-    hist = T.agreement_histogram(maps, model="vgg")
-    for ax, method in zip(axes, T.PAPER_METHOD_ORDER):
+    hist = A.agreement_histogram(maps, model="vgg")
+    for ax, method in zip(axes, N.PAPER_METHOD_ORDER):
         heights = [p.get_height() for p in ax.patches]
         assert heights == hist[hist.method == method]["count"].tolist()
         assert [p.get_width() for p in ax.patches] == pytest.approx([5.0] * 20)  # 5 % bins
-        (line,) = [l for l in ax.lines if l.get_linestyle() == "--"]
+        (line,) = [lyr for lyr in ax.lines if lyr.get_linestyle() == "--"]
         assert line.get_color() == "red" and line.get_xdata()[0] == 50
         assert "1 constant" in ax.get_title()
     assert png_size(fig) > 1000
@@ -53,13 +55,15 @@ def test_agreement_histograms_draw_the_counts_and_the_threshold(maps):
 
 
 def test_active_channel_kde_one_curve_per_group_and_constant_groups():
-    cm = pd.DataFrame({"Model": ["A"] * 5 + ["B"] * 5, "mean_active_channels": [1, 2, 3, 2, 2.5, 7, 7, 7, 7, 7],
+    cm = pd.DataFrame({"Model": ["A"] * 5 + ["B"] * 5,
+                       "mean_active_channels": [1, 2, 3, 2, 2.5, 7, 7, 7, 7, 7],
                        "fraction_active": np.linspace(0.1, 1, 10), "tau": 1e-3})
     fig = F.active_channel_kde(cm, hue="Model")
     ax = fig.axes[0]
     fills = [c for c in ax.collections if isinstance(c, PolyCollection)]
     assert len(fills) == 1  # group A has spread: a filled KDE; group B is constant
-    vlines = [l for l in ax.lines if len(l.get_xdata()) == 2 and l.get_xdata()[0] == l.get_xdata()[1] == 7]
+    vlines = [lyr for lyr in ax.lines if len(lyr.get_xdata()) == 2
+              and lyr.get_xdata()[0] == lyr.get_xdata()[1] == 7]
     assert len(vlines) == 1
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["A (5 classes)", "B (5 classes) (no spread)"]
@@ -70,24 +74,25 @@ def test_active_channel_kde_one_curve_per_group_and_constant_groups():
 
 def test_seed_bars_heights_are_mean_agreement():
     frames = pd.concat([make_maps(low_for_case, seed=s) for s in (0, 1)], ignore_index=True)
-    sa = T.seed_agreement(frames, n_boot=20)
+    sa = A.seed_agreement(frames, n_boot=20)
     fig = F.seed_robustness_bars(sa)
     ax = fig.axes[0]
     assert len(ax.patches) == 12
-    expect = [100 * sa[(sa.seed == s) & (sa.method == m)]["mean"].iloc[0] for s in (0, 1) for m in T.PAPER_METHOD_ORDER]
+    expect = [100 * sa[(sa.seed == s) & (sa.method == m)]["mean"].iloc[0] for s in (0, 1)
+              for m in N.PAPER_METHOD_ORDER]
     assert [p.get_height() for p in ax.patches] == pytest.approx(expect)
     assert png_size(fig) > 1000
 
 
 def test_deletion_curve_plot_lines_are_the_means(maps):
-    curves = T.deletion_curves(maps)
+    curves = A.deletion_curves(maps)
     fig = F.deletion_curve_plot(curves)
     axes = visible_axes(fig)
     assert [ax.get_title() for ax in axes] == ["ConvNeXt", "DenseNet", "ResNet", "VGG"]
     ax = axes[3]
     assert len(ax.lines) == 6
     case = curves[(curves.model == "vgg") & (curves.method == "case")].sort_values("k")
-    line = ax.lines[T.PAPER_METHOD_ORDER.index("case")]
+    line = ax.lines[N.PAPER_METHOD_ORDER.index("case")]
     assert line.get_label() == "CASE"
     np.testing.assert_allclose(line.get_ydata(), case["mean_relative_drop"])
     np.testing.assert_allclose(line.get_xdata(), case["k"] * 100)
@@ -103,9 +108,11 @@ def test_map_grids_show_the_topk_pixels():
     shown = axes[0, 2].get_images()[0].get_array()  # image 0, Grad-CAM, second target
     keep, _ = topk_mask(maps["gradcam"][0], 0.1)
     img = images[0].permute(1, 2, 0).numpy()
-    np.testing.assert_allclose(shown, img * keep[1].numpy()[..., None] + img * (~keep[1].numpy()[..., None]) * 0.15,
+    np.testing.assert_allclose(shown,
+                               img * keep[1].numpy()[..., None] + img * (~keep[1].numpy()[..., None]) * 0.15,
                                rtol=1e-6)
-    assert "dog" in axes[0, 2].get_title() and "Grad-CAM" in axes[0, 1].get_title() and "agr." in axes[0, 1].get_title()
+    assert "dog" in axes[0, 2].get_title()
+    assert "Grad-CAM" in axes[0, 1].get_title() and "agr." in axes[0, 1].get_title()
     assert "no top-k set" in axes[1, 4].get_title()
     assert png_size(fig) > 1000
 
@@ -117,16 +124,17 @@ def test_map_grids_show_the_topk_pixels():
         F.saliency_grid(images, {"gradcam": maps["gradcam"][:1]})
 
 
-# =============================================================================================== notebooks 04–07
+# =============================================================================================== notebooks
+# 04–07
 # active_channel_kdes, sparsity_sensitivity_plot, layer_comparison_plot, fidelity_difference_plot,
 # appendix_histograms.  Additive block.
 
-from test_tables import _high, _sparsity_for, _two_layers  # noqa: E402
+from test_tables import _sparsity_for, _two_layers  # noqa: E402
 
 
 def _points(ax):
     """The data markers of an axis (not error-bar caps, KDE curves or reference lines)."""
-    return [l for l in ax.lines if l.get_marker() in ("o", "s", "D")]
+    return [lyr for lyr in ax.lines if lyr.get_marker() in ("o", "s", "D")]
 
 
 def test_active_channel_kdes_counts_left_fractions_right():
@@ -135,26 +143,29 @@ def test_active_channel_kdes_counts_left_fractions_right():
     cm["fraction_active"] = cm["mean_active_channels"] / cm["n_channels"]
     fig = F.active_channel_kdes(cm)
     left, right = fig.axes
-    rugs = lambda ax: [l for l in ax.lines if l.get_marker() == "|"]  # noqa: E731
+    rugs = lambda ax: [lyr for lyr in ax.lines if lyr.get_marker() == "|"]  # noqa: E731
     np.testing.assert_allclose(rugs(left)[1].get_xdata(), [20, 22, 25, 21])
     np.testing.assert_allclose(rugs(right)[0].get_xdata(), [0.2, 0.3, 0.4, 0.35])
-    assert right.get_xlim() == (0, 1) and "fraction" in right.get_xlabel() and "τ = 0.001" in fig.get_suptitle()
+    assert right.get_xlim() == (0,
+                                1) and "fraction" in right.get_xlabel() and "τ = 0.001" in fig.get_suptitle()
     assert png_size(fig) > 1000
 
 
 def test_sparsity_sensitivity_plot_points_are_the_table():
-    ss = T.sparsity_sensitivity(make_maps(low_for_case), _sparsity_for(["vgg", "densenet", "resnet"],
-                                count=lambda m, i: {"vgg": 40, "densenet": 5, "resnet": 20}[m] + i % 3), n_boot=50)
+    ss = A.sparsity_sensitivity(make_maps(low_for_case), _sparsity_for(["vgg", "densenet", "resnet"],
+                                count=lambda m, i: {"vgg": 40, "densenet": 5, "resnet": 20}[m] + i % 3),
+                                n_boot=50)
     fig = F.sparsity_sensitivity_plot(ss)
     axes = visible_axes(fig)
-    assert [ax.get_title() for ax in axes] == [T.DISPLAY_NAMES[m] for m in T.PAPER_METHOD_ORDER]
-    ax = axes[T.PAPER_METHOD_ORDER.index("gradcam")]
-    got = sorted((p.get_xdata()[0], p.get_ydata()[0], p.get_markerfacecolor() != "white") for p in _points(ax))
+    assert [ax.get_title() for ax in axes] == [N.DISPLAY_NAMES[m] for m in N.PAPER_METHOD_ORDER]
+    ax = axes[N.PAPER_METHOD_ORDER.index("gradcam")]
+    got = sorted((p.get_xdata()[0], p.get_ydata()[0],
+                  p.get_markerfacecolor() != "white") for p in _points(ax))
     g = ss[ss.method == "gradcam"]
     want = sorted(zip(g["median_fraction"] * 100, g["median"] * 100, g["reject"]))
     np.testing.assert_allclose([(a, b) for a, b, _ in got], [(a, b) for a, b, _ in want])
     assert [c for *_, c in got] == [bool(c) for *_, c in want]  # filled where H0 is rejected
-    assert any(l.get_linestyle() == "--" and l.get_ydata()[0] == 50 for l in ax.lines)
+    assert any(lyr.get_linestyle() == "--" and lyr.get_ydata()[0] == 50 for lyr in ax.lines)
     counts = F.sparsity_sensitivity_plot(ss, fraction=False)
     xs = sorted(p.get_xdata()[0] for p in _points(visible_axes(counts)[0]))
     assert xs == pytest.approx(sorted(ss[ss.method == "ablationcam"]["median_active"]))
@@ -164,28 +175,29 @@ def test_sparsity_sensitivity_plot_points_are_the_table():
 
 def test_layer_comparison_plot_medians_per_layer():
     full = T.table2_full(_two_layers(), n_boot=50)
-    cm = T.class_active_channels(pd.concat([_sparsity_for(["densenet"], width=12),
+    cm = A.class_active_channels(pd.concat([_sparsity_for(["densenet"], width=12),
                                             _sparsity_for(["densenet"], width=66, layer="norm5")]))
     fig = F.layer_comparison_plot(full, cm)
     left, right = fig.axes
     conv = [p for p in _points(left) if p.get_marker() == "o"]
     norm5 = [p for p in _points(left) if p.get_marker() == "s"]
     assert len(conv) == 1 and len(norm5) == 1  # all rejected at the conv, none at norm5: one series each
-    want = full[full.layer == "norm5"].set_index("method").reindex(list(T.PAPER_METHOD_ORDER))["median"] * 100
+    want = full[full.layer == "norm5"].set_index("method").reindex(list(N.PAPER_METHOD_ORDER))["median"] * 100
     np.testing.assert_allclose(norm5[0].get_xdata(), want)
     assert norm5[0].get_markerfacecolor() == "white"
-    assert [t.get_text() for t in left.get_legend().get_texts()] == ["final_conv (H0 rejected)", "norm5 (not rejected)"]
+    legend = [t.get_text() for t in left.get_legend().get_texts()]
+    assert legend == ["final_conv (H0 rejected)", "norm5 (not rejected)"]
     assert len(right.collections) >= 2 and png_size(fig) > 1000  # two KDEs of the fractions
     assert len(F.layer_comparison_plot(full).axes) == 1
 
 
 def test_fidelity_difference_plot_shows_the_paired_means(maps):
-    d = T.fidelity_differences(maps)
+    d = A.fidelity_differences(maps)
     fig = F.fidelity_difference_plot(d)
     axes = visible_axes(fig)
     assert [ax.get_title() for ax in axes] == ["ConvNeXt", "DenseNet", "ResNet", "VGG"]
     vgg = d[d.model == "vgg"].set_index("method")
-    baselines = [m for m in T.PAPER_METHOD_ORDER if m != "case"]
+    baselines = [m for m in N.PAPER_METHOD_ORDER if m != "case"]
     pts = _points(axes[3])
     np.testing.assert_allclose([p.get_xdata()[0] for p in pts], vgg.loc[baselines, "mean_diff"])
     hollow = [p.get_markerfacecolor() == "white" for p in pts]
@@ -200,7 +212,8 @@ def test_appendix_histograms_in_the_papers_order():
         "VGG final_conv", "ResNet final_conv", "ConvNeXt final_conv", "DenseNet final_conv", "DenseNet norm5"]
     assert "(densenet.norm5)" in titles[-1]
     heights = [p.get_height() for p in visible_axes(figs[-1])[1].patches]  # DenseNet norm5, CASE
-    assert heights == T.agreement_histogram(_two_layers(), model="densenet", layer="norm5", method="case")["count"].tolist()
+    assert heights == A.agreement_histogram(_two_layers(), model="densenet", layer="norm5",
+                                            method="case")["count"].tolist()
     assert len(F.appendix_histograms(_two_layers(), models=["vgg"], methods=["case", "gradcam"])) == 1
     with pytest.raises(ValueError, match="no agreement rows"):
         F.appendix_histograms(_two_layers(), seed=3)
@@ -222,7 +235,8 @@ def test_returned_figures_display_as_png_in_ipython():
         InteractiveShell.clear_instance()
 
 
-# =============================================================================================== notebooks 01–03
+# =============================================================================================== notebooks
+# 01–03
 # case_projection, contrast_effect, evidence_bars.  Additive block.
 
 from types import SimpleNamespace  # noqa: E402
@@ -247,7 +261,8 @@ def projection_example(masks=True):
     unique[0, 0] = True
     shared = torch.zeros(1, 10, 10, dtype=torch.bool)
     shared[0, 5:] = True
-    return {"vectors": vectors, "images": torch.rand(1, 3, 10, 10, generator=torch.Generator().manual_seed(0)),
+    return {"vectors": vectors,
+            "images": torch.rand(1, 3, 10, 10, generator=torch.Generator().manual_seed(0)),
             "image_ids": [42], "targets": ("top1", "top2"), "layer": "layer4.0.conv2",
             "target_names": [["top1: cat", "top2: dog"]], "contrast_names": [[["a", "b"], ["c"]]],
             "masks": {"unique": unique, "shared": shared} if masks else None}
@@ -280,7 +295,8 @@ def test_case_projection_bars_are_the_weights():
 def test_case_projection_options_and_errors():
     ex = projection_example(masks=False)
     fig = F.case_projection(ex, target=1, top=50, title="K = 1")
-    assert len(fig.axes[0].patches) == 3 * 5 and "the 5 largest of 5" in fig.axes[0].get_xlabel()  # top capped
+    # top capped
+    assert len(fig.axes[0].patches) == 3 * 5 and "the 5 largest of 5" in fig.axes[0].get_xlabel()
     assert "top2: dog" in fig.axes[0].get_title() and "contrast: c" in fig.axes[0].get_title()
     assert [ax.get_title() for ax in fig.axes[1:]] == ["image", "Grad-CAM map (w_u)", "shared direction (w̄)",
                                                        "CASE map (w⊥)"]  # no masks: no evidence
@@ -301,7 +317,7 @@ CONTRAST_CENTRES = {("resnet", "confusion"): 0.2, ("resnet", "logits"): 0.3, ("v
 def _contrast_summary(evidence=True):
     rows = make_contrast_rows(lambda m, s, K: CONTRAST_CENTRES.get((m, s), 0.5) + 0.02 * K, CONTRAST_SETTINGS,
                               nan_at=4)
-    return T.contrast_table(_set_evidence(rows) if evidence else rows, n_boot=50)
+    return EV.contrast_table(_set_evidence(rows) if evidence else rows, n_boot=50)
 
 
 def test_contrast_effect_lines_are_the_medians():
@@ -319,14 +335,14 @@ def test_contrast_effect_lines_are_the_medians():
              if np.allclose(g.sort_values("contrast_k")["median"] * 100, line.get_ydata())]
         assert len(g) == 1  # the line is one model's medians for this strategy
         np.testing.assert_allclose(line.get_xdata(), g[0].sort_values("contrast_k")["contrast_k"] + shift)
-    colours = {(l.get_linestyle(), tuple(l.get_ydata())): l.get_color() for l in lines}
+    colours = {(lyr.get_linestyle(), tuple(lyr.get_ydata())): lyr.get_color() for lyr in lines}
     assert len(set(map(str, colours.values()))) == 2  # one colour per model
-    (thr,) = [l for l in left.lines if l.get_color() == "red"]
+    (thr,) = [lyr for lyr in left.lines if lyr.get_color() == "red"]
     assert thr.get_linestyle() == "--" and thr.get_ydata()[0] == 50
     assert [t.get_text() for t in left.get_xticklabels()] == ["1", "3"]
     right_lines = _points(right)
     assert len(right_lines) == 4
-    np.testing.assert_allclose(sorted(v for l in right_lines for v in l.get_ydata()),
+    np.testing.assert_allclose(sorted(v for lyr in right_lines for v in lyr.get_ydata()),
                                sorted(summary["unique_top1"] * 100))
     assert [t.get_text() for t in right.get_legend().get_texts()] == [
         "ResNet", "VGG", "confusion matrix contrast", "image's top logits contrast"]
@@ -337,10 +353,11 @@ def test_contrast_effect_without_masks_and_errors():
     summary = _contrast_summary(evidence=False)
     fig = F.contrast_effect(summary, threshold=0.7)
     assert len(fig.axes) == 1 and len(_points(fig.axes[0])) == 4
-    assert [l for l in fig.axes[0].lines if l.get_color() == "red"][0].get_ydata()[0] == pytest.approx(70)
+    assert [lyr for lyr in fig.axes[0].lines
+            if lyr.get_color() == "red"][0].get_ydata()[0] == pytest.approx(70)
     one = F.contrast_effect(summary[summary.contrast_strategy == "logits"])
     lines = _points(one.axes[0])
-    assert len(lines) == 2 and all(l.get_linestyle() == "--" for l in lines)
+    assert len(lines) == 2 and all(lyr.get_linestyle() == "--" for lyr in lines)
     np.testing.assert_allclose(lines[0].get_xdata(), [1, 3])  # a single strategy is not shifted
     with pytest.raises(ValueError, match="summary lacks column"):
         F.contrast_effect(summary.drop(columns="ci_low"))
@@ -350,17 +367,19 @@ def test_contrast_effect_without_masks_and_errors():
 
 def test_evidence_bars_heights_are_the_shares():
     areas = pd.DataFrame({"image_id": np.arange(30), "unique_area": np.arange(30) / 300})
-    ev = T.evidence_comparison(_evidence_maps(), areas=areas)
+    ev = EV.evidence_comparison(_evidence_maps(), areas=areas)
     fig = F.evidence_bars(ev)
     axes = visible_axes(fig)
     assert [ax.get_title() for ax in axes] == ["ConvNeXt", "DenseNet", "ResNet", "VGG"]
-    vgg = ev[(ev.model == "vgg") & (ev.comparison == "top1_vs_top2")].set_index("method").loc[list(T.PAPER_METHOD_ORDER)]
+    vgg = ev[(ev.model == "vgg")
+             & (ev.comparison == "top1_vs_top2")].set_index("method").loc[list(N.PAPER_METHOD_ORDER)]
     heights = [p.get_height() for p in axes[3].patches]
     assert len(heights) == 12
     np.testing.assert_allclose(heights[:6], vgg["unique_top1"] * 100)
     np.testing.assert_allclose(heights[6:], vgg["unique_other"] * 100)
-    assert [t.get_text() for t in axes[3].get_xticklabels()] == [T.DISPLAY_NAMES[m] for m in T.PAPER_METHOD_ORDER]
-    refs = {l.get_linestyle(): l.get_ydata()[0] for l in axes[3].lines}
+    ticks = [t.get_text() for t in axes[3].get_xticklabels()]
+    assert ticks == [N.DISPLAY_NAMES[m] for m in N.PAPER_METHOD_ORDER]
+    refs = {lyr.get_linestyle(): lyr.get_ydata()[0] for lyr in axes[3].lines}
     assert refs[":"] == pytest.approx(vgg["unique_chance"].mean() * 100)
     assert refs["-."] == pytest.approx(vgg["unique_ceiling"].mean() * 100)
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [
@@ -370,16 +389,18 @@ def test_evidence_bars_heights_are_the_shares():
     sib = F.evidence_bars(ev, comparison="true_vs_sibling", ncols=3, title="siblings")
     assert len(sib.axes) == 6 and len(visible_axes(sib)) == 4  # a 2 × 3 grid, two panels hidden
     assert sib.legends[0].get_texts()[1].get_text() == "sibling map" and sib.get_suptitle() == "siblings"
-    s = ev[(ev.model == "convnext") & (ev.comparison == "true_vs_sibling")].set_index("method").loc[list(T.PAPER_METHOD_ORDER)]
-    np.testing.assert_allclose([p.get_height() for p in visible_axes(sib)[0].patches][6:], s["unique_other"] * 100)
+    s = ev[(ev.model == "convnext")
+           & (ev.comparison == "true_vs_sibling")].set_index("method").loc[list(N.PAPER_METHOD_ORDER)]
+    np.testing.assert_allclose([p.get_height() for p in visible_axes(sib)[0].patches][6:],
+                               s["unique_other"] * 100)
 
 
 def test_evidence_bars_without_references_empty_and_errors():
-    ev = T.evidence_comparison(_evidence_maps(), comparison="top1_vs_top2")
+    ev = EV.evidence_comparison(_evidence_maps(), comparison="top1_vs_top2")
     fig = F.evidence_bars(ev)
     assert all(len(ax.lines) == 0 for ax in visible_axes(fig))  # no chance / ceiling lines without areas
     assert len(fig.legends[0].get_texts()) == 2
-    empty = F.evidence_bars(T.evidence_comparison(make_maps(low_for_case)))
+    empty = F.evidence_bars(EV.evidence_comparison(make_maps(low_for_case)))
     (ax,) = empty.axes
     assert "no ground truth" in ax.texts[0].get_text() and not ax.axison
     with pytest.raises(ValueError, match=r"evidence lacks column\(s\) \['unique_other'\]"):

@@ -25,7 +25,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from test_browser import CHROMIUM_FLAGS, DevTools, find_chromium
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,11 +7,11 @@ import os
 import pytest
 import torch
 import torchvision
+from conftest import REFERENCE_CIFAR10, needs_shared_cifar10
 from PIL import Image
 
 import casekit as ck
 from casekit.subjects import models as M
-from conftest import REFERENCE_CIFAR10, needs_shared_cifar10
 
 # The attribution layers' output shapes [C, h, w] at 224×224 (reference-implementation notes).
 PAPER_SHAPES = {

@@ -21,6 +21,7 @@ import pytest
 import timm
 import torch
 import torchvision
+from conftest import needs_shared_cifar10
 from pytorch_grad_cam import AblationCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
 from pytorch_grad_cam.ablation_layer import AblationLayerVit
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -28,7 +29,6 @@ from torch import nn
 
 import casekit as ck
 from casekit.bench import _pgc
-from conftest import needs_shared_cifar10
 
 ORACLES = {
     "gradcam": GradCAM,

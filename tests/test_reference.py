@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REFERENCE_CIFAR10, needs_shared_cifar10
+from test_oracle import GRADIENT_BASED, GRADIENT_FREE, _check_all
 
 import casekit as ck
 from casekit.subjects import cifar_nets as N
 from casekit.subjects import reference as R
 from casekit.subjects.data import MissingDataError
-from conftest import REFERENCE_CIFAR10, needs_shared_cifar10
-from test_oracle import GRADIENT_BASED, GRADIENT_FREE, _check_all
 
 # role → output shape [C, h, w] at 32×32 (shared/reference/cifar10/README.md)
 SHAPES = {

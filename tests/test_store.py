@@ -227,7 +227,8 @@ def test_config_and_key_are_checked_on_resume(tmp_path):
         ResultStore(tmp_path / "s", ("model", "image_id"), CONFIG)
     reader = ResultStore(tmp_path / "s", KEY)  # config=None: read whatever was stored
     assert reader.run_config == CONFIG and len(reader.read()) == 1
-    same = ResultStore(tmp_path / "s", list(KEY), {"methods": ("gradcam", "case"), "k": 0.05, "seed": np.int64(0)})
+    same = ResultStore(tmp_path / "s", list(KEY),
+                       {"methods": ("gradcam", "case"), "k": 0.05, "seed": np.int64(0)})
     assert len(same) == 1  # tuples/lists and numpy scalars compare as their JSON form
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "data.csv").write_text("x")

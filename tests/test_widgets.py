@@ -151,14 +151,16 @@ def test_case_contrast_strategies_and_K(setup):
     assert not e.K.disabled
     e.K.value = 3
     assert torch.equal(e.contrast, sets[[a, b], :3])
-    torch.testing.assert_close(e.maps, direct_maps(model, data, 1, "features.2", "case", [a, b], sets[[a, b], :3]))
+    torch.testing.assert_close(e.maps,
+                               direct_maps(model, data, 1, "features.2", "case", [a, b], sets[[a, b], :3]))
     e.strategy.value = "logits"
     with torch.no_grad():
         order = model(data[1][0][None])[0].argsort(descending=True)
     expected_con = torch.stack([order[order != t][:3] for t in (a, b)])
     assert torch.equal(e.contrast, expected_con)
     assert e.contrast[0, 0] == b and e.contrast[1, 0] == a  # the other top class leads each set
-    torch.testing.assert_close(e.maps, direct_maps(model, data, 1, "features.2", "case", [a, b], expected_con))
+    torch.testing.assert_close(e.maps,
+                               direct_maps(model, data, 1, "features.2", "case", [a, b], expected_con))
 
 
 def test_unique_evidence_row_when_a_target_is_the_true_class(setup):
@@ -172,7 +174,8 @@ def test_unique_evidence_row_when_a_target_is_the_true_class(setup):
 
 
 def test_masks_break_ties_like_topk_agreement():
-    # Zero input and zero biases on the all but the first column → both maps are 0 on more than half of the pixels,
+    # Zero input and zero biases on the all but the first column → both maps are 0 on more than half of the
+    # pixels,
     # so a top-50 % set must pick among tied zeros; the masks shown must be the ones the agreement counts.
     model = TinyNet().eval()
     with torch.no_grad():

@@ -1,7 +1,9 @@
-"""Running the paper's experiments: run configurations, loading a subject, the batch runner that turns one engine
-call per batch into result rows, the study definitions per profile (:mod:`.experiments`) and the resumable
-Parquet result store (:mod:`.store`).
+"""Running the paper's experiments: run configurations (:mod:`.config`), loading a subject (:mod:`.subject`),
+one batch → one engine call → rows (:mod:`.batch`), the resumable runner (:mod:`.runner`), the study
+definitions per profile (:mod:`.profiles`), row views (:mod:`.rows`), the inputs of chapters 01–03
+(:mod:`.examples`, :mod:`.contrast_study`), the Parquet result store (:mod:`.store`), and the public facade
+:mod:`.experiments` (``ck.experiments``).
 
-Imports: :mod:`casekit.cam`, :mod:`casekit.evaluation`, :mod:`casekit.subjects`, :mod:`casekit._io` — never the
-report room.
+Imports: :mod:`casekit.cam`, :mod:`casekit.evaluation`, :mod:`casekit.subjects`, :mod:`casekit._io` — never
+the report room.
 """

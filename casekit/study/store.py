@@ -52,8 +52,8 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(
-        f"the run config must be JSON-serialisable (numbers, strings, lists, dicts); got {type(value).__name__} "
-        f"{value!r}"
+        "the run config must be JSON-serialisable (numbers, strings, lists, dicts); got "
+        f"{type(value).__name__} {value!r}"
     )
 
 
@@ -84,7 +84,8 @@ class ResultStore:
     a config stores ``{}``.
     """
 
-    def __init__(self, path: str | os.PathLike, key: Sequence[str], config: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, key: Sequence[str],
+                 config: Mapping[str, Any] | None = None) -> None:
         if isinstance(key, str) or not isinstance(key, Sequence) or not key:
             raise TypeError(f"key must be a non-empty sequence of column names, got {key!r}")
         if not all(isinstance(k, str) and k for k in key):
@@ -98,12 +99,14 @@ class ResultStore:
         if meta_file.exists():
             meta = json.loads(meta_file.read_text())
             if meta.get("format") != FORMAT_VERSION:
-                raise ValueError(f"{meta_file} has format {meta.get('format')!r}; this casekit reads {FORMAT_VERSION}")
+                raise ValueError(f"{meta_file} has format {meta.get('format')!r}; this casekit reads "
+                                 f"{FORMAT_VERSION}")
             if tuple(meta["key"]) != self.key:
                 raise ValueError(f"the store at {self.path} has key {tuple(meta['key'])}, not {self.key}")
             if given is not None and meta["config"] != given:
                 raise ValueError(
-                    f"the store at {self.path} was written with a different run config ({_config_diff(meta['config'], given)}); "
+                    f"the store at {self.path} was written with a different run config "
+                    f"({_config_diff(meta['config'], given)}); "
                     "resuming would mix results. Use another path, or delete the store to start over."
                 )
             self._config = meta["config"]
@@ -181,7 +184,8 @@ class ResultStore:
         else:
             raise TypeError(f"rows must be a pandas DataFrame or a list of dicts, got {type(rows).__name__}")
         if df.columns.duplicated().any():
-            raise ValueError(f"rows have repeated column names: {df.columns[df.columns.duplicated()].tolist()}")
+            raise ValueError("rows have repeated column names: "
+                             f"{df.columns[df.columns.duplicated()].tolist()}")
         missing = [k for k in self.key if k not in df.columns]
         if missing:
             raise ValueError(f"rows lack the key column(s) {missing}; the key is {self.key}")
@@ -194,7 +198,8 @@ class ResultStore:
             raise ValueError(f"rows cannot be stored as a table (mixed types in a column?): {err}") from None
         if self._schema is not None:
             stored = set(self._schema.names)
-            extra, lacking = sorted(set(table.column_names) - stored), sorted(stored - set(table.column_names))
+            extra = sorted(set(table.column_names) - stored)
+            lacking = sorted(stored - set(table.column_names))
             if extra or lacking:
                 raise ValueError(
                     f"rows do not match the store's columns: missing {lacking}, unexpected {extra}"
@@ -203,7 +208,8 @@ class ResultStore:
             try:
                 table = table.cast(self._schema.remove_metadata())
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:
-                raise ValueError(f"rows do not fit the store's column types {self._schema.remove_metadata()}: {err}") from None
+                raise ValueError("rows do not fit the store's column types "
+                                 f"{self._schema.remove_metadata()}: {err}") from None
         return table.replace_schema_metadata(None)
 
     def append(self, rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> int:
@@ -221,7 +227,8 @@ class ResultStore:
             seen: set[tuple] = set()
             twice = [k for k in keys if k in seen or seen.add(k)]
             if twice:
-                raise ValueError(f"the batch holds {len(twice)} repeated key(s), e.g. {twice[:3]} (key {self.key})")
+                raise ValueError(f"the batch holds {len(twice)} repeated key(s), e.g. {twice[:3]} (key "
+                                 f"{self.key})")
             for f in os.listdir(self.path):  # a killed writer's temporary files (we hold the lock)
                 if _TMP.match(f):
                     with contextlib.suppress(FileNotFoundError):
@@ -229,7 +236,8 @@ class ResultStore:
             dup = [k for k in keys if k in self._keys]
             if dup:
                 raise ValueError(
-                    f"{len(dup)} row(s) of the batch are already in the store, e.g. {dup[:3]} (key {self.key}); "
+                    f"{len(dup)} row(s) of the batch are already in the store, e.g. {dup[:3]} (key "
+                    f"{self.key}); "
                     "skip done work with store.done_keys()"
                 )
             if self._schema is None:

@@ -16,10 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import synthetic
-
-from . import zoo
 from ..cam.contrast import contrast_sets
+from . import synthetic, zoo
 
 FAMILIES: tuple[str, ...] = zoo.FAMILIES
 DENSENET_SEEDS: tuple[int, ...] = zoo.DENSENET_SEEDS

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from .._io import atomic_path, cache_dir
 from .data import MissingDataError, cifar100
 from .models import PAPER_MODELS, MissingWeightsError, load_paper_model
+from .seeds import TRAINING_SEEDS
 
 __all__ = [
     "PAPER_SETTINGS",
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 PAPER_SETTINGS: dict[str, Any] = {"epochs": 20, "lr": 1e-5, "weight_decay": 5e-4, "batch_size": 32, "image_size": 224}
-SEEDS = (0, 1, 2, 3, 4)
+SEEDS = TRAINING_SEEDS
 NUM_CLASSES = 100
 FORMAT = "casekit.finetune/1"
 

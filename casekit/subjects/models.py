@@ -120,7 +120,7 @@ def torchvision_weights_file(builder: str, weights: str = "IMAGENET1K_V1") -> tu
     return entry, Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def _missing_torchvision_weights(
+def missing_torchvision_weights(
     display: str, builder: str, name: str, url: str, path: Path, reason: str | None = None
 ) -> MissingWeightsError:
     torch_home = os.environ.get("TORCH_HOME")
@@ -267,7 +267,7 @@ def _torchvision_pretrained(spec: PaperModel, builder: Callable, entry: Any, pat
             return builder(weights=entry)  # torchvision downloads to torch.hub's cache and checks the hash
         except (OSError, RuntimeError) as err:  # URLError is an OSError; a hash mismatch is a RuntimeError
             reason = f"torchvision's download failed: {err}"
-    raise _missing_torchvision_weights(spec.display, spec.builder, entry.name, entry.url, path, reason)
+    raise missing_torchvision_weights(spec.display, spec.builder, entry.name, entry.url, path, reason)
 
 
 def _build_timm(spec: PaperModel, weights: Any, local: Path | None, build_on: torch.device, num_classes: int) -> nn.Module:

@@ -37,13 +37,14 @@ from torchvision.models.resnet import BasicBlock
 from torchvision.models.vgg import make_layers
 from tqdm.auto import tqdm
 
-from . import synthetic
 from .._io import atomic_path, cache_dir, config_hash
 from ..cam.contrast import confusion_matrix
 from ..cam.hooks import evaluation_mode
+from . import synthetic
+from .seeds import TRAINING_SEEDS
 
 FAMILIES: tuple[str, ...] = ("resnet", "vgg", "densenet", "convnext")
-DENSENET_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)  # the seed-robustness study
+DENSENET_SEEDS: tuple[int, ...] = TRAINING_SEEDS  # the seed-robustness study
 ZOO_VERSION = 2  # bump when a change to this file changes the weights a config trains to
 
 # Small members of each family for 64×64 images (see build()).
@@ -262,8 +263,8 @@ def training_config(
     }
 
 
-def checkpoint_path(config: dict[str, Any]) -> Path:
-    """``cache_dir("zoo") / "{family}-seed{seed}-{hash}.pt"``."""
+def member_checkpoint(config: dict[str, Any]) -> Path:
+    """Where the zoo member of ``config`` is cached: ``cache_dir("zoo") / "{family}-seed{seed}-{hash}.pt"``."""
     return cache_dir("zoo") / f"{config['family']}-seed{config['seed']}-{config_hash(config)}.pt"
 
 
@@ -431,7 +432,7 @@ def get(
 ) -> Trained:
     """The trained zoo member for this config: from the cache, or trained now (then cached)."""
     config = training_config(family, seed, data, data_seed, arch, settings)
-    path = checkpoint_path(config)
+    path = member_checkpoint(config)
     device = torch.device(device)
     # the lock: one training run per config at a time; fork_rng: the caller's random state stays untouched
     with _locked(path), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

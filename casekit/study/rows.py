@@ -1,0 +1,87 @@
+"""Views of a run's ``maps`` rows: agreement rows (one per comparison of two maps), fidelity rows (the top-1
+maps' confidence drops at a k), and how often maps are constant.
+
+Imports: :mod:`casekit.cam` (method names), :mod:`.config`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import pandas as pd
+
+from ..cam.engine import canonical_method
+from .config import k_suffix
+
+
+def _filter(df: pd.DataFrame, filters: Mapping[str, Any]) -> pd.DataFrame:
+    for col, value in filters.items():
+        if value is None:
+            continue
+        if col not in df.columns:
+            raise ValueError(f"cannot filter on {col!r}: the table has columns {list(df.columns)}")
+        values = value if isinstance(value, (list, tuple, set)) else [value]
+        if col == "method":
+            values = [canonical_method(v) for v in values]
+        df = df[df[col].isin(values)]
+    return df
+
+
+def agreement_rows(maps: pd.DataFrame, **filters: Any) -> pd.DataFrame:
+    """One row per (model, seed, layer, method, image_id, comparison) with the agreement of the two maps
+    (``top1_vs_top2``: the paper's RQ1; ``true_vs_sibling``: the demo benchmark's) and whether either map
+    was constant.  ``filters``: column = value (or list of values), e.g. ``layer="final_conv"``."""
+    need = {"target", "agreement", "comparison", "constant"}
+    if not need <= set(maps.columns):
+        raise ValueError(f"maps lacks column(s) {sorted(need - set(maps.columns))}: pass the maps table of "
+                         "a run")
+    second = maps[maps["target"] != "top1"]
+    top1 = maps[maps["target"] == "top1"].set_index(["model", "seed", "layer", "method", "image_id"])
+    idx = pd.MultiIndex.from_frame(second[["model", "seed", "layer", "method", "image_id"]])
+    first_const = top1["constant"].reindex(idx).to_numpy()
+    out = second.assign(constant_top1=first_const.astype(bool), constant_other=second["constant"].to_numpy())
+    out["degenerate"] = out["constant_top1"] | out["constant_other"]
+    keep = ["model", "seed", "layer", "layer_name", "method", "image_id", "comparison", "label",
+            "target_class",
+            "agreement", "degenerate", "constant_top1", "constant_other", "unique_evidence",
+            "shared_evidence"]
+    renames = {"target_class": "other_class", "unique_evidence": "other_unique_evidence",
+               "shared_evidence": "other_shared_evidence"}
+    out = out[[c for c in keep if c in out.columns]].rename(columns=renames)
+    out = _filter(out, filters)
+    return out.sort_values(["model", "seed", "layer", "method", "comparison", "image_id"],
+                           kind="mergesort").reset_index(drop=True)
+
+
+def fidelity_rows(maps: pd.DataFrame, k: float | None = None, **filters: Any) -> pd.DataFrame:
+    """The top-1 maps' fidelity rows (one per model, seed, layer, method, image) with ``drop`` and
+    ``relative_drop`` at ``k`` (default: each run's ``fidelity_k``; else one of the deletion-curve ks)."""
+    if "p_before" not in maps.columns:
+        raise ValueError("maps lacks the fidelity columns: pass the maps table of a run")
+    out = maps[(maps["target"] == "top1") & maps["p_before"].notna()].copy()
+    if k is not None:
+        col = f"p_after_{k_suffix(k)}"
+        if col not in out.columns:
+            have = sorted(float(c.removeprefix("p_after_")) / 100 for c in out.columns
+                          if c.startswith("p_after_"))
+            raise ValueError(f"no deletion-curve value at k={k:g}; the runs measured k in {have}")
+        out["p_after"] = out[col]
+        out["drop"] = out["p_before"] - out["p_after"]
+        out["relative_drop"] = out["drop"].clip(lower=0) / out["p_before"]
+        out["fidelity_k"] = float(k)
+    out = _filter(out, filters)
+    return out.sort_values(["model", "seed", "layer", "method", "image_id"],
+                           kind="mergesort").reset_index(drop=True)
+
+
+def degenerate_maps(maps: pd.DataFrame, **filters: Any) -> pd.DataFrame:
+    """How often maps are constant (no top-k set), per model, layer, method and target:
+    ``n_maps, n_constant, fraction_constant``."""
+    df = _filter(maps, filters)
+    g = df.groupby(["model", "seed", "layer", "method", "target"], sort=True)["constant"]
+    out = g.agg(n_maps="size", n_constant="sum").reset_index()
+    out["n_constant"] = out["n_constant"].astype(int)
+    out["fraction_constant"] = out["n_constant"] / out["n_maps"]
+    return out
+
+
