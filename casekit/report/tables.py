@@ -16,14 +16,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..evaluation.stats import class_sensitivity_test, format_p, holm, paired_fidelity_test
+from ..evaluation.stats import class_sensitivity_test, format_p, holm, paired_fidelity_both_ways
 from ..study.rows import agreement_rows, fidelity_rows
 from ..study.runner import Results
 from .naming import DISPLAY_NAMES, PAPER_METHOD_ORDER, model_display, num, sort_paper
 
 __all__ = [
     "maps_frame", "sparsity_frame", "sensitivity_tests", "table1_full", "table1", "table2_full", "table2",
-    "table3_full", "table3", "bold",
+    "table3_full", "table3", "table3_both_ways", "table1_sensitivity", "conflict_count", "bold",
 ]
 
 
@@ -72,6 +72,7 @@ def sensitivity_tests(agree: pd.DataFrame, groups: Sequence[str], threshold: flo
                                    n_boot=n_boot, seed=seed).as_row()
         r.update(dict(zip(groups, key)))
         r["n_degenerate"] = int(g["degenerate"].sum()) if "degenerate" in g else 0
+        r["n_partly_degenerate"] = int(g["partly_degenerate"].sum()) if "partly_degenerate" in g else 0
         rows.append(r)
     out = pd.DataFrame(rows)
     out["p_holm"] = holm(out["p"].to_numpy(float))
@@ -81,26 +82,56 @@ def sensitivity_tests(agree: pd.DataFrame, groups: Sequence[str], threshold: flo
     out["Model"] = out["model"].map(model_display)
     out["p_fmt"] = out["p"].map(format_p)
     out["p_holm_fmt"] = out["p_holm"].map(format_p)
-    front = [*groups, "Model", "Method", "n", "n_excluded", "n_degenerate", "n_zero", "median", "ci_low",
-             "ci_high",
-             "p", "p_fmt", "p_holm", "p_holm_fmt", "reject", "reject_holm", "verdict"]
+    out["sign_p_fmt"] = out["sign_p"].map(format_p)
+    front = [*groups, "Model", "Method", "n", "n_excluded", "n_degenerate", "n_partly_degenerate", "n_zero",
+             "median", "ci_low", "ci_high",
+             "p", "p_fmt", "p_holm", "p_holm_fmt", "reject", "reject_holm", "verdict",
+             "sign_p", "sign_p_fmt", "sign_reject", "conflict"]
     return out[front + [c for c in out.columns if c not in front]]
 
 
 def table1_full(data: Any, *, layer: str = "final_conv", seed: int = 0, comparison: str = "top1_vs_top2",
                 threshold: float = 0.5, alpha: float = 0.05, models: Sequence[str] | None = None,
                 methods: Sequence[str] | None = None, n_boot: int = 10_000,
-                boot_seed: int = 0) -> pd.DataFrame:
-    """Table I, long: one row per (model, method) with the one-sided Wilcoxon test of ``agreement −
-    threshold`` (H1: median below it; default threshold 0.5 = the paper's, the reference code used 0.7), n,
-    NaNs excluded (constant maps), median agreement and its 95 % bootstrap CI, p, Holm-adjusted p over the
-    whole table and the verdicts (``reject`` at ``alpha`` from the raw p, as the paper; ``reject_holm`` after
-    correction)."""
+                boot_seed: int = 0, partly_degenerate: str = "kept") -> pd.DataFrame:
+    """Table I, long: one row per (model, method) with the one-sided Wilcoxon signed-rank test of
+    ``agreement − threshold`` (H1: the distribution's symmetric centre, its pseudo-median, is below it;
+    default threshold 0.5 = the paper's, the reference code used 0.7), n, NaNs excluded (constant maps),
+    median agreement and its 95 % bootstrap CI, p, Holm-adjusted p over the whole table and the verdicts
+    (``reject`` at ``alpha`` from the raw p, as the paper; ``reject_holm`` after correction); the exact sign
+    test of the median (``sign_p``, ``sign_reject``) and ``conflict`` (the two verdicts differ, or the
+    Wilcoxon rejects although the sample median is not below the threshold).  ``n_partly_degenerate``:
+    comparisons with a partly degenerate map; ``partly_degenerate="excluded"`` drops them before testing
+    (the sensitivity row of :func:`table1_sensitivity`)."""
+    if partly_degenerate not in ("kept", "excluded"):
+        raise ValueError(f"partly_degenerate must be 'kept' or 'excluded', got {partly_degenerate!r}")
     agree = agreement_rows(maps_frame(data), layer=layer, seed=seed, comparison=comparison, model=models,
                            method=methods)
+    if partly_degenerate == "excluded":
+        if "partly_degenerate" not in agree.columns:
+            raise ValueError("these rows do not record partly degenerate maps (an older run): recompute it")
+        agree = agree[~agree["partly_degenerate"]]
     out = sensitivity_tests(agree, ["model", "layer", "seed", "method"], threshold, alpha, n_boot, boot_seed)
     out.insert(3, "comparison", comparison)
     return sort_paper(out, ["model", "method"])
+
+
+def conflict_count(full: pd.DataFrame) -> int:
+    """Number of rows of a Table I/II long frame whose Wilcoxon and sign-test verdicts conflict."""
+    if "conflict" not in full.columns:
+        raise ValueError("the frame has no 'conflict' column: pass table1_full(...) or table2_full(...)")
+    return int(full["conflict"].astype(bool).sum())
+
+
+def table1_sensitivity(data: Any, **options: Any) -> pd.DataFrame:
+    """Table I's test with the partly degenerate comparisons kept and excluded, one row per (model, method,
+    ``partly_degenerate``): n, median, p, verdicts of both tests (``options`` as :func:`table1_full`)."""
+    cols = ["model", "method", "Model", "Method", "partly_degenerate", "n", "n_partly_degenerate", "median",
+            "p", "p_fmt", "reject", "sign_p", "sign_reject", "conflict"]
+    parts = [table1_full(data, partly_degenerate=how, **options).assign(partly_degenerate=how)
+             for how in ("kept", "excluded")]
+    out = pd.concat(parts, ignore_index=True)[cols]
+    return sort_paper(out, ["model", "method"]).reset_index(drop=True)
 
 
 def _pivot_p(full: pd.DataFrame, column: str, value: str = "p_fmt") -> pd.DataFrame:
@@ -153,7 +184,7 @@ def table2(data: Any = None, *, full: pd.DataFrame | None = None, **options: Any
 
 def table3_full(data: Any, *, k: float | None = None, drop: str = "relative", layer: str = "final_conv",
                 seed: int = 0, alpha: float = 0.05, models: Sequence[str] | None = None,
-                methods: Sequence[str] | None = None) -> pd.DataFrame:
+                methods: Sequence[str] | None = None, constant_pairs: str = "kept") -> pd.DataFrame:
     """Table III, long: mean and SD of each method's confidence drop and the paired t-test against CASE on
     the same images (paired by image id, checked): ``p_one_sided`` (H1: CASE's mean drop is higher, the
     paper's text) and ``p_two_sided`` (the reference code, which the paper's numbers match), ``d_z`` (mean of
@@ -162,9 +193,15 @@ def table3_full(data: Any, *, k: float | None = None, drop: str = "relative", la
 
     ``drop``: ``"relative"`` = ``max(p_before − p_after, 0) / p_before`` (the reference code's score) or
     ``"absolute"`` = ``p_before − p_after``; ``k``: the blanked fraction (default each run's ``fidelity_k``).
+    ``constant_pairs``: ``"kept"`` (a constant map's drop counts as 0, as the reference code) or
+    ``"excluded"`` (an image leaves the pair when either of its two maps is constant;
+    :func:`casekit.evaluation.stats.paired_fidelity_both_ways`); ``n_pairs_excluded`` counts those images and
+    ``mean``/``sd`` are over the tested images.  See :func:`table3_both_ways`.
     """
     if drop not in ("relative", "absolute"):
         raise ValueError(f"drop must be 'relative' or 'absolute', got {drop!r}")
+    if constant_pairs not in ("kept", "excluded"):
+        raise ValueError(f"constant_pairs must be 'kept' or 'excluded', got {constant_pairs!r}")
     col = "relative_drop" if drop == "relative" else "drop"
     fid = fidelity_rows(maps_frame(data), k=k, layer=layer, seed=seed, model=models, method=methods)
     if fid.empty:
@@ -175,10 +212,13 @@ def table3_full(data: Any, *, k: float | None = None, drop: str = "relative", la
         if case.empty:
             raise ValueError(f"Table III compares every method with CASE, but {model!r} has no CASE rows")
         for method, gm in g.groupby("method", sort=False):
-            test = paired_fidelity_test(gm[col].to_numpy(float), case[col].to_numpy(float),
-                                        gm["image_id"].to_numpy(), case["image_id"].to_numpy(),
-                                        alpha=alpha).as_row()
-            r = {"model": model, "layer": layer, "seed": seed, "method": method, "n": test["n"],
+            both = paired_fidelity_both_ways(gm[col].to_numpy(float), case[col].to_numpy(float),
+                                             gm["image_id"].to_numpy(), case["image_id"].to_numpy(),
+                                             gm["constant"].to_numpy(bool), case["constant"].to_numpy(bool),
+                                             alpha=alpha)
+            test = both[both["constant_pairs"] == constant_pairs].iloc[0].to_dict()
+            r = {"constant_pairs": constant_pairs, "n_pairs_excluded": int(test["n_pairs_excluded"]),
+                 "model": model, "layer": layer, "seed": seed, "method": method, "n": test["n"],
                  "mean": test["mean_method"], "sd": test["sd_method"], "mean_case": test["mean_case"],
                  "mean_diff": test["mean_diff"], "t": test["t"], "df": test["df"], "d_z": test["d_z"],
                  "p_one_sided": test["p_one_sided"], "p_two_sided": test["p_two_sided"],
@@ -202,6 +242,13 @@ def table3_full(data: Any, *, k: float | None = None, drop: str = "relative", la
              "d_z", "highest", "case_higher", "two_sided_verdict", "n_constant"]
     out = out[front + [c for c in out.columns if c not in front]]
     return sort_paper(out, ["model", "method"])
+
+
+def table3_both_ways(data: Any, **options: Any) -> pd.DataFrame:
+    """Table III long with the constant-map pairs kept (as 0, the reference code) and excluded, one row per
+    (model, method, ``constant_pairs``) (``options`` as :func:`table3_full`)."""
+    parts = [table3_full(data, constant_pairs=how, **options) for how in ("kept", "excluded")]
+    return sort_paper(pd.concat(parts, ignore_index=True), ["model", "method"]).reset_index(drop=True)
 
 
 def table3(data: Any = None, *, full: pd.DataFrame | None = None, **options: Any) -> pd.DataFrame:

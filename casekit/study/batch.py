@@ -21,11 +21,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..cam.contrast import contrast_sets
+from ..cam.contrast import contrast_decisions, contrast_sets, decision_counts
 from ..cam.engine import CAMResult, explain
 from ..evaluation.metrics import (
     active_channels,
     deletion_curve,
+    partly_degenerate,
     shared_evidence,
     topk_agreement,
     topk_count,
@@ -84,11 +85,15 @@ class BatchContext:
     targets: tuple[str, ...]
     contrast: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None
     siblings: torch.Tensor | None  # bool [C, C]
+    #: How the contrast slots were decided ({"counts", "tiebreak", "index"} → slots), None without confusion
+    decisions: dict[str, int] | None = None
 
 
 def batch_context(config: RunConfig, subject: Subject) -> BatchContext:
     """Resolve a run's layers, targets (top-1, top-2 and, with sibling groups, the true class's sibling) and
-    CASE's contrast (the confusion matrix's K most-confused classes, or the image's own logits)."""
+    CASE's contrast (the confusion matrix's K most-confused classes, ties broken by the subject's
+    ``tiebreak`` with ``contrast_tiebreak="probs"`` when it has one, then by index; or the image's own
+    logits) and how its slots were decided (:func:`casekit.cam.contrast.contrast_decisions`)."""
     layer_name = subject.layer_name(config.layer)
     sparsity = {role: subject.layer_name(role) for role in config.sparsity}
     sib = None
@@ -99,19 +104,21 @@ def batch_context(config: RunConfig, subject: Subject) -> BatchContext:
             num_classes = max(int(c) for g in subject.groups for c in g) + 1
             sib = _sibling_table(subject.groups, num_classes)
             targets = TARGETS
-    contrast = None
+    contrast, decisions = None, None
     if "case" in config.methods:
         if config.contrast_strategy == "confusion":
             if subject.confusion is None:
                 raise ValueError("CASE with contrast_strategy='confusion' needs the subject's held-out "
                                  "confusion matrix")
-            sets = contrast_sets(subject.confusion, config.contrast_k).to(config.device)
+            tiebreak = subject.tiebreak if config.contrast_tiebreak == "probs" else None
+            sets = contrast_sets(subject.confusion, config.contrast_k, tiebreak).to(config.device)
+            decisions = decision_counts(contrast_decisions(subject.confusion, config.contrast_k, tiebreak))
 
             def contrast(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
                 return sets[t]  # V(u) depends on the target class only
         else:
             contrast = logit_contrast(config.contrast_k)
-    return BatchContext(config, subject, layer_name, sparsity, targets, contrast, sib)
+    return BatchContext(config, subject, layer_name, sparsity, targets, contrast, sib, decisions)
 
 
 def target_fn(ctx: BatchContext, labels: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -154,6 +161,8 @@ def _map_metrics(ctx: BatchContext, maps: torch.Tensor,
         uniq = unique_evidence(maps, masks["unique"][:, None, None], cfg.k, cfg.ties, cfg.sample_seed)
         shared = shared_evidence(maps, masks["shared"][:, None, None], cfg.k, cfg.ties, cfg.sample_seed)
     return {"constant": flat.amax(-1) <= flat.amin(-1),  # a degenerate map (e.g. all zero)
+            # top-k set partly picked by the tie order (0 < positive area < ⌊k·H·W⌋)
+            "partly_degenerate": partly_degenerate(maps.clamp(min=0), cfg.k),
             "agreement": agreement, "unique_evidence": uniq, "shared_evidence": shared}
 
 
@@ -190,7 +199,7 @@ def _map_rows(ctx: BatchContext, ids: Sequence[int], images: torch.Tensor, label
     """One engine call → one row per (image, method, target) → ``(rows, the layer's activations)``."""
     cfg, subj = ctx.config, ctx.subject
     res = explain(subj.model, images, ctx.layer_name, cfg.methods, target_fn(ctx, labels), ctx.contrast,
-                  batch_size=cfg.perturbation_batch)
+                  projection=cfg.projection, batch_size=cfg.perturbation_batch)
     wrong = (res.targets[:, 0] != labels).nonzero().flatten().tolist()
     if wrong:  # the sample holds correctly classified images; a batch-size-dependent near tie can flip one
         warnings.warn(f"images {[ids[j] for j in wrong]} are no longer classified correctly in this batch; "
@@ -214,6 +223,7 @@ def _map_rows(ctx: BatchContext, ids: Sequence[int], images: torch.Tensor, label
         "prob": probs.cpu().numpy().astype(np.float64)[:, None, :].repeat(M, 1).reshape(-1),
         "comparison": np.tile(np.array([COMPARISONS.get(t, "") for t in ctx.targets], dtype=object), B * M),
         "constant": metrics["constant"].cpu().numpy().reshape(-1),
+        "partly_degenerate": metrics["partly_degenerate"].cpu().numpy().reshape(-1),
     }
     for name in ("agreement", "unique_evidence", "shared_evidence"):
         cols[name] = metrics[name].cpu().numpy().astype(np.float64).reshape(-1)

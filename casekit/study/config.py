@@ -23,6 +23,12 @@ from ..subjects.seeds import TRAINING_SEEDS
 
 PROFILES = ("demo", "paper", "custom")
 STRATEGIES = ("confusion", "logits")
+#: How ties in the held-out confusion counts are broken when CASE's contrast sets are chosen: by the mean
+#: softmax probabilities of the same held-out images, then by index (``"probs"``), or by index only
+#: (``"none"``, the reference code's rule).
+TIEBREAKS = ("probs", "none")
+#: CASE's projection: of the pooled gradient vectors (the reference code) or of the full gradient maps.
+PROJECTIONS = ("pooled", "full")
 MAP_KEY: tuple[str, ...] = ("model", "seed", "layer", "method", "image_id", "target")
 SPARSITY_KEY: tuple[str, ...] = ("model", "seed", "layer", "image_id")
 #: Targets of the maps of one image: the top-1 and top-2 predicted classes and the true class's sibling.
@@ -30,7 +36,7 @@ TARGETS: tuple[str, ...] = ("top1", "top2", "sibling")
 #: The comparison a target's agreement (with the top-1 map) stands for.  The sample holds correctly
 #: classified images only, so the top-1 class is the true class.
 COMPARISONS: dict[str, str] = {"top2": "top1_vs_top2", "sibling": "true_vs_sibling"}
-ROW_FORMAT = 1  # bump when the row schema changes (part of the store config)
+ROW_FORMAT = 2  # bump when the row schema changes (part of the store config)
 #: Training seeds of the seed-robustness study (Figure 4): the demo zoo's DenseNets, the fine-tuned
 # DenseNet-201s.
 STUDY_SEEDS: tuple[int, ...] = TRAINING_SEEDS
@@ -116,6 +122,10 @@ class RunConfig:
     - ``contrast_k``: CASE's contrast-set size K (the paper: 3 suffices); ``contrast_strategy``:
       ``"confusion"`` = the K most-confused classes of the target's row of the held-out confusion matrix (the
       paper), ``"logits"`` = the image's own K next-highest logits (the authors' unused variant).
+      ``contrast_tiebreak``: ``"probs"`` (default) breaks ties of the confusion counts by the held-out mean
+      softmax probabilities (:func:`casekit.contrast_sets` ``tiebreak=``), ``"none"`` by class index only.
+    - ``projection``: CASE's projection of the pooled gradient vectors (``"pooled"``, the reference code) or
+      of the full gradient maps (``"full"``, the paper's text).
     - ``ties``: ``"random"`` (seeded; constant maps → NaN agreement) or ``"index"`` (the reference code).
     - ``sample_seed``: seeds the image sample and the random tie-break.
     - ``rq1`` / ``rq2``: which metrics to compute (RQ1 needs the top-2 and sibling maps; RQ2 the deletion
@@ -140,6 +150,8 @@ class RunConfig:
     tau: float = 1e-3
     contrast_k: int = 3
     contrast_strategy: str = "confusion"
+    contrast_tiebreak: str = "probs"
+    projection: str = "pooled"
     ties: str = "random"
     sample_seed: int = 0
     rq1: bool = True
@@ -182,6 +194,10 @@ class RunConfig:
         set_(self, "contrast_k", check_int(self.contrast_k, "contrast_k", 1))
         if self.contrast_strategy not in STRATEGIES:
             raise ValueError(f"contrast_strategy must be one of {STRATEGIES}, got {self.contrast_strategy!r}")
+        if self.contrast_tiebreak not in TIEBREAKS:
+            raise ValueError(f"contrast_tiebreak must be one of {TIEBREAKS}, got {self.contrast_tiebreak!r}")
+        if self.projection not in PROJECTIONS:
+            raise ValueError(f"projection must be one of {PROJECTIONS}, got {self.projection!r}")
         if self.ties not in ("random", "index"):
             raise ValueError(f"ties must be 'random' or 'index', got {self.ties!r}")
         set_(self, "sample_seed", check_int(self.sample_seed, "sample_seed", 0))

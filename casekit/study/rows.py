@@ -30,7 +30,9 @@ def _filter(df: pd.DataFrame, filters: Mapping[str, Any]) -> pd.DataFrame:
 def agreement_rows(maps: pd.DataFrame, **filters: Any) -> pd.DataFrame:
     """One row per (model, seed, layer, method, image_id, comparison) with the agreement of the two maps
     (``top1_vs_top2``: the paper's RQ1; ``true_vs_sibling``: the demo benchmark's) and whether either map
-    was constant.  ``filters``: column = value (or list of values), e.g. ``layer="final_conv"``."""
+    was constant (``degenerate``) or partly degenerate (``partly_degenerate``: its top-k set partly picked by
+    the tie order, :func:`casekit.evaluation.metrics.partly_degenerate`).
+    ``filters``: column = value (or list of values), e.g. ``layer="final_conv"``."""
     need = {"target", "agreement", "comparison", "constant"}
     if not need <= set(maps.columns):
         raise ValueError(f"maps lacks column(s) {sorted(need - set(maps.columns))}: pass the maps table of "
@@ -41,10 +43,13 @@ def agreement_rows(maps: pd.DataFrame, **filters: Any) -> pd.DataFrame:
     first_const = top1["constant"].reindex(idx).to_numpy()
     out = second.assign(constant_top1=first_const.astype(bool), constant_other=second["constant"].to_numpy())
     out["degenerate"] = out["constant_top1"] | out["constant_other"]
+    if "partly_degenerate" in maps.columns:  # either map's top-k set partly picked by the tie order
+        first_partly = top1["partly_degenerate"].reindex(idx).to_numpy().astype(bool)
+        out["partly_degenerate"] = first_partly | second["partly_degenerate"].to_numpy().astype(bool)
     keep = ["model", "seed", "layer", "layer_name", "method", "image_id", "comparison", "label",
             "target_class",
-            "agreement", "degenerate", "constant_top1", "constant_other", "unique_evidence",
-            "shared_evidence"]
+            "agreement", "degenerate", "partly_degenerate", "constant_top1", "constant_other",
+            "unique_evidence", "shared_evidence"]
     renames = {"target_class": "other_class", "unique_evidence": "other_unique_evidence",
                "shared_evidence": "other_shared_evidence"}
     out = out[[c for c in keep if c in out.columns]].rename(columns=renames)
@@ -75,13 +80,19 @@ def fidelity_rows(maps: pd.DataFrame, k: float | None = None, **filters: Any) ->
 
 
 def degenerate_maps(maps: pd.DataFrame, **filters: Any) -> pd.DataFrame:
-    """How often maps are constant (no top-k set), per model, layer, method and target:
-    ``n_maps, n_constant, fraction_constant``."""
+    """How often maps are constant (no top-k set) or partly degenerate (top-k set partly picked by the tie
+    order), per model, layer, method and target: ``n_maps, n_constant, fraction_constant,
+    n_partly_degenerate, fraction_partly_degenerate`` (the last two only when the rows record it)."""
     df = _filter(maps, filters)
-    g = df.groupby(["model", "seed", "layer", "method", "target"], sort=True)["constant"]
-    out = g.agg(n_maps="size", n_constant="sum").reset_index()
-    out["n_constant"] = out["n_constant"].astype(int)
-    out["fraction_constant"] = out["n_constant"] / out["n_maps"]
-    return out
+    cols = ["constant"] + (["partly_degenerate"] if "partly_degenerate" in df.columns else [])
+    g = df.groupby(["model", "seed", "layer", "method", "target"], sort=True)[cols]
+    out = g.agg(["size", "sum"])
+    res = pd.DataFrame({"n_maps": out[("constant", "size")],
+                        "n_constant": out[("constant", "sum")].astype(int)})
+    res["fraction_constant"] = res["n_constant"] / res["n_maps"]
+    if "partly_degenerate" in cols:
+        res["n_partly_degenerate"] = out[("partly_degenerate", "sum")].astype(int)
+        res["fraction_partly_degenerate"] = res["n_partly_degenerate"] / res["n_maps"]
+    return res.reset_index()
 
 

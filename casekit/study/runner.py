@@ -11,9 +11,11 @@ Imports: :mod:`.config`, :mod:`.subject`, :mod:`.batch`, :mod:`.rows`, :mod:`.st
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -39,18 +41,43 @@ class RunResult:
     seconds: dict[str, float] = field(default_factory=dict)
     computed_batches: int = 0
     skipped_batches: int = 0
+    #: CASE's contrast slots decided by the confusion counts / the tiebreak / the class index (None when the
+    #: run has no confusion-based contrast)
+    contrast_decisions: dict[str, int] | None = None
 
 
-def _store_config(config: RunConfig, subject: Subject) -> dict[str, Any]:
+def _store_config(config: RunConfig, subject: Subject,
+                  decisions: Mapping[str, int] | None = None) -> dict[str, Any]:
     """The store config that identifies a run: its fields (not the device), the subject's fingerprint, the
-    row format."""
+    row format, and how CASE's contrast slots were decided (so a changed contrast rule is a new run)."""
     d = config.to_dict()
     d.pop("device")  # where it ran is not what it is
-    return {"run": d, "subject": subject.fingerprint, "row_format": ROW_FORMAT}
+    out = {"run": d, "subject": subject.fingerprint, "row_format": ROW_FORMAT}
+    if decisions is not None:
+        out["contrast_decisions"] = dict(decisions)
+    return out
+
+
+def _outdated(path: Path) -> bool:
+    """True when ``path`` is a result store written by an older casekit (an older row format or a run
+    config without a field of today's :class:`RunConfig`): its rows are recomputed, never mixed."""
+    try:
+        stored = json.loads((path / "store.json").read_text()).get("config")
+    except (ValueError, OSError, AttributeError):
+        return False
+    if not stored or "run" not in stored:
+        return False
+    fields = set(RunConfig.__dataclass_fields__) - {"device"}
+    return stored.get("row_format") != ROW_FORMAT or not fields <= set(stored["run"])
 
 
 def _open_store(path: Path, key: tuple[str, ...], config: dict[str, Any], recompute: bool) -> ResultStore:
-    """Open (or create) a run's store; ``recompute`` deletes it first (only if it is a result store)."""
+    """Open (or create) a run's store; ``recompute`` deletes it first (only if it is a result store), as
+    does a store of an older casekit (:func:`_outdated`)."""
+    if not recompute and _outdated(path):
+        warnings.warn(f"{path} was written by an older casekit (row format or run fields differ); "
+                      "recomputing it", RuntimeWarning, stacklevel=3)
+        recompute = True
     if recompute and path.exists():
         if not (path / "store.json").exists():
             raise ValueError(f"recompute=True would delete {path}, which is not a result store; remove it "
@@ -119,7 +146,8 @@ def run(config: RunConfig, subject: Subject | None = None, *, results_dir: str |
     seconds["load"] = time.perf_counter() - t0
     root = Path(results_dir) if results_dir is not None else default_results_dir(config.profile)
     path = root / config.name
-    store_cfg = _store_config(config, subject)
+    ctx = batch_context(config, subject)
+    store_cfg = _store_config(config, subject, ctx.decisions)
     maps_store = _open_store(path / "maps", MAP_KEY, store_cfg,
                              recompute) if (config.rq1 or config.rq2) else None
     sp_store = _open_store(path / "sparsity", SPARSITY_KEY, store_cfg, recompute) if config.sparsity else None
@@ -127,7 +155,6 @@ def run(config: RunConfig, subject: Subject | None = None, *, results_dir: str |
     t = time.perf_counter()
     ids = sample_images(config, subject, progress=False)
     seconds["sample"] = time.perf_counter() - t
-    ctx = batch_context(config, subject)
     batches = [ids[i : i + config.batch_size] for i in range(0, len(ids), config.batch_size)]
     plan = _plan(ctx, batches, maps_store, sp_store)
     todo = [(b, nm, ns) for b, nm, ns in plan if nm or ns]
@@ -151,7 +178,7 @@ def run(config: RunConfig, subject: Subject | None = None, *, results_dir: str |
     maps_df = maps_store.read() if maps_store is not None else pd.DataFrame(columns=list(MAP_KEY))
     sp_df = sp_store.read() if sp_store is not None else pd.DataFrame(columns=list(SPARSITY_KEY))
     seconds["total"] = time.perf_counter() - t0
-    return RunResult(config, maps_df, sp_df, path, seconds, len(todo), skipped)
+    return RunResult(config, maps_df, sp_df, path, seconds, len(todo), skipped, ctx.decisions)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from .._io import atomic_path, cache_dir
 from ..cam.checks import resolve_layer
 from ..cam.contrast import confusion_matrix
 from ..cam.hooks import LayerCapture, evaluation_mode
-from ..subjects import data, demo, finetune, models
+from ..subjects import data, demo, finetune, models, zoo
 from .config import RunConfig
 
 
@@ -41,6 +41,8 @@ class Subject:
     pool: Sequence[int] | torch.Tensor | None = None
     fingerprint: str = ""
     class_names: list[str] | None = None
+    #: ``[C, C]`` tiebreak of the confusion counts (the held-out mean softmax probabilities), or None.
+    tiebreak: torch.Tensor | None = None
 
     def layer_name(self, layer: str) -> str:
         """The dotted module name of a role (or of a name given directly)."""
@@ -62,27 +64,61 @@ def model_fingerprint(model: nn.Module) -> str:
 def _demo_subject(config: RunConfig) -> Subject:
     model, layers = demo.model(config.model, seed=config.seed)
     dataset = demo.dataset(split="test", seed=0)
-    confusion = demo.confusion(config.model, seed=config.seed)
+    model.to(config.device)
+    fp = model_fingerprint(model)
+    confusion, probs = _demo_confusion(model, config, fp)
     groups = getattr(dataset, "groups", None)
     names = getattr(dataset, "class_names", None)
-    model.to(config.device)
-    return Subject(model, dict(layers), dataset, confusion, groups, None,
-                   f"{model_fingerprint(model)}:{len(dataset)}", names)
+    return Subject(model, dict(layers), dataset, confusion, groups, None, f"{fp}:{len(dataset)}", names,
+                   tiebreak=probs)
+
+
+def _load_both(path) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A cached ``{"counts", "probs"}`` confusion file, or None when absent/unreadable/of an older kind."""
+    if not path.exists():
+        return None
+    try:
+        d = torch.load(path, weights_only=True)
+        return (d["counts"], d["probs"]) if isinstance(d, dict) else None
+    except Exception:  # unreadable: compute it again
+        return None
+
+
+def _save_both(path, counts: torch.Tensor, probs: torch.Tensor) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"counts": counts, "probs": probs}, tmp)
+
+
+def _demo_confusion(model: nn.Module, config: RunConfig, fp: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The zoo member's validation confusion counts and mean softmax probabilities (``kind="both"``),
+    cached under ``$CASEKIT_CACHE/confusion/demo-<model>-seed<seed>-<fingerprint>.pt``; the counts equal
+    the zoo's."""
+    path = cache_dir("confusion") / f"demo-{config.model}-seed{config.seed}-{fp}.pt"
+    both = _load_both(path)
+    if both is None:
+        val = demo.dataset(split="val", seed=0, progress=False)
+        batches = ((x.to(config.device), y) for x, y in zoo._batches(val.images_uint8, val.labels, 250))
+        both = confusion_matrix(model, batches, num_classes=len(demo.class_names()), device=config.device,
+                                progress=False, kind="both")
+        _save_both(path, *both)
+    counts, probs = both
+    if not torch.equal(counts.long(), demo.confusion(config.model, seed=config.seed).long()):
+        raise RuntimeError(f"the validation confusion of {config.model} seed {config.seed} differs from the "
+                           f"zoo's; delete {path.name} from the cache's confusion folder")
+    return counts.long(), probs
 
 
 def _confusion_cached(model: nn.Module, dataset: Dataset, heldout: torch.Tensor, key: str,
-                      device: str) -> torch.Tensor:
-    """The held-out confusion matrix of a paper model, cached under ``$CASEKIT_CACHE/confusion/<key>.pt``."""
+                      device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out confusion counts and mean softmax probabilities of a paper model (``kind="both"``),
+    cached under ``$CASEKIT_CACHE/confusion/<key>.pt``."""
     path = cache_dir("confusion") / f"{key}.pt"
-    if path.exists():
-        try:
-            return torch.load(path, weights_only=True)
-        except Exception:  # unreadable: compute it again
-            pass
-    counts = confusion_matrix(model, data.subset_loader(dataset, heldout, batch_size=64), device=device)
-    with atomic_path(path) as tmp:
-        torch.save(counts, tmp)
-    return counts
+    both = _load_both(path)
+    if both is None:
+        both = confusion_matrix(model, data.subset_loader(dataset, heldout, batch_size=64), device=device,
+                                kind="both")
+        _save_both(path, *both)
+    return both
 
 
 def _paper_subject(config: RunConfig) -> Subject:
@@ -101,8 +137,9 @@ def _paper_subject(config: RunConfig) -> Subject:
     heldout, pool = data.split_indices(len(dataset), config.heldout, config.sample_seed)
     fp = model_fingerprint(model)
     key = f"{config.model}-seed{config.seed}-{fp}-n{len(dataset)}-h{config.heldout}-s{config.sample_seed}"
-    confusion = _confusion_cached(model, dataset, heldout, key, config.device)
-    return Subject(model, dict(layers), dataset, confusion, None, pool, f"{fp}:{len(dataset)}")
+    confusion, probs = _confusion_cached(model, dataset, heldout, key, config.device)
+    return Subject(model, dict(layers), dataset, confusion, None, pool, f"{fp}:{len(dataset)}",
+                   tiebreak=probs)
 
 
 def load_subject(config: RunConfig) -> Subject:
