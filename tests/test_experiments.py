@@ -487,7 +487,15 @@ def test_paper_profile_holds_out_the_confusion_images(tmp_path, monkeypatch):
     with torch.no_grad():
         for i in heldout.tolist():
             expected[items[i][1], int(subject.model(items[i][0][None]).argmax())] += 1
-    assert torch.equal(torch.load(cached[0], weights_only=True), expected)
+    stored = torch.load(cached[0], weights_only=True)  # counts and mean softmax probabilities (the tiebreak)
+    assert torch.equal(stored["counts"], expected)
+    probs = torch.zeros(4, 4, dtype=torch.float64)  # mean softmax per true class; a class without images: 0
+    with torch.no_grad():
+        for i in heldout.tolist():
+            probs[items[i][1]] += torch.softmax(subject.model(items[i][0][None]).double(), 1)[0]
+    n = expected.sum(1, keepdim=True).double()
+    probs = torch.where(n > 0, probs / n.clamp(min=1), probs)
+    assert torch.allclose(stored["probs"], probs)
     with pytest.raises(ValueError, match="seed=0"):
         ck.experiments.load_subject(cfg.replace(seed=1))
 

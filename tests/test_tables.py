@@ -506,7 +506,7 @@ def test_chapter_claims_norm5_and_appendix():
     assert c.loc[more, "supported"] is True and "final_conv: 6/6" in c.loc[more, "this run"]
     denser = [k for k in c.index if k.startswith("norm5 is denser")][0]
     assert c.loc[denser, "supported"] is True
-    assert (c["section"] == "norm5").all() and any(k.startswith("norm5 activates nearly all")
+    assert (c["section"] == "norm5").all() and any(k.startswith("norm5 activates most")
                                                    for k in c.index)
 
     a = CL.chapter_claims(maps, "appendix")

@@ -115,10 +115,32 @@ def _confusion_cached(model: nn.Module, dataset: Dataset, heldout: torch.Tensor,
     path = cache_dir("confusion") / f"{key}.pt"
     both = _load_both(path)
     if both is None:
-        both = confusion_matrix(model, data.subset_loader(dataset, heldout, batch_size=64), device=device,
-                                kind="both")
+        def loader():
+            return data.subset_loader(dataset, heldout, batch_size=64)
+        try:
+            counts, probs = confusion_matrix(model, loader(), device=device, kind="both")
+        except ValueError as err:  # a class without held-out images: its row has no mean; it stays 0
+            if "no images" not in str(err):
+                raise
+            counts = confusion_matrix(model, loader(), device=device)
+            probs = _probs_with_empty_rows(model, loader(), counts, device)
+        both = (counts, probs)
         _save_both(path, *both)
     return both
+
+
+@torch.no_grad()
+def _probs_with_empty_rows(model: nn.Module, loader, counts: torch.Tensor, device: str) -> torch.Tensor:
+    """Mean softmax probabilities per true class (``confusion_matrix(kind="probs")``), with the rows of
+    classes that have no images left 0 (their contrast slots are then decided by index, and recorded)."""
+    C = counts.shape[0]
+    sums = torch.zeros(C, C, dtype=torch.float64)
+    with evaluation_mode(model):
+        for images, labels, *_ in loader:
+            p = torch.softmax(model(images.to(device)).double(), dim=1).cpu()
+            sums.index_add_(0, torch.as_tensor(labels).long().cpu(), p)
+    n = counts.sum(dim=1, keepdim=True).double()
+    return torch.where(n > 0, sums / n.clamp(min=1), torch.zeros_like(sums))
 
 
 def _paper_subject(config: RunConfig) -> Subject:
