@@ -194,3 +194,62 @@ def test_table3_constant_pairs_kept_and_excluded():
     assert r.loc["excluded", "p_two_sided"] == pytest.approx(t.pvalue)
     with pytest.raises(ValueError, match="constant_pairs"):
         T.table3_full(maps, constant_pairs="dropped")
+
+
+# --------------------------------------------------------------------------- the CIFAR-100 seed study
+
+
+def test_stratified_split_by_hand():
+    from casekit.study.subject import stratified_split
+    # shares 3·3/6 = 1.5, 3·2/6 = 1, 3·1/6 = .5 → floors 1, 1, 0; one more to the largest remainder
+    # (.5 for classes 0 and 2: the lower class wins) → 2, 1, 0 held out
+    labels = [0, 0, 0, 1, 1, 2]
+    held, pool = stratified_split(labels, 3, seed=0)
+    held_labels = [labels[i] for i in held.tolist()]
+    assert held_labels.count(0) == 2 and held_labels.count(1) == 1 and held_labels.count(2) == 0
+    assert sorted(held.tolist() + pool.tolist()) == list(range(6))
+    assert not set(held.tolist()) & set(pool.tolist())
+    again, _ = stratified_split(labels, 3, seed=0)
+    assert torch.equal(held, again)
+    with pytest.raises(ValueError, match="leaving images"):
+        stratified_split(labels, 6, seed=0)
+
+
+def test_cifar100_seed_study_splits_a_real_size_test_set(tmp_path, monkeypatch):
+    """A fake CIFAR-100 folder of the real size (10,000 test images, 100 per class): the paper config holds
+    out 5,000 (50 per class) for the confusion and evaluates from the other 5,000."""
+    from casekit.study import profiles
+    from casekit.study.subject import load_subject
+    from casekit.subjects import data as D
+    D.write_fake_cifar100(tmp_path / "c100", n_train=2, n_test=10_000)
+    ds = D.cifar100(tmp_path / "c100", train=False, image_size=8, verify_md5=False)
+    monkeypatch.setenv("CASEKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(ck.data, "cifar100", lambda train=False: ds)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 100)).eval()
+    monkeypatch.setattr(ck.finetune, "load_finetuned", lambda path, device="cpu": (model, {"final_conv": "0"}))
+    cfgs = [c for c in profiles.paper_configs() if c.model == "densenet201-cifar100"]
+    assert len(cfgs) == 5 and {c.heldout for c in cfgs} == {5_000}
+    assert profiles.config_problems(profiles.paper_configs()) == []
+    subject = load_subject(cfgs[0])
+    labels = np.asarray(ds.targets)
+    pool = np.asarray(subject.pool)
+    held = np.setdiff1d(np.arange(10_000), pool)
+    assert len(pool) == 5_000 and len(held) == 5_000
+    assert (np.bincount(labels[held], minlength=100) == 50).all()
+    assert (np.bincount(labels[pool], minlength=100) == 50).all()
+    assert torch.equal(subject.confusion.sum(1), torch.full((100,), 50))  # the confusion is the held-out half
+    assert torch.allclose(subject.tiebreak.sum(1), torch.ones(100, dtype=torch.float64))
+
+
+def test_missing_inputs_validates_configurations(monkeypatch):
+    from casekit.study import profiles
+    whole = RunConfig(model="densenet201-cifar100", profile="paper", heldout=10_000, rq2=False,
+                      sparsity_layers=())
+    problems = profiles.config_problems([whole])
+    assert len(problems) == 1 and "heldout=10000" in problems[0] and "leaves none" in problems[0]
+    assert problems[0] in profiles.missing_inputs("paper", [whole])
+    big = RunConfig(model="resnet50", profile="paper", heldout=49_500, n_images=1000)
+    assert "n_images=1000 exceeds the 500" in profiles.config_problems([big])[0]
+    assert profiles.config_problems([RunConfig(model="resnet50", profile="paper")]) == []

@@ -42,6 +42,13 @@ ROW_FORMAT = 2  # bump when the row schema changes (part of the store config)
 STUDY_SEEDS: tuple[int, ...] = TRAINING_SEEDS
 #: The paper's four ImageNet models, in the order of its tables' columns (model names of the paper profile).
 PAPER_STUDY_MODELS: tuple[str, ...] = ("resnet50", "vgg19_bn", "densenet201", "convnext_large")
+#: Sizes of the paper profile's evaluation sets: the ImageNet validation set and the CIFAR-100 test set.
+PAPER_DATASET_SIZES: dict[str, int] = {"imagenet": 50_000, "cifar100": 10_000}
+#: CIFAR-100 test images held out (stratified: 50 per class) for the fine-tuned DenseNets' confusion
+#: matrices; the other 5,000 are evaluated.  (ImageNet keeps RunConfig's default 10,000 of 50,000.)
+CIFAR100_HELDOUT = 5_000
+#: Model names of the fine-tuned CIFAR-100 DenseNet-201s (the seed study).
+CIFAR100_MODELS: tuple[str, ...] = ("densenet201-cifar100", "densenet201_cifar100")
 #: Images per paper run (the paper's 1000 correctly classified validation images).
 PAPER_N_IMAGES = 1000
 #: Images per demo run.  The whole demo study (9 runs: 4 families, DenseNet's norm5, 4 more DenseNet seeds)
@@ -133,7 +140,8 @@ class RunConfig:
       ``()`` for none).  ``siblings``: add the true-vs-sibling comparison where the data has sibling groups.
     - ``batch_size``: images per engine call and per committed batch; ``perturbation_batch``: forwards per
       call of the Score-CAM / Ablation-CAM / deletion passes.  ``device``: where the model runs.
-    - ``heldout``: (paper profile) images of the validation set kept apart for the confusion matrix.
+    - ``heldout``: (paper profile) images of the evaluation set kept apart for the confusion matrix (a seeded
+      draw; stratified by class for CIFAR-100, whose study uses :data:`CIFAR100_HELDOUT`).
     - ``tag``: names a variant run (e.g. ``"K1"``) so that it gets its own store folder.
     """
 

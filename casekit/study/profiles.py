@@ -15,8 +15,11 @@ from .._io import cache_dir
 from ..subjects import data, finetune, models
 from ..subjects.zoo import FAMILIES
 from .config import (
+    CIFAR100_HELDOUT,
+    CIFAR100_MODELS,
     DEMO_N_IMAGES,
     MAP_KEY,
+    PAPER_DATASET_SIZES,
     PAPER_N_IMAGES,
     PAPER_STUDY_MODELS,
     SPARSITY_KEY,
@@ -68,10 +71,11 @@ def paper_configs(n_images: int = PAPER_N_IMAGES, seeds: Sequence[int] = STUDY_S
     if "densenet201" in models and norm5:
         configs.append(RunConfig(model="densenet201", profile="paper", layer="norm5", n_images=n_images,
                                  **overrides))
-    if seed_study:
+    if seed_study:  # CIFAR-100: 5,000 test images held out (stratified) for the confusion, 5,000 evaluated
+        cifar = {"heldout": CIFAR100_HELDOUT, **overrides}
         for s in seeds:
             configs.append(RunConfig(model="densenet201-cifar100", profile="paper", seed=s, n_images=n_images,
-                                     rq2=False, sparsity_layers=(), **overrides))
+                                     rq2=False, sparsity_layers=(), **cifar))
     return configs
 
 
@@ -90,11 +94,12 @@ def missing_inputs(profile: str = "demo", configs: Sequence[RunConfig] | None = 
     and how to provide it.  Empty when everything is there; always empty on the demo profile (it makes its own
     data).
 
+    Also the configurations themselves (:func:`config_problems`: e.g. ``heldout`` ≥ the dataset's size).
     Cheap: it checks files and folders, it loads no weights.  ``configs`` default :func:`study_configs`."""
     configs = study_configs(profile) if configs is None else list(configs)
     if all(c.profile == "demo" for c in configs):
         return []
-    problems: list[str] = []
+    problems: list[str] = config_problems(configs)
     imagenet = cifar = False
     seeds_missing: list[int] = []
     folder = cache_dir("finetune")
@@ -128,6 +133,28 @@ def missing_inputs(profile: str = "demo", configs: Sequence[RunConfig] | None = 
             except data.MissingDataError as err:
                 problems.append(str(err))
     return list(dict.fromkeys(problems))
+
+
+def config_problems(configs: Sequence[RunConfig]) -> list[str]:
+    """Paper-profile configurations that cannot run as written, one message each: ``heldout`` leaves no
+    image of the evaluation set (ImageNet validation: 50,000; CIFAR-100 test: 10,000), or fewer images than
+    ``n_images`` (the sample is drawn among the rest, and only correctly classified ones qualify)."""
+    problems = []
+    for c in configs:
+        if c.profile != "paper":
+            continue
+        name = "cifar100" if c.model.lower() in CIFAR100_MODELS else "imagenet"
+        size = PAPER_DATASET_SIZES[name]
+        label = "CIFAR-100 test set" if name == "cifar100" else "ImageNet validation set"
+        if c.heldout >= size:
+            problems.append(f"casekit: run {c.name}: heldout={c.heldout} holds out the whole {label} "
+                            f"({size:,} images) for the confusion matrix and leaves none to evaluate; use "
+                            f"heldout < {size} (the study uses "
+                            f"{CIFAR100_HELDOUT if name == 'cifar100' else 10_000:,}).")
+        elif size - c.heldout < c.n_images:
+            problems.append(f"casekit: run {c.name}: n_images={c.n_images} exceeds the {size - c.heldout:,} "
+                            f"images of the {label} left after heldout={c.heldout}; lower one of them.")
+    return problems
 
 
 def run_study(profile: str = "demo", *, results_dir: str | os.PathLike | None = None, recompute: bool = False,

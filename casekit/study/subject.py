@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -19,7 +20,7 @@ from ..cam.checks import resolve_layer
 from ..cam.contrast import confusion_matrix
 from ..cam.hooks import LayerCapture, evaluation_mode
 from ..subjects import data, demo, finetune, models, zoo
-from .config import RunConfig
+from .config import CIFAR100_MODELS, RunConfig
 
 
 @dataclass
@@ -144,7 +145,8 @@ def _probs_with_empty_rows(model: nn.Module, loader, counts: torch.Tensor, devic
 
 
 def _paper_subject(config: RunConfig) -> Subject:
-    if config.model.lower() in ("densenet201-cifar100", "densenet201_cifar100"):
+    cifar = config.model.lower() in CIFAR100_MODELS
+    if cifar:
         model, layers = finetune.load_finetuned(finetune.checkpoint_path(cache_dir("finetune"), config.seed),
                                                 device=config.device)
         dataset = data.cifar100(train=False)
@@ -156,12 +158,41 @@ def _paper_subject(config: RunConfig) -> Subject:
         dataset = data.imagenet_val()
     if config.heldout >= len(dataset):
         raise ValueError(f"heldout={config.heldout} leaves no images of the {len(dataset)} to evaluate")
-    heldout, pool = data.split_indices(len(dataset), config.heldout, config.sample_seed)
+    if cifar:  # stratified: the same number of held-out images per class (50 of 100 with 5,000)
+        heldout, pool = stratified_split(dataset.targets, config.heldout, config.sample_seed)
+    else:
+        heldout, pool = data.split_indices(len(dataset), config.heldout, config.sample_seed)
     fp = model_fingerprint(model)
-    key = f"{config.model}-seed{config.seed}-{fp}-n{len(dataset)}-h{config.heldout}-s{config.sample_seed}"
+    key = (f"{config.model}-seed{config.seed}-{fp}-n{len(dataset)}-h{config.heldout}-s{config.sample_seed}"
+           + ("-strat" if cifar else ""))
     confusion, probs = _confusion_cached(model, dataset, heldout, key, config.device)
     return Subject(model, dict(layers), dataset, confusion, None, pool, f"{fp}:{len(dataset)}",
                    tiebreak=probs)
+
+
+def stratified_split(labels: Sequence[int], n_heldout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split ``range(len(labels))`` into ``(heldout, pool)``, disjoint, together all indices, each sorted,
+    with ``n_heldout`` held out in proportion to each class's size: class c with ``n_c`` of ``N`` images gets
+    ``⌊n_heldout·n_c/N⌋`` plus one for the classes with the largest remainders (ties: lower class); which
+    images of a class are held out is a seeded random draw (``numpy.random.default_rng(seed)``)."""
+    y = np.asarray(labels, dtype=np.int64)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"labels must be a non-empty 1-D sequence, got shape {y.shape}")
+    if isinstance(n_heldout, bool) or not isinstance(n_heldout, (int, np.integer)):
+        raise TypeError(f"n_heldout must be an int, got {type(n_heldout).__name__}")
+    if not 0 <= n_heldout < y.size:
+        raise ValueError(f"n_heldout must be in 0..{y.size - 1} (leaving images to evaluate), "
+                         f"got {n_heldout}")
+    classes, sizes = np.unique(y, return_counts=True)
+    share = n_heldout * sizes / y.size
+    quota = np.floor(share).astype(np.int64)
+    extra = np.lexsort((classes, -(share - quota)))[: n_heldout - int(quota.sum())]
+    quota[extra] += 1
+    rng = np.random.default_rng(seed)
+    held = [rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quota)]
+    mask = np.zeros(y.size, dtype=bool)
+    mask[np.concatenate(held)] = True
+    return torch.from_numpy(np.flatnonzero(mask)), torch.from_numpy(np.flatnonzero(~mask))
 
 
 def load_subject(config: RunConfig) -> Subject:
