@@ -228,7 +228,8 @@ def test_cifar100_seed_study_splits_a_real_size_test_set(tmp_path, monkeypatch):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
                                 torch.nn.Flatten(), torch.nn.Linear(4, 100)).eval()
-    monkeypatch.setattr(ck.finetune, "load_finetuned", lambda path, device="cpu": (model, {"final_conv": "0"}))
+    monkeypatch.setattr(ck.finetune, "load_finetuned",
+                        lambda path, device="cpu": (model, {"final_conv": "0"}))
     cfgs = [c for c in profiles.paper_configs() if c.model == "densenet201-cifar100"]
     assert len(cfgs) == 5 and {c.heldout for c in cfgs} == {5_000}
     assert profiles.config_problems(profiles.paper_configs()) == []
