@@ -254,3 +254,31 @@ def test_missing_inputs_validates_configurations(monkeypatch):
     big = RunConfig(model="resnet50", profile="paper", heldout=49_500, n_images=1000)
     assert "n_images=1000 exceeds the 500" in profiles.config_problems([big])[0]
     assert profiles.config_problems([RunConfig(model="resnet50", profile="paper")]) == []
+
+
+def test_contrast_decision_table_from_results_and_folder(tmp_path):
+    from casekit.report.evidence import contrast_decision_table
+    cfg = TINY.replace(n_images=4, methods=("case",), rq2=False, sparsity_layers=(), contrast_k=2)
+    res = ck.experiments.run_all([cfg], results_dir=tmp_path, progress=False,
+                                 subjects={cfg.name: _subject()})
+    t = contrast_decision_table(res)
+    assert t.iloc[0][["counts", "tiebreak", "index", "slots"]].tolist() == [2, 6, 0, 8]
+    assert t.iloc[0]["contrast_tiebreak"] == "probs" and t.iloc[0]["contrast_k"] == 2
+    pd.testing.assert_frame_equal(contrast_decision_table(tmp_path), t)
+    with pytest.raises(TypeError, match="Results or a results folder"):
+        contrast_decision_table(3)
+
+
+def test_degenerate_table_partly_beside_constant():
+    from casekit.report.evidence import degenerate_table
+    maps = make_maps(lambda model, method, rng: np.full(30, 0.3))
+    maps["partly_degenerate"] = False
+    sel = (maps["model"] == "vgg") & (maps["method"] == "case") & (maps["target"] == "top1")
+    maps.loc[sel & (maps["image_id"] < 6), "partly_degenerate"] = True
+    both = degenerate_table(maps, what="both")
+    assert both.loc["CASE", ("VGG", "top1", "partly_degenerate")] == pytest.approx(0.2)
+    assert both.loc["CASE", ("VGG", "top1", "constant")] == 0.0
+    assert both.xs("partly_degenerate", axis=1, level="kind").to_numpy().sum() == pytest.approx(0.2)
+    pd.testing.assert_frame_equal(degenerate_table(maps), degenerate_table(maps, what="constant"))
+    with pytest.raises(ValueError, match="older run"):
+        degenerate_table(maps.drop(columns="partly_degenerate"), what="both")

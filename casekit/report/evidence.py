@@ -9,20 +9,52 @@ Imports: :mod:`casekit.study` (row views, constants), :mod:`casekit.evaluation`,
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from ..cam.contrast import DECISIONS
 from ..evaluation.metrics import unique_evidence
 from ..study.config import COMPARISONS, STRATEGIES
 from ..study.rows import agreement_rows, degenerate_maps
+from ..study.runner import Results
 from .naming import DISPLAY_NAMES, PAPER_METHOD_ORDER, model_display, sort_paper
 from .tables import maps_frame, sensitivity_tests
 
 __all__ = [
     "degenerate_table", "contrast_table", "evidence_table", "evidence_comparison", "projection_table",
+    "contrast_decision_table",
 ]
+
+
+def contrast_decision_table(res: Any) -> pd.DataFrame:
+    """How CASE's contrast slots were decided in each run: by the held-out confusion counts, by the tiebreak
+    (mean softmax probabilities) or by class index (:func:`casekit.cam.contrast.contrast_decisions`) → one
+    row per run: ``run, model, seed, layer, contrast_k, contrast_tiebreak, counts, tiebreak, index,
+    slots``.  ``res``: a :class:`~casekit.study.runner.Results` of :func:`~casekit.study.runner.run_all`, or
+    a results folder (the decisions are in each run's stored config; e.g. ``<results>/contrast_study``)."""
+    records = []
+    if isinstance(res, Results):
+        for r in res.runs:
+            if r.contrast_decisions is not None:
+                records.append((r.config.name, r.config.to_dict(), r.contrast_decisions))
+    elif isinstance(res, (str, os.PathLike)):
+        for meta in sorted(Path(res).glob("*/maps/store.json")):
+            cfg = json.loads(meta.read_text()).get("config", {})
+            if cfg.get("contrast_decisions") is not None:
+                records.append((meta.parent.parent.name, cfg.get("run", {}), cfg["contrast_decisions"]))
+    else:
+        raise TypeError(f"res must be a Results or a results folder, got {type(res).__name__}")
+    rows = [{"run": name, "model": c.get("model"), "seed": c.get("seed"), "layer": c.get("layer"),
+             "contrast_k": c.get("contrast_k"), "contrast_tiebreak": c.get("contrast_tiebreak", "none"),
+             **{k: int(d.get(k, 0)) for k in DECISIONS}, "slots": int(sum(d.values()))}
+            for name, c, d in records]
+    cols = ["run", "model", "seed", "layer", "contrast_k", "contrast_tiebreak", *DECISIONS, "slots"]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def _one_row_per_map(df: pd.DataFrame, where: str) -> None:
@@ -37,22 +69,37 @@ def _one_row_per_map(df: pd.DataFrame, where: str) -> None:
 
 
 def degenerate_table(data: Any, *, layer: str = "final_conv", seed: int = 0,
-                     targets: Sequence[str] = ("top1", "top2")) -> pd.DataFrame:
-    """Share of constant maps (no top-k set, e.g. all zero after the ReLU): rows = methods in the paper's
-    order, columns = (model, target), values = fractions in [0, 1] of the run's maps for that target."""
+                     targets: Sequence[str] = ("top1", "top2"), what: str = "constant") -> pd.DataFrame:
+    """Share of constant maps (no top-k set, e.g. all zero after the ReLU; ``what="constant"``) or of partly
+    degenerate maps (top-k set partly picked by the tie order; ``"partly_degenerate"``), or both side by
+    side (``"both"``: a third column level ``kind``): rows = methods in the paper's order, columns =
+    (model, target[, kind]), values = fractions in [0, 1] of the run's maps for that target."""
+    kinds = {"constant": ["constant"], "partly_degenerate": ["partly_degenerate"],
+             "both": ["constant", "partly_degenerate"]}
+    if what not in kinds:
+        raise ValueError(f"what must be one of {sorted(kinds)}, got {what!r}")
     maps = maps_frame(data)
+    if what != "constant" and "partly_degenerate" not in maps.columns:
+        raise ValueError("these rows do not record partly degenerate maps (an older run): recompute it")
     deg = degenerate_maps(maps, layer=layer, seed=seed, target=list(targets))
     if deg.empty:
         raise ValueError(f"no maps for layer={layer!r}, seed={seed}, targets {list(targets)}")
     deg = sort_paper(deg, ["model", "method"])
     deg["Method"] = deg["method"].map(DISPLAY_NAMES)
     deg["Model"] = deg["model"].map(model_display)
-    wide = deg.pivot(index="Method", columns=["Model", "target"], values="fraction_constant")
+    if what == "both":
+        long = pd.concat([deg.assign(kind=k, value=deg[f"fraction_{k}"]) for k in kinds[what]])
+        wide = long.pivot(index="Method", columns=["Model", "target", "kind"], values="value")
+    else:
+        wide = deg.pivot(index="Method", columns=["Model", "target"], values=f"fraction_{what}")
     order = [DISPLAY_NAMES[m] for m in PAPER_METHOD_ORDER if DISPLAY_NAMES[m] in wide.index]
     models = list(dict.fromkeys(deg["Model"]))
-    cols = [(m, t) for m in models for t in targets if (m, t) in wide.columns]
+    if what == "both":
+        cols = [(m, t, k) for m in models for t in targets for k in kinds[what] if (m, t, k) in wide.columns]
+    else:
+        cols = [(m, t) for m in models for t in targets if (m, t) in wide.columns]
     wide = wide.loc[order, cols]
-    wide.columns.names = ["model", "target"]
+    wide.columns.names = ["model", "target", "kind"] if what == "both" else ["model", "target"]
     return wide
 
 
