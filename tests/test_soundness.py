@@ -282,3 +282,21 @@ def test_degenerate_table_partly_beside_constant():
     pd.testing.assert_frame_equal(degenerate_table(maps), degenerate_table(maps, what="constant"))
     with pytest.raises(ValueError, match="older run"):
         degenerate_table(maps.drop(columns="partly_degenerate"), what="both")
+
+
+def test_projection_study_and_comparison(tmp_path):
+    from casekit.report.evidence import projection_comparison
+    from casekit.study.contrast_study import projection_study
+    rows = projection_study("tiny", profile="custom", n_images=4, results_dir=tmp_path, progress=False,
+                            subjects={"tiny": _subject()}, batch_size=4, siblings=False)
+    assert set(rows["projection"]) == {"pooled", "full"}
+    a = rows[rows["projection"] == "pooled"].drop(columns="projection").reset_index(drop=True)
+    b = rows[rows["projection"] == "full"]
+    assert list(a["image_id"]) == list(b["image_id"])  # the same images and targets
+    t = projection_comparison(rows)
+    assert list(t["projection"]) == ["pooled", "full"] and (t["n"] == 4).all()
+    for r in t.itertuples():
+        x = rows[(rows["projection"] == r.projection) & (rows["target"] == "top2")]["agreement"].dropna()
+        assert r.median == pytest.approx(np.median(x))
+    with pytest.raises(ValueError, match="sets"):
+        projection_study("tiny", profile="custom", n_images=4, results_dir=tmp_path, projection="full")

@@ -27,8 +27,26 @@ from .tables import maps_frame, sensitivity_tests
 
 __all__ = [
     "degenerate_table", "contrast_table", "evidence_table", "evidence_comparison", "projection_table",
-    "contrast_decision_table",
+    "contrast_decision_table", "projection_comparison",
 ]
+
+
+def projection_comparison(rows: pd.DataFrame, *, comparison: str = "top1_vs_top2", threshold: float = 0.5,
+                          alpha: float = 0.05, n_boot: int = 2_000, boot_seed: int = 0) -> pd.DataFrame:
+    """The projection study (:func:`casekit.study.contrast_study.projection_study`) summarised: one row per
+    (model, projection) with Table I's test of CASE's agreements (n, median, Wilcoxon p, sign test,
+    conflict), both projections on the same images and targets."""
+    if not isinstance(rows, pd.DataFrame) or "projection" not in rows.columns:
+        raise ValueError("rows must be the DataFrame of projection_study (with a 'projection' column)")
+    parts = [agreement_rows(g, comparison=comparison).assign(projection=p)
+             for p, g in rows.groupby("projection", sort=False)]
+    agree = pd.concat(parts, ignore_index=True)
+    out = sensitivity_tests(agree, ["model", "layer", "seed", "projection", "method"], threshold, alpha,
+                            n_boot, boot_seed)
+    cols = ["Model", "projection", "n", "n_excluded", "median", "p", "p_fmt", "reject", "sign_p",
+            "sign_reject", "conflict"]
+    return sort_paper(out, ["model"])[["model", *cols]]
+
 
 
 def contrast_decision_table(res: Any) -> pd.DataFrame:

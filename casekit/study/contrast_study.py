@@ -109,3 +109,40 @@ def contrast_study(models: str | Sequence[str] | None = None, ks: Sequence[int] 
     return df.reset_index(drop=True)
 
 
+
+
+#: Key of the projection study's rows: the map key of one run, per CASE projection.
+PROJECTION_KEY: tuple[str, ...] = ("projection", *MAP_KEY)
+
+
+def projection_study(models: str | Sequence[str] | None = None, *, profile: str = "demo",
+                     n_images: int | None = None, results_dir: str | os.PathLike | None = None,
+                     recompute: bool = False, progress: bool = True, layer: str = "final_conv", seed: int = 0,
+                     subjects: dict[str, Subject] | None = None, **overrides: Any) -> pd.DataFrame:
+    """CASE with the paper's text's projection of the full gradient maps (``"full"``) against the reference
+    code's projection of the pooled vectors (``"pooled"``), on the same images and targets: one CASE-only RQ1
+    run per (model, projection), tag ``proj-<projection>``, stored with the contrast study
+    (``<results_dir>/contrast_study``); their maps rows together with a ``projection`` column (key
+    :data:`PROJECTION_KEY`).  ``subjects``: model name → :class:`Subject` (else loaded per profile);
+    ``overrides`` go to every config (e.g. ``contrast_k``, ``device``)."""
+    bad = sorted(set(overrides) & {"methods", "rq1", "rq2", "sparsity_layers", "tag", "projection", "model",
+                                   "profile", "n_images", "layer", "seed"})
+    if bad:
+        raise ValueError(f"projection_study sets {bad} itself")
+    models = profile_models(profile) if models is None else tuple_of_str(models, "models")
+    n = default_n_images(profile) if n_images is None else n_images
+    root = (Path(results_dir) if results_dir is not None
+            else default_results_dir(profile)) / CONTRAST_STUDY_DIR
+    frames = []
+    for m in dict.fromkeys(models):
+        subject = (subjects or {}).get(m)
+        for projection in ("pooled", "full"):
+            c = RunConfig(model=m, profile=profile, seed=seed, layer=layer, n_images=n, methods=("case",),
+                          rq2=False, sparsity_layers=(), projection=projection, tag=f"proj-{projection}",
+                          **overrides)
+            subject = subject if subject is not None else load_subject(c)
+            r = run(c, subject, results_dir=root, recompute=recompute, progress=progress)
+            frames.append(r.maps.assign(projection=projection))
+    df = pd.concat(frames, ignore_index=True)
+    df = df[list(PROJECTION_KEY) + [c for c in df.columns if c not in PROJECTION_KEY]]
+    return df.reset_index(drop=True)
