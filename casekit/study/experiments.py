@@ -34,7 +34,13 @@ from .config import (
     default_results_dir,
     k_suffix,
 )
-from .contrast_study import CONTRAST_KEY, CONTRAST_STUDY_DIR, contrast_configs, contrast_study
+from .contrast_study import (
+    CONTRAST_KEY,
+    CONTRAST_STUDY_DIR,
+    contrast_configs,
+    contrast_study,
+    projection_study,
+)
 from .examples import case_example, denormalizer, example_maps, part_areas, representative_images
 from .profiles import (
     demo_configs,
@@ -61,6 +67,6 @@ __all__ = [
            "logit_contrast_sets",
     "layer_activations", "agreement_rows", "fidelity_rows", "degenerate_maps", "example_maps",
     "CONTRAST_STUDY_DIR", "CONTRAST_KEY", "profile_models", "study_config", "contrast_configs",
-           "contrast_study",
+           "contrast_study", "projection_study",
     "representative_images", "denormalizer", "case_example", "part_areas",
 ]
