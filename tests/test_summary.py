@@ -59,3 +59,17 @@ def test_chapter_summary_uses_the_chapter_claims(monkeypatch):
     assert text.split("\n\n")[0].endswith("1 model (m), 1 image per model.")
     assert text.split("\n\n")[1] == ("Of the 1 statement of the paper checked in the test chapter, this run "
                                      "supports 0 ✓, contradicts 1 ✗. Not supported: claim 0 (this run: v0).")
+
+
+def test_colours_are_fixed_per_family_and_distinct_per_method():
+    from casekit.report import naming as N
+
+    four = N.model_colours(["vgg", "resnet", "densenet", "convnext"])
+    assert four == {"convnext": "#cc78bc", "densenet": "#de8f05", "resnet": "#0173b2", "vgg": "#029e73"}
+    # the same family keeps its colour whatever else is plotted, paper names included
+    assert N.model_colours(["vgg"]) == {"vgg": "#029e73"}
+    paper = N.model_colours(["densenet201", "densenet201-cifar100", "resnet50", "other"])
+    assert paper["densenet201"] == paper["densenet201-cifar100"] == "#de8f05"
+    assert paper["resnet50"] == "#0173b2"
+    assert paper["other"] not in N.FAMILY_COLOURS.values()
+    assert len(set(N.METHOD_COLOURS.values())) == len(N.METHOD_COLOURS) == 6
