@@ -39,8 +39,10 @@ def test_profile_banner_counts_models_and_images():
     assert text.endswith("This run: 2 models (a, b), 2 images per model.")
     uneven = S.profile_banner("paper", maps.iloc[:4])
     assert "ImageNet" in uneven and "1–2 images per model" in uneven
-    with pytest.raises(ValueError, match="unknown profile 'x'"):
-        S.profile_banner("x")
+    assert S.profile_banner("x") == "> **Profile `x`**."  # a new profile is named, never refused
+    assert "CIFAR-10" in S.profile_banner("cifar10")
+    with pytest.raises(ValueError, match="non-empty string"):
+        S.profile_banner("")
     with pytest.raises(ValueError, match="unknown chapter"):
         S.chapter_summary(None, "nope")
 
