@@ -369,7 +369,7 @@ def page_copy(executed: Mapping[str, Any]) -> Any:
             tags.append("remove-cell")
             params = nb.metadata.get(METADATA_KEY, {}).get("parameters", {})
             if params:
-                listed = ", ".join(f"`{k} = {v!r}`" for k, v in params.items())
+                listed = ", ".join(f"`{k} = {_shown_parameter(k, v)!r}`" for k, v in params.items())
                 cells.append(nbformat.v4.new_markdown_cell(
                     "```{note}\nThis page was run by `python -m casekit.book` (`make book`) with "
                     f"{listed}; the cell above shows the defaults.\n```"
@@ -377,6 +377,14 @@ def page_copy(executed: Mapping[str, Any]) -> Any:
     nb.cells = cells
     nb.metadata.pop("widgets", None)
     return nb
+
+
+def _shown_parameter(name: str, value: Any) -> Any:
+    """A parameter as the book's note shows it: the results folder by its place in the checkout,
+    ``results/<its name>`` (e.g. ``results/demo``), never the machine path it had in this build."""
+    if name == "results_dir" and isinstance(value, str) and value:
+        return f"results/{Path(value).name}"
+    return value
 
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"

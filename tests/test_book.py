@@ -297,10 +297,12 @@ def test_page_copy_hides_injected_cell_and_bare_widgets():
     cell = nbformat.v4.new_code_cell("run()", outputs=[bar, explorer])
     nb = nbformat.v4.new_notebook(cells=[params, cell])
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
-    nb.metadata[book.METADATA_KEY] = {"parameters": {"n_images": 4, "profile": "demo"}}
+    nb.metadata[book.METADATA_KEY] = {"parameters": {"n_images": 4, "profile": "demo",
+                                                     "results_dir": "/home/someone/casekit/results/demo"}}
     out = book.page_copy(nb)
     assert out.cells[0].metadata.tags == [book.INJECTED_TAG, "remove-cell"]
     assert out.cells[1].cell_type == "markdown" and "`n_images = 4`" in out.cells[1].source
+    assert "`results_dir = 'results/demo'`" in out.cells[1].source and "/home" not in out.cells[1].source
     assert out.cells[2].outputs == [explorer]
     assert "widgets" not in out.metadata
     assert nb.cells[1].outputs == [bar, explorer]  # the executed copy is left as it was

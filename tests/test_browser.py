@@ -449,11 +449,7 @@ def readability(site, chrome) -> dict[str, list[str]]:
 
 # Known failures of the book before issue 11's wiring (found with this test on the tiny build); strict, so
 # the marker must go as soon as the wiring fixes them.
-KNOWN = {
-    "paths": "issue 11: chapters 01–07 print the absolute results folder (the driver's injected-parameters "
-             "note shows results_dir); the pages must name results/<profile>",
-    "sideways": "issue 11: book/profiles.html scrolls sideways at 420 px (scrollWidth 445 px)",
-}
+KNOWN: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=KNOWN[k]))

@@ -75,13 +75,41 @@ def test_active_channel_kde_one_curve_per_group_and_constant_groups():
 def test_seed_bars_heights_are_mean_agreement():
     frames = pd.concat([make_maps(low_for_case, seed=s) for s in (0, 1)], ignore_index=True)
     sa = A.seed_agreement(frames, n_boot=20)
-    fig = F.seed_robustness_bars(sa)
+    fig = F.seed_robustness_bars(sa, statistic="mean")
     ax = fig.axes[0]
     assert len(ax.patches) == 12
     expect = [100 * sa[(sa.seed == s) & (sa.method == m)]["mean"].iloc[0] for s in (0, 1)
               for m in N.PAPER_METHOD_ORDER]
     assert [p.get_height() for p in ax.patches] == pytest.approx(expect)
     assert png_size(fig) > 1000
+
+
+def test_seed_bars_default_to_the_tested_median():
+    frames = pd.concat([make_maps(low_for_case, seed=s) for s in (0, 1)], ignore_index=True)
+    sa = A.seed_agreement(frames, n_boot=20)
+    ax = F.seed_robustness_bars(sa).axes[0]
+    expect = [100 * sa[(sa.seed == s) & (sa.method == m)]["median"].iloc[0] for s in (0, 1)
+              for m in N.PAPER_METHOD_ORDER]
+    assert not np.allclose(expect, [100 * v for v in sa["mean"]])  # the two statistics differ here
+    assert [p.get_height() for p in ax.patches] == pytest.approx(expect)
+    assert ax.get_ylabel() == "median top-k agreement (%)"
+    with pytest.raises(ValueError, match="statistic"):
+        F.seed_robustness_bars(sa, statistic="max")
+
+
+def test_book_png_fits_the_column_and_raises_small_text():
+    from matplotlib.figure import Figure
+
+    from casekit.report.figures import base
+
+    fig = Figure(figsize=(14, 3))
+    ax = fig.subplots()
+    ax.set_title("tiny", fontsize=6)
+    ax.set_xlabel("big", fontsize=12)
+    png = base.book_png(fig)
+    assert tuple(fig.get_size_inches()) == pytest.approx((7.5, 3 * 7.5 / 14))
+    assert ax.title.get_fontsize() == 9 and ax.xaxis.label.get_fontsize() == 12
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_deletion_curve_plot_lines_are_the_means(maps):

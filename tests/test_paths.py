@@ -58,7 +58,7 @@ def test_environment_overrides_the_checkout(bare_env, tmp_path):
     assert _io.cache_dir("zoo") == tmp_path / "c" / "zoo" and (tmp_path / "c" / "zoo").is_dir()
     assert experiments.default_results_dir("demo") == tmp_path / "r" / "demo"
     cfg = zoo.training_config("resnet", seed=0)
-    assert zoo.checkpoint_path(cfg).parent == tmp_path / "c" / "zoo"
+    assert zoo.member_checkpoint(cfg).parent == tmp_path / "c" / "zoo"
     bare_env.setenv("CASEKIT_RESULTS", "")  # empty counts as unset
     assert _io.results_root() == REPO / "results"
 
@@ -162,10 +162,11 @@ def study_sizes(executed) -> tuple[list[int], list[tuple[str, str, int, int]]]:
     ``(model, method, n, n_excluded)`` of each row of the Table 1 analogue."""
     runs = cell_output(executed, "run_study(", "text/plain")
     rows = re.findall(r"\s(\d+)$", runs, flags=re.M)  # the count ends each row (index levels may be blank)
-    html = cell_output(executed, "table1_full(", "text/html")
-    assert re.search(r"<th>Model</th>\s*<th>Method</th>\s*<th>n</th>\s*<th>n_excluded</th>", html)
-    cell = r"\s*<td>([^<]*)</td>"
-    table = re.findall(r"<tr>\s*<th>\d+</th>" + cell * 2 + r"\s*<td>(\d+)</td>\s*<td>(\d+)</td>", html)
+    # the Table 1 analogue as casekit.report.format shows it: a pivot, then every test as a row
+    # (text form: "Model  Method  n  excluded  median [95% CI] ...")
+    text = cell_output(executed, "table1_full(", "text/plain")
+    assert re.search(r"^Model\s+Method\s+n\s+excluded\s", text, flags=re.M)
+    table = re.findall(r"^(\S+)\s+(\S+)\s+(\d+)\s+(\d+)\s", text, flags=re.M)
     return [int(r) for r in rows], [(m, meth, int(n), int(x)) for m, meth, n, x in table]
 
 

@@ -367,7 +367,10 @@ def sensitivity_table(full: pd.DataFrame, *, by: Sequence[str] = ("Model", "Meth
     if "p_holm" in full:
         frame["p (Holm)"] = full["p_holm"]
     frame["rejects H0"] = full["reject"].astype(object)
-    fmts = {"p (Holm)": fmt_p}
+    if "sign_p" in full:  # the exact sign test of the median and whether it disagrees with the Wilcoxon
+        frame["sign test p"] = full["sign_p"]
+        frame["conflict"] = full["conflict"].astype(object)
+    fmts = {"p (Holm)": fmt_p, "sign test p": fmt_p}
     return table(frame, formats=fmts, max_rows=max_rows, caption=caption, keep_duplicates=True)
 
 

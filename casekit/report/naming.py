@@ -23,8 +23,8 @@ from ..evaluation.stats import format_p
 
 __all__ = [
     "DISPLAY_NAMES", "MODEL_NAMES", "PAPER_METHOD_ORDER", "BASELINES", "LAYER_ORDER", "APPENDIX_ORDER",
-    "METHOD_COLOURS", "THRESHOLD_STYLE", "model_display", "method_display", "model_colours", "sort_paper",
-    "sort_layers", "pct", "num", "ptext",
+    "METHOD_COLOURS", "FAMILY_COLOURS", "THRESHOLD_STYLE", "model_display", "method_display", "model_colours",
+    "sort_paper", "sort_layers", "pct", "num", "ptext",
 ]
 
 #: Display names of the demo families and the paper's models (the paper's column headers).
@@ -44,7 +44,7 @@ APPENDIX_ORDER: tuple[str, ...] = ("VGG", "ResNet", "ConvNeXt", "DenseNet")
 #: One colour per method, the same in every figure (seaborn's "colorblind" palette).
 METHOD_COLOURS: dict[str, str] = {
     "gradcam": "#0173b2", "gradcam++": "#de8f05", "scorecam": "#029e73",
-    "ablationcam": "#d55e00", "layercam": "#cc78bc", "case": "#ca9161",
+    "ablationcam": "#cc78bc", "layercam": "#56b4e9", "case": "#000000",  # Okabe–Ito, CASE in black
 }
 #: The threshold line of every agreement figure (the paper's red dashed 50 % line).
 THRESHOLD_STYLE = {"color": "red", "linestyle": "--", "linewidth": 1.5}
@@ -65,11 +65,29 @@ def method_display(method: str) -> str:
     return DISPLAY_NAMES.get(method, method)
 
 
+#: One fixed colour per model family, the same in every figure of the book (Okabe–Ito): a model whose name
+#: starts with a family's name (``resnet50``, ``densenet201-cifar100``) gets its family's colour.
+FAMILY_COLOURS: dict[str, str] = {"resnet": "#0173b2", "densenet": "#de8f05", "vgg": "#029e73",
+                                  "convnext": "#cc78bc"}
+
+
+def _family_colour(model: str) -> str | None:
+    name = str(model).lower()
+    return next((c for f, c in FAMILY_COLOURS.items() if name.startswith(f)), None)
+
+
 def model_colours(models: Iterable[str]) -> dict[str, str]:
-    """One colour per model, models in the order of their display names (the same model keeps its colour
-    as long as the set of models is the same)."""
+    """One colour per model: its family's (:data:`FAMILY_COLOURS`, whatever else is plotted); other models
+    take the palette's remaining colours in the order of their display names."""
     order = sorted(dict.fromkeys(models), key=model_display)
-    return {m: _MODEL_PALETTE[i % len(_MODEL_PALETTE)] for i, m in enumerate(order)}
+    spare = [c for c in _MODEL_PALETTE if c not in FAMILY_COLOURS.values()]
+    out, i = {}, 0
+    for m in order:
+        colour = _family_colour(m)
+        if colour is None:
+            colour, i = spare[i % len(spare)], i + 1
+        out[m] = colour
+    return out
 
 
 def _method_rank(m: str) -> int:

@@ -40,6 +40,34 @@ def grid_shape(n: int, ncols: int) -> tuple[int, int]:
     return math.ceil(n / ncols), ncols
 
 
+#: The book's content column in inches (~730 px at 96 CSS px/in): a wider figure is shrunk on the page.
+SHOWN_WIDTH_IN = 7.5
+#: Smallest font size (points) of a figure as the book shows it.
+MIN_FONT_PT = 9.0
+#: Resolution of the PNGs the notebooks show.
+SHOWN_DPI = 150
+
+
+def fit_for_display(fig: Any, width: float = SHOWN_WIDTH_IN, min_pt: float = MIN_FONT_PT) -> Any:
+    """Redraw ``fig`` for the width it is shown at: wider than ``width`` inches → resized to ``width`` (height
+    scaled alike, so the page does not shrink it and its text), every text smaller than ``min_pt`` points
+    raised to ``min_pt``.  Changes ``fig`` in place and returns it."""
+    from matplotlib.text import Text
+
+    w, h = fig.get_size_inches()
+    if w > width:
+        fig.set_size_inches(width, h * width / w)
+    for text in fig.findobj(Text):
+        if text.get_text() and text.get_fontsize() < min_pt:
+            text.set_fontsize(min_pt)
+    return fig
+
+
+def book_png(fig: Any) -> bytes:
+    """The PNG a notebook shows for a ``Figure``: :func:`fit_for_display`, then :data:`SHOWN_DPI` dpi."""
+    return figure_png(fit_for_display(fig), dpi=SHOWN_DPI)
+
+
 def figure_png(fig: Any, dpi: int = 100) -> bytes:
     """PNG bytes of a matplotlib ``Figure`` (rendered with Agg, no pyplot state involved)."""
     if not isinstance(fig.canvas, FigureCanvasAgg):
@@ -68,5 +96,5 @@ def show_figures_inline() -> bool:
     try:
         png.lookup_by_type(Figure)
     except KeyError:
-        png.for_type(Figure, figure_png)
+        png.for_type(Figure, book_png)
     return True

@@ -32,7 +32,7 @@ _STRATEGY_LABEL = {"confusion": "confusion matrix", "logits": "image's top logit
 
 
 def sparsity_sensitivity_plot(frame: pd.DataFrame, *, fraction: bool = True, threshold: float = 0.5,
-                              methods: Sequence[str] | None = None, ncols: int = 3,
+                              methods: Sequence[str] | None = None, ncols: int = 2,
                               title: str | None = None) -> Figure:
     """The relation the paper posits, one panel per method: each attribution layer's sparsity (median class;
     fraction of channels active, or the count with ``fraction=False``) against the method's median top-k
@@ -139,7 +139,7 @@ def layer_comparison_plot(full: pd.DataFrame, class_means: pd.DataFrame | None =
     return fig
 
 
-def fidelity_difference_plot(diffs: pd.DataFrame, *, ncols: int = 4, title: str | None = None) -> Figure:
+def fidelity_difference_plot(diffs: pd.DataFrame, *, ncols: int = 2, title: str | None = None) -> Figure:
     """The paired comparisons behind Table III: per model (panel) and baseline (row) the mean of CASE − method
     of the confidence drop on the same images with its confidence interval; right of the grey zero line CASE's
     drop is higher.  ``diffs`` is :func:`casekit.report.analyses.fidelity_differences`."""
@@ -238,7 +238,7 @@ def contrast_effect(summary: pd.DataFrame, *, comparison: str = "top1_vs_top2", 
     return fig
 
 
-def evidence_bars(evidence: pd.DataFrame, *, comparison: str = "top1_vs_top2", ncols: int = 4,
+def evidence_bars(evidence: pd.DataFrame, *, comparison: str = "top1_vs_top2", ncols: int = 2,
                   title: str | None = None) -> Figure:
     """The ground truth per method (:func:`casekit.report.evidence.evidence_comparison`): for each model a
     panel with, per method, the share of the top-1 (true-class) map's top-k pixels on the class's unique part

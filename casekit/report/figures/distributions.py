@@ -35,7 +35,7 @@ __all__ = ["agreement_histograms", "appendix_histograms", "active_channel_kde", 
 
 def agreement_histograms(data: Any, *, model: str, layer: str = "final_conv", seed: int = 0,
                          comparison: str = "top1_vs_top2", methods: Sequence[str] | None = None,
-                         threshold: float = 0.5, bin_width: float = 0.05, ncols: int = 3,
+                         threshold: float = 0.5, bin_width: float = 0.05, ncols: int = 2,
                          title: str | None = None) -> Figure:
     """Figures 7–11: one panel per method, the images' top-k agreement in ``bin_width`` bins (percent axis),
     a red dashed line at ``threshold``; each panel notes n and the constant maps left out.  Counts come from
@@ -109,12 +109,16 @@ def active_channel_kde(class_means: pd.DataFrame, *, hue: str = "Model", fractio
 
 
 def seed_robustness_bars(seed_frame: pd.DataFrame, *, threshold: float = 0.5,
-                         title: str | None = None) -> Figure:
-    """Figure 4: mean top-k agreement per method, one bar per seed (lower = more class-distinct), the
-    threshold as a red dashed line.  ``seed_frame`` is :func:`casekit.report.analyses.seed_agreement`."""
+                         title: str | None = None, statistic: str = "median") -> Figure:
+    """Figure 4: top-k agreement per method, one bar per seed (lower = more class-distinct), the
+    threshold as a red dashed line.  ``statistic``: ``"median"`` (default: the statistic the test is on,
+    unlike the paper's figure of means) or ``"mean"``.  ``seed_frame`` is
+    :func:`casekit.report.analyses.seed_agreement`."""
     import seaborn as sns  # lazy: seaborn imports pyplot, which changes how notebooks show figures
 
-    need = {"seed", "method", "mean"}
+    if statistic not in ("median", "mean"):
+        raise ValueError(f"statistic must be 'median' or 'mean', got {statistic!r}")
+    need = {"seed", "method", statistic}
     if not need <= set(seed_frame.columns):
         raise ValueError(f"seed_frame lacks column(s) {sorted(need - set(seed_frame.columns))}")
     ms = methods_in(seed_frame, None)
@@ -126,20 +130,20 @@ def seed_robustness_bars(seed_frame: pd.DataFrame, *, threshold: float = 0.5,
     for j, s in enumerate(seeds):
         g = seed_frame[seed_frame["seed"] == s].set_index("method").reindex(ms)
         xs = np.arange(len(ms)) - 0.4 + width * (j + 0.5)
-        ax.bar(xs, g["mean"] * 100, width=width, color=colours[j], label=f"seed {s}")
+        ax.bar(xs, g[statistic] * 100, width=width, color=colours[j], label=f"seed {s}")
     ax.axhline(threshold * 100, **THRESHOLD_STYLE)
-    ax.set_xticks(np.arange(len(ms)), [DISPLAY_NAMES[m] for m in ms], fontsize=8)
-    ax.set_ylabel("mean top-k agreement (%)")
+    ax.set_xticks(np.arange(len(ms)), [DISPLAY_NAMES[m] for m in ms], fontsize=9)
+    ax.set_ylabel(f"{statistic} top-k agreement (%)", fontsize=9)
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, ncols=min(5, len(seeds)), frameon=False, loc="upper left")
-    ax.set_title(title or "Mean agreement per method across seeds", fontsize=10)
+    ax.legend(fontsize=9, ncols=min(5, len(seeds)), frameon=False, loc="upper left")
+    ax.set_title(title or f"{statistic.capitalize()} agreement per method across seeds", fontsize=10)
     return fig
 
 
 # ----------------------------------------------------------------------------------------------- deletion
 
 
-def deletion_curve_plot(curves: pd.DataFrame, *, methods: Sequence[str] | None = None, ncols: int = 4,
+def deletion_curve_plot(curves: pd.DataFrame, *, methods: Sequence[str] | None = None, ncols: int = 2,
                         title: str | None = None) -> Figure:
     """Mean relative confidence drop after blanking the top-k % pixels, k on a log axis, one panel per model
     and one line per method (± 1 standard error).  ``curves`` is

@@ -1,0 +1,113 @@
+"""What a chapter of the book says first: a profile banner and a short summary built from the chapter's
+claims (:mod:`.claims`), never written for one particular result.
+
+``chapter_summary(res, chapter)`` → Markdown (show it with ``IPython.display.Markdown``): how many of the
+paper's statements the chapter checks, how many this run supports, contradicts or cannot decide, and the
+first contradicted and supported statements with this run's numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from . import claims as _claims
+
+PROFILE_TEXT = {
+    "demo": "casekit's synthetic benchmark (64 × 64 px scenes of ten classes with known evidence) and its "
+            "small model zoo trained on the CPU — not the paper's ImageNet models",
+    "paper": "the paper's ImageNet models (torchvision weights) on ImageNet validation images",
+    "cifar10": "pretrained CIFAR-10 reference networks on CIFAR-10 test images (32 × 32 px)",
+}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def profile_banner(profile: str, maps: pd.DataFrame | None = None) -> str:
+    """One Markdown line naming the profile, what it stands for and, from ``maps`` (rows with ``model`` and
+    ``image_id``), the models and the number of images per model."""
+    if not isinstance(profile, str) or not profile:
+        raise ValueError(f"profile must be a non-empty string, got {profile!r}")
+    about = PROFILE_TEXT.get(profile)  # a profile without a description is named only
+    parts = [f"**Profile `{profile}`**" + (f": {about}." if about else ".")]
+    if maps is not None and len(maps):
+        for col in ("model", "image_id"):
+            if col not in maps.columns:
+                raise ValueError(f"maps has no column {col!r}")
+        n = maps.groupby("model")["image_id"].nunique()
+        sizes = _plural(int(n.min()), "image") if n.min() == n.max() else f"{n.min()}–{n.max()} images"
+        parts.append(f"This run: {_plural(len(n), 'model')} ({', '.join(map(str, n.index))}), "
+                     f"{sizes} per model.")
+    return "> " + " ".join(parts)
+
+
+def _quote(row: Mapping[str, Any]) -> str:
+    text = str(row["claim"]).rstrip(". ")
+    return f"{text} (this run: {row['this run']})"
+
+
+def claims_summary(claims: pd.DataFrame, *, what: str = "this chapter") -> str:
+    """2–4 sentences from a claims frame (``claim, this run, supported``): the counts of supported ✓,
+    contradicted ✗ and undecided — statements, then the first contradicted and the first supported one."""
+    for col in ("claim", "this run", "supported"):
+        if col not in claims.columns:
+            raise ValueError(f"claims has no column {col!r}")
+    if not len(claims):
+        return f"No statement of the paper is checked in {what} on this run."
+    verdict = [None if v is None or v != v else bool(v) for v in claims["supported"]]
+    yes = [i for i, v in enumerate(verdict) if v is True]
+    no = [i for i, v in enumerate(verdict) if v is False]
+    open_ = len(verdict) - len(yes) - len(no)
+    counts = f"this run supports {len(yes)} ✓, contradicts {len(no)} ✗"
+    counts += f" and cannot decide {open_} —" if open_ else ""
+    out = [f"Of the {_plural(len(claims), 'statement')} of the paper checked in {what}, {counts}."]
+    rows = claims.to_dict("records")
+    if no:
+        more = f" ({len(no) - 1} more in the table at the end)" if len(no) > 1 else ""
+        out.append(f"Not supported: {_quote(rows[no[0]])}{more}.")
+    if yes:
+        out.append(f"Supported: {_quote(rows[yes[0]])}.")
+    if not yes and not no:
+        out.append("The run is too small or lacks the models to decide; see the table at the end.")
+    return " ".join(out)
+
+
+def _rq1(res: Any, **kw: Any) -> pd.DataFrame:
+    return _claims.claims(res, sections=["RQ1", "seeds"], **kw)
+
+
+def _case(res: Any, **kw: Any) -> pd.DataFrame:
+    return _claims.claims(res, sections=["RQ1"], **kw)
+
+
+def _chapter(name: str) -> Callable[..., pd.DataFrame]:
+    return lambda res, **kw: _claims.chapter_claims(res, name, **kw)
+
+
+# chapter → (its claims frame from a run, how the summary names it)
+CHAPTER_CLAIMS: dict[str, tuple[Callable[..., pd.DataFrame], str]] = {
+    "diagnostic": (lambda res, **kw: _claims.diagnostic_claims(res, **kw), "this diagnostic chapter"),
+    "case": (_case, "this chapter on CASE"),
+    "rq1": (_rq1, "this chapter's tables"),
+    "sparsity": (_chapter("sparsity"), "this chapter on sparsity"),
+    "norm5": (_chapter("norm5"), "this chapter on norm5"),
+    "fidelity": (_chapter("fidelity"), "this chapter on fidelity"),
+    "appendix": (_chapter("appendix"), "this appendix"),
+}
+
+
+def chapter_summary(res: Any, chapter: str, *, profile: str | None = None, **options: Any) -> str:
+    """The opening of a chapter as Markdown: the profile banner (when ``profile`` is given) and
+    :func:`claims_summary` of the chapter's claims on ``res`` (``options`` go to the claims function, e.g.
+    ``threshold``)."""
+    if chapter not in CHAPTER_CLAIMS:
+        raise ValueError(f"unknown chapter {chapter!r}; choose one of {sorted(CHAPTER_CLAIMS)}")
+    make, what = CHAPTER_CLAIMS[chapter]
+    text = claims_summary(make(res, **options), what=what)
+    if profile is None:
+        return text
+    return profile_banner(profile, getattr(res, "maps", None)) + "\n\n" + text

@@ -1,0 +1,77 @@
+"""The chapters' opening summaries (casekit.report.summary) on hand-made claims frames."""
+
+import pandas as pd
+import pytest
+
+from casekit.report import summary as S
+from casekit.report.claims import claims_frame
+
+
+def _frame(verdicts):
+    return claims_frame([{"section": "s", "claim": f"claim {i}.", "paper says": "p", "this run": f"v{i}",
+                          "supported": v} for i, v in enumerate(verdicts)])
+
+
+def test_claims_summary_counts_and_quotes_the_numbers():
+    text = S.claims_summary(_frame([True, False, None, False]), what="chapter X")
+    assert text.startswith("Of the 4 statements of the paper checked in chapter X, this run supports 1 ✓, "
+                           "contradicts 2 ✗ and cannot decide 1 —.")
+    assert "Not supported: claim 1 (this run: v1) (1 more in the table at the end)." in text
+    assert text.endswith("Supported: claim 0 (this run: v0).")
+    assert 2 <= text.count(". ") + 1 <= 4
+
+
+def test_claims_summary_all_supported_and_undecided_and_empty():
+    assert S.claims_summary(_frame([True, True])) == (
+        "Of the 2 statements of the paper checked in this chapter, this run supports 2 ✓, contradicts 0 ✗. "
+        "Supported: claim 0 (this run: v0).")
+    undecided = S.claims_summary(_frame([None]))
+    assert "cannot decide 1 —" in undecided and "too small" in undecided and "Supported" not in undecided
+    assert "No statement" in S.claims_summary(_frame([]))
+    with pytest.raises(ValueError, match="no column 'supported'"):
+        S.claims_summary(pd.DataFrame({"claim": [], "this run": []}))
+
+
+def test_profile_banner_counts_models_and_images():
+    maps = pd.DataFrame({"model": ["a", "a", "a", "b", "b"], "image_id": [0, 1, 1, 0, 1]})
+    text = S.profile_banner("demo", maps)
+    assert text.startswith("> **Profile `demo`**: casekit's synthetic benchmark")
+    assert text.endswith("This run: 2 models (a, b), 2 images per model.")
+    uneven = S.profile_banner("paper", maps.iloc[:4])
+    assert "ImageNet" in uneven and "1–2 images per model" in uneven
+    assert S.profile_banner("x") == "> **Profile `x`**."  # a new profile is named, never refused
+    assert "CIFAR-10" in S.profile_banner("cifar10")
+    with pytest.raises(ValueError, match="non-empty string"):
+        S.profile_banner("")
+    with pytest.raises(ValueError, match="unknown chapter"):
+        S.chapter_summary(None, "nope")
+
+
+def test_chapter_summary_uses_the_chapter_claims(monkeypatch):
+    seen = {}
+
+    def fake(res, **kw):
+        seen.update(kw, res=res)
+        return _frame([False])
+
+    monkeypatch.setitem(S.CHAPTER_CLAIMS, "diagnostic", (fake, "the test chapter"))
+    res = type("R", (), {"maps": pd.DataFrame({"model": ["m"], "image_id": [3]})})()
+    text = S.chapter_summary(res, "diagnostic", profile="demo", threshold=0.4)
+    assert seen == {"threshold": 0.4, "res": res}
+    assert text.split("\n\n")[0].endswith("1 model (m), 1 image per model.")
+    assert text.split("\n\n")[1] == ("Of the 1 statement of the paper checked in the test chapter, this run "
+                                     "supports 0 ✓, contradicts 1 ✗. Not supported: claim 0 (this run: v0).")
+
+
+def test_colours_are_fixed_per_family_and_distinct_per_method():
+    from casekit.report import naming as N
+
+    four = N.model_colours(["vgg", "resnet", "densenet", "convnext"])
+    assert four == {"convnext": "#cc78bc", "densenet": "#de8f05", "resnet": "#0173b2", "vgg": "#029e73"}
+    # the same family keeps its colour whatever else is plotted, paper names included
+    assert N.model_colours(["vgg"]) == {"vgg": "#029e73"}
+    paper = N.model_colours(["densenet201", "densenet201-cifar100", "resnet50", "other"])
+    assert paper["densenet201"] == paper["densenet201-cifar100"] == "#de8f05"
+    assert paper["resnet50"] == "#0173b2"
+    assert paper["other"] not in N.FAMILY_COLOURS.values()
+    assert len(set(N.METHOD_COLOURS.values())) == len(N.METHOD_COLOURS) == 6
