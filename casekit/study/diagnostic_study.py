@@ -131,8 +131,10 @@ def _rows(config: RunConfig, ids: list[int], methods: tuple[str, ...], ks: tuple
     for k in ks:
         agree = topk_agreement(top1, top2, k, config.ties, config.sample_seed).numpy()
         chance = topk_agreement(top1, top1[idx], k, config.ties, config.sample_seed).numpy()
-        uniq = (np.full((N, M), np.nan) if a["masks"] is None else
-                unique_evidence(top1, a["masks"][:, None], k, config.ties, config.sample_seed).double().numpy())
+        uniq = np.full((N, M), np.nan)
+        if a["masks"] is not None:
+            uniq = unique_evidence(top1, a["masks"][:, None], k, config.ties, config.sample_seed)
+            uniq = uniq.double().numpy()
         rep = lambda v: np.repeat(np.asarray(v), M)  # noqa: E731  per image → per (image, method)
         frames.append(pd.DataFrame({
             "model": np.repeat(config.model, N * M).astype(object),
@@ -176,7 +178,8 @@ def diagnostic_run(config: RunConfig, subject: Subject | None = None, *, methods
     subject = load_subject(config) if subject is None else subject
     if subject.confusion is None:
         raise ValueError("the diagnostic study needs the subject's held-out confusion matrix (contrast sets)")
-    root = Path(results_dir) if results_dir is not None else default_results_dir(config.profile) / DIAGNOSTIC_DIR
+    root = (Path(results_dir) if results_dir is not None
+            else default_results_dir(config.profile) / DIAGNOSTIC_DIR)
     run_cfg = config.to_dict()
     run_cfg.pop("device")
     store_cfg = {"run": run_cfg, "methods": list(methods), "ks": list(ks), "fidelity_k": float(fidelity_k),
