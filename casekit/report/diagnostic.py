@@ -167,28 +167,38 @@ def geometry_figure(rows: pd.DataFrame):
     return fig
 
 
-def headline(rows: pd.DataFrame, k: float = 0.05, alpha: float = 0.05) -> dict[str, Any]:
+def measure_tables(rows: pd.DataFrame, k: float = 0.05, alpha: float = 0.05,
+                   prob_threshold: float = 0.05) -> dict[str, pd.DataFrame]:
+    """Every table of the chapter, computed once: ``chance, strata, k, nan_rule, projection, geometry``
+    (the tests are the expensive part; :func:`headline` and :func:`measure_claims` reuse them)."""
+    return {"chance": chance_table(rows, k, alpha), "strata": strata_table(rows, k, prob_threshold, alpha),
+            "k": k_table(rows, alpha), "nan_rule": nan_rule_table(rows, k, alpha),
+            "projection": projection_table(rows, k, alpha), "geometry": geometry_table(rows),
+            "per_image": _per_image(rows)}
+
+
+def headline(rows: pd.DataFrame, k: float = 0.05, alpha: float = 0.05,
+             tables: dict[str, pd.DataFrame] | None = None) -> dict[str, Any]:
     """The chapter's numbers: tested (model, method) pairs, how many pass RQ1, how many are below chance,
     how many pass RQ1 without being below chance, strata that differ, NaN-rule flips, verdicts that change
-    with k, the median chance agreement and the median share of w_u CASE keeps."""
-    ch = chance_table(rows, k, alpha)
-    st = strata_table(rows, k, alpha=alpha)
-    kt = k_table(rows, alpha)
-    nr = nan_rule_table(rows, k, alpha)
-    geo = _per_image(rows)
+    with k, the median chance agreement and the median share of w_u CASE keeps.  ``tables``: from
+    :func:`measure_tables` (computed when None)."""
+    T = measure_tables(rows, k, alpha) if tables is None else tables
+    ch, diff, geo = T["chance"], strata_differences(T["strata"]), T["per_image"]
     return {"k": k, "groups": len(ch), "rq1_reject": int(ch["rq1_reject"].sum()),
             "below_chance": int(ch["below_chance"].sum()), "uninformative": int(ch["uninformative"].sum()),
             "median_chance": float(ch["median_chance"].median()),
-            "strata_differ": len(strata_differences(st)),
-            "groups_with_differing_strata": int(strata_differences(st).groupby(list(GROUP)).ngroups),
-            "nan_flips": int(nr["flip"].sum()),
-            "k_changes": int(kt.drop_duplicates(list(GROUP))["verdict_changes"].sum()),
+            "strata_differ": len(diff),
+            "groups_with_differing_strata": int(diff.groupby(list(GROUP)).ngroups) if len(diff) else 0,
+            "nan_flips": int(T["nan_rule"]["flip"].sum()),
+            "k_changes": int(T["k"].drop_duplicates(list(GROUP))["verdict_changes"].sum()),
             "median_kept": float(geo["kept"].median()), "median_cosine": float(geo["cosine"].median())}
 
 
-def summary_text(rows: pd.DataFrame, k: float = 0.05, alpha: float = 0.05) -> str:
+def summary_text(rows: pd.DataFrame, k: float = 0.05, alpha: float = 0.05,
+                 tables: dict[str, pd.DataFrame] | None = None) -> str:
     """:func:`headline` as a short Markdown paragraph."""
-    h = headline(rows, k, alpha)
+    h = headline(rows, k, alpha, tables)
     return (f"At k = {k:.0%}, {h['rq1_reject']} of {h['groups']} (model, method) pairs pass the paper's test "
             f"(median top-1/top-2 agreement below 50 %), but only {h['below_chance']} have an agreement "
             f"significantly below their chance reference (median chance agreement {h['median_chance']:.3f}); "
@@ -204,18 +214,19 @@ def summary_text(rows: pd.DataFrame, k: float = 0.05, alpha: float = 0.05) -> st
 
 @dataclass(frozen=True)
 class MeasureClaim:
-    """One of casekit's own claims about the diagnostic: ``check(rows) → (supported, this run's number)``."""
+    """One of casekit's own claims about the diagnostic: ``check(tables) → (supported, this run's number)``
+    with ``tables`` from :func:`measure_tables`."""
 
     id: str
     section: str
     statement: str
     criterion: str
-    check: Callable[[pd.DataFrame], tuple[bool | None, str]]
+    check: Callable[[dict[str, pd.DataFrame]], tuple[bool | None, str]]  # tables of measure_tables
     extension: bool = True
 
 
-def _rq1_beyond_chance(rows: pd.DataFrame) -> tuple[bool | None, str]:
-    ch = chance_table(rows)
+def _rq1_beyond_chance(T: dict[str, pd.DataFrame]) -> tuple[bool | None, str]:
+    ch = T["chance"]
     passed = ch[ch["rq1_reject"]]
     if passed.empty:
         return None, "no method passes RQ1"
@@ -223,8 +234,8 @@ def _rq1_beyond_chance(rows: pd.DataFrame) -> tuple[bool | None, str]:
     return bool(n == len(passed)), f"{n} of {len(passed)} RQ1 passes are below chance"
 
 
-def _strata_agree(rows: pd.DataFrame) -> tuple[bool | None, str]:
-    st = strata_table(rows)
+def _strata_agree(T: dict[str, pd.DataFrame]) -> tuple[bool | None, str]:
+    st = T["strata"]
     tested = st[st["p"].notna() & (st["contrast"] == "in") & (st["runner_up"] == "any")]
     if tested.empty:
         return None, "no confusable stratum large enough to test"
@@ -232,20 +243,20 @@ def _strata_agree(rows: pd.DataFrame) -> tuple[bool | None, str]:
     return bool(n == 0), f"{n} of {len(tested)} confusable strata differ"
 
 
-def _k_stable(rows: pd.DataFrame) -> tuple[bool | None, str]:
-    kt = k_table(rows).drop_duplicates(list(GROUP))
+def _k_stable(T: dict[str, pd.DataFrame]) -> tuple[bool | None, str]:
+    kt = T["k"].drop_duplicates(list(GROUP))
     n = int(kt["verdict_changes"].sum())
     return bool(n == 0), f"{n} of {len(kt)} pairs change verdict with k"
 
 
-def _nan_rule(rows: pd.DataFrame) -> tuple[bool | None, str]:
-    nr = nan_rule_table(rows)
+def _nan_rule(T: dict[str, pd.DataFrame]) -> tuple[bool | None, str]:
+    nr = T["nan_rule"]
     n = int(nr["flip"].sum())
     return bool(n == 0), f"{n} of {len(nr)} verdicts flip"
 
 
-def _case_vs_diff(rows: pd.DataFrame) -> tuple[bool | None, str]:
-    pt = projection_table(rows)
+def _case_vs_diff(T: dict[str, pd.DataFrame]) -> tuple[bool | None, str]:
+    pt = T["projection"]
     piv = pt.pivot_table(index="model", columns="method", values="mean_unique_evidence")
     if not {"case", "gradcam-diff"} <= set(piv.columns) or piv[["case", "gradcam-diff"]].isna().all().all():
         return None, "no unique-evidence masks"
@@ -272,13 +283,15 @@ MEASURE_CLAIMS: tuple[MeasureClaim, ...] = (
 )
 
 
-def measure_claims(rows: pd.DataFrame) -> pd.DataFrame:
+def measure_claims(rows: pd.DataFrame, tables: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """The claims as the book's claims table: ``section, claim, paper says, this run, supported`` (paper
-    says: "— (casekit's extension)")."""
+    says: "— (casekit's extension)"); ``tables`` from :func:`measure_tables` (computed when None; the
+    claims use k = 5 %, α = 0.05)."""
+    T = measure_tables(rows) if tables is None else tables
     out = []
     for c in MEASURE_CLAIMS:
         try:
-            supported, text = c.check(rows)
+            supported, text = c.check(T)
         except ValueError as err:  # e.g. too few rows for a test
             supported, text = None, f"not computed ({err})"
         out.append({"section": c.section, "claim": f"{c.statement} ({c.criterion})",
@@ -299,7 +312,8 @@ def display_names(df: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ = ["chance_table", "strata_table", "strata_differences", "resolution_table", "k_table",
-           "nan_rule_table", "projection_table", "geometry_table", "geometry_figure", "headline",
+           "nan_rule_table", "projection_table", "geometry_table", "geometry_figure", "measure_tables",
+           "headline",
            "summary_text", "MeasureClaim", "MEASURE_CLAIMS", "measure_claims", "display_names",
            "PROJECTION_METHODS"]
 
