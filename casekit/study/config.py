@@ -21,7 +21,7 @@ from ..cam.engine import METHODS, canonical_method
 from ..evaluation.metrics import DELETION_KS
 from ..subjects.seeds import TRAINING_SEEDS
 
-PROFILES = ("demo", "paper", "custom")
+PROFILES = ("demo", "paper", "cifar10", "custom")
 STRATEGIES = ("confusion", "logits")
 MAP_KEY: tuple[str, ...] = ("model", "seed", "layer", "method", "image_id", "target")
 SPARSITY_KEY: tuple[str, ...] = ("model", "seed", "layer", "image_id")
