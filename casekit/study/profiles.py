@@ -79,7 +79,7 @@ def paper_configs(n_images: int = PAPER_N_IMAGES, seeds: Sequence[int] = STUDY_S
 CIFAR10_STUDY_MODELS: tuple[str, ...] = tuple(reference.NAMES)
 #: Images per cifar10 run, drawn among the correctly classified images of the evaluated half (1,000 images,
 #: ~820 correct).  See :func:`cifar10_configs` for the time it takes.
-CIFAR10_N_IMAGES = 150
+CIFAR10_N_IMAGES = 40
 #: What the cifar10 profile has no counterpart for (said once, in the book's profile summaries).
 CIFAR10_NOTE = (
     "The cifar10 profile has no ground-truth object masks (the evidence and unique-part analyses are "
