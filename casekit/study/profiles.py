@@ -169,8 +169,9 @@ def missing_inputs(profile: str = "demo", configs: Sequence[RunConfig] | None = 
 
 
 def _cifar10_missing(nets: Sequence[str]) -> list[str]:
-    """The cifar10 profile's missing files (networks and test images), one message naming them all."""
-    found = reference.missing(nets, None, download=False)
+    """The cifar10 profile's missing files (networks and test images), one message naming them all.  Where
+    the machine is online (not ``$CASEKIT_OFFLINE``), missing files are downloaded (hash-checked) first."""
+    found = reference.missing(nets, None, download=None)
     try:
         reference.images()
     except data.MissingDataError as err:
