@@ -424,7 +424,8 @@ def resolve_device(device: str) -> str:
 
 
 def build_info(profile: str, tiny: bool, device: str, repo: Path = REPO) -> dict[str, str]:
-    """What built this book: profile, date, casekit/torch versions, git commit, device."""
+    """What built this book: profile(s) (``"demo, cifar10"``), date, casekit/torch versions, git commit,
+    device."""
     import torch
 
     import casekit
@@ -436,7 +437,7 @@ def build_info(profile: str, tiny: bool, device: str, repo: Path = REPO) -> dict
     if device.startswith("cuda") and torch.cuda.is_available():
         dev = f"{device} ({torch.cuda.get_device_name()})"
     return {
-        "profile": profile + (" (tiny test sizes)" if tiny else ""),
+        "profile": ", ".join(p + (" (tiny test sizes)" if tiny else "") for p in profile.split(", ")),
         "built": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "casekit": casekit.__version__,
         "git commit": commit,
@@ -771,7 +772,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"results in {', '.join(str(results_of[p]) for p in profiles)}", flush=True)
         failures = []
         for i, (profile, plan) in enumerate(run, 1):
-            label = f"{profile}: {plan.notebook.relative_to(repo)}"
+            label = f"{profile}/{plan.name}"
             print(f"[{i}/{len(run)}] {label} …", flush=True)
             try:
                 wall = execute_notebook(plan, executed_of[profile] / plan.notebook.name, kernel=args.kernel,
@@ -797,7 +798,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for e in executed[p]:
                 meta = nbformat.read(str(e), as_version=4).metadata.get(METADATA_KEY, {})
                 runs.append(((f"{sub}/" if sub else "") + e.stem, meta))
-        info_md = build_info_markdown(build_info(" + ".join(built) or "none", args.tiny, device, repo), runs)
+        info_md = build_info_markdown(build_info(", ".join(built), args.tiny, device, repo), runs)
         claims_in = {p: (f"not built: {not_built[p].splitlines()[0]}" if p in not_built else results_of[p])
                      for p in profiles}
         pages = {"_claims_table.md": claims_table_markdown(claims_in, profiles)}
