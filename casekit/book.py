@@ -652,7 +652,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="injected as `device` (default: cuda if available, else cpu)")
     p.add_argument("--results-dir", type=Path, default=None,
                    help="injected as `results_dir` (default: results/<profile>; "
-                   "with --tiny: <build>/results/<profile>-tiny)")
+                   "with --tiny: <build>/results/<profile>-tiny; with two profiles: <DIR>/<profile>)")
     p.add_argument("--recompute", action="store_true",
                    help="injected as `recompute=True`: ignore stored results")
     p.add_argument("--build-dir", type=Path, default=None,
