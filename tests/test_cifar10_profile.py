@@ -150,3 +150,13 @@ def test_claims_overview_has_both_profile_columns(monkeypatch):
     ext = [c for c in records if c.extension]
     assert md.count("casekit's extension") == len(ext)
     assert {c.id for c in CLAIMS} >= set(frame["id"])
+
+
+def test_cifar10_images_are_denormalised_with_each_networks_statistics():
+    from casekit.study.examples import denormalizer, part_areas
+
+    x = torch.rand(2, 3, 32, 32)
+    for name in R.NAMES:
+        back = denormalizer(RunConfig(model=name, profile="cifar10"))(R.normalize(x, name))
+        assert torch.allclose(back, x, atol=1e-5), name
+    assert part_areas("cifar10").empty  # no part masks on real images
