@@ -79,7 +79,7 @@ def paper_configs(n_images: int = PAPER_N_IMAGES, seeds: Sequence[int] = STUDY_S
 CIFAR10_STUDY_MODELS: tuple[str, ...] = tuple(reference.NAMES)
 #: Images per cifar10 run, drawn among the correctly classified images of the evaluated half (1,000 images,
 #: ~820 correct).  See :func:`cifar10_configs` for the time it takes.
-CIFAR10_N_IMAGES = 40
+CIFAR10_N_IMAGES = 30
 #: What the cifar10 profile has no counterpart for (said once, in the book's profile summaries).
 CIFAR10_NOTE = (
     "The cifar10 profile has no ground-truth object masks (the evidence and unique-part analyses are "
@@ -95,8 +95,9 @@ def cifar10_configs(n_images: int = CIFAR10_N_IMAGES, models: Sequence[str] | No
     final conv; DenseNet-BC-40 also at ``norm5`` (its final BatchNorm) and ShuffleNetV2 at its ``conv5.1``
     (the final BatchNorm in place of ``norm5``).  One checkpoint each (seed 0); no siblings, no masks.
 
-    Time: 150 images per run, 6 runs, took about 4 minutes on one of this project's 2 CPU cores
-    (Score-CAM / Ablation-CAM on ShuffleNet's 1,024 channels are most of it)."""
+    Time (measured on the project's 2-core machine while 5 other jobs ran, so only CPU seconds are
+    meaningful): 40 images per run needed about 6.5 CPU minutes for the first 3.5 runs; hence the default of
+    30 images per run.  ResNet-56 (deep, 64 channels) and the DenseNet are the expensive networks."""
     models = tuple(CIFAR10_STUDY_MODELS if models is None else models)
     configs = [RunConfig(model=m, profile="cifar10", n_images=n_images, **overrides) for m in models]
     if norm5:
@@ -224,7 +225,7 @@ def profile_models(profile: str) -> tuple[str, ...]:
 
 
 def default_n_images(profile: str) -> int:
-    """Images per run of a profile's study (300 demo, 1000 paper, 150 cifar10)."""
+    """Images per run of a profile's study (300 demo, 1000 paper, 30 cifar10)."""
     return {"demo": DEMO_N_IMAGES, "cifar10": CIFAR10_N_IMAGES}.get(profile, PAPER_N_IMAGES)
 
 
