@@ -31,7 +31,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
-PROFILES = ("demo", "paper")
+PROFILES = ("demo", "paper", "cifar10")
+#: What `make book` builds by default (``--profile both``): the demo models, then the real CIFAR-10 networks.
+BOOK_PROFILES = ("demo", "cifar10")
+PROFILE_TITLES = {"demo": "demo models", "cifar10": "real CIFAR-10 networks",
+                  "paper": "the paper's ImageNet models"}
 
 # Parameters the driver sets itself, injected into every notebook whose parameters cell declares them.
 DRIVER_PARAMETERS = ("profile", "device", "results_dir", "recompute")
@@ -49,7 +53,7 @@ parameters
   Every notebook of the book has a cell tagged `parameters`.  A value is injected only
   into the notebooks whose parameters cell declares that name, in this order (later wins):
     1. the notebook's own defaults (its parameters cell);
-    2. {OVERRIDES_FILE}, section `demo:` or `paper:` (the chosen profile), then, with
+    2. {OVERRIDES_FILE}, section `demo:`, `cifar10:` or `paper:` (the profile), then, with
        --tiny, the preset {TINY_PRESET} and the section `tiny:`; in each section the
        key `"*"` applies to every notebook and a notebook's name (e.g. `03_rq1_tables`)
        to that notebook only;
@@ -58,7 +62,8 @@ parameters
   A -p name that no notebook declares is an error (a typo is never ignored).
 
   Names shared by the book's notebooks:
-    profile      "demo" (the embedded benchmark and model zoo, CPU) or "paper" (ImageNet models)
+    profile      "demo" (the embedded benchmark and model zoo, CPU), "cifar10" (pretrained CIFAR-10
+                 networks: ResNet-20/56, DenseNet-BC-40, ShuffleNetV2) or "paper" (ImageNet models)
     device       "cpu" / "cuda" (--device; default: cuda when available)
     results_dir  folder of the result store; rows found there are reused, missing ones computed
     recompute    true: ignore stored results and compute them again (--recompute)
@@ -67,13 +72,23 @@ parameters
   Results live in results/<profile>/ (--tiny: <build>/results/<profile>-tiny/), so a second
   `make book` reuses them and only re-runs the notebooks' tables and figures.
 
+profiles
+  --profile both (the default, = make book) executes every chapter once per profile, demo then
+  cifar10: the demo copies are the chapters notebooks/<name>, the cifar10 copies notebooks/cifar10/<name>,
+  each profile a part of the table of contents; a notebook without a `profile` parameter (the
+  quickstart) runs once.  The landing page opens with one claims table: every study claim, its
+  chapter, the paper's number and each profile's number and verdict.  When the cifar10 inputs are
+  neither found nor downloadable, the demo book is still built and the cifar10 part is one page
+  saying that it was not built and why.
+
 layout (under --build-dir)
-  notebooks/   executed copies, with widget state; open them in JupyterLab to explore live
+  notebooks/   executed copies (cifar10 ones in notebooks/cifar10/), with widget state
   src/         the book source assembled from _config.yml, _toc.yml, book/ and the executed copies
   html/        the book: html/index.html
 
 examples
-  python -m casekit.book                          # = make book (demo profile)
+  python -m casekit.book                          # = make book (demo and cifar10 profiles)
+  python -m casekit.book --profile demo           # the demo profile only
   python -m casekit.book --profile paper -p n_images 1000 --device cuda
   python -m casekit.book --only '03_*'            # re-run one notebook, reuse the others' executed copies
   python -m casekit.book --html-only              # rebuild the HTML from the executed copies
@@ -417,7 +432,8 @@ def resolve_device(device: str) -> str:
 
 
 def build_info(profile: str, tiny: bool, device: str, repo: Path = REPO) -> dict[str, str]:
-    """What built this book: profile, date, casekit/torch versions, git commit, device."""
+    """What built this book: profile(s) (``"demo, cifar10"``), date, casekit/torch versions, git commit,
+    device."""
     import torch
 
     import casekit
@@ -429,7 +445,7 @@ def build_info(profile: str, tiny: bool, device: str, repo: Path = REPO) -> dict
     if device.startswith("cuda") and torch.cuda.is_available():
         dev = f"{device} ({torch.cuda.get_device_name()})"
     return {
-        "profile": profile + (" (tiny test sizes)" if tiny else ""),
+        "profile": ", ".join(p + (" (tiny test sizes)" if tiny else "") for p in profile.split(", ")),
         "built": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "casekit": casekit.__version__,
         "git commit": commit,
@@ -450,13 +466,116 @@ def build_info_markdown(info: Mapping[str, str], runs: Sequence[tuple[str, Mappi
     return "\n".join(lines) + "\n"
 
 
+# --------------------------------------------------------------------------- profiles
+
+
+def book_profiles(choice: str) -> tuple[str, ...]:
+    """``--profile`` → the profiles to build, in order: ``"both"`` → :data:`BOOK_PROFILES`."""
+    if choice == "both":
+        return BOOK_PROFILES
+    if choice not in PROFILES:
+        raise ValueError(f"unknown profile {choice!r}; choose both, {', '.join(PROFILES)}")
+    return (choice,)
+
+
+def profile_subdir(profile: str, profiles: Sequence[str]) -> str:
+    """Where a profile's chapters live under ``notebooks/``: the first profile at the top (``""``), the
+    others in ``<profile>/``."""
+    return "" if profile == profiles[0] else profile
+
+
+def profile_plans(plans: Sequence[Plan], profile: str, profiles: Sequence[str]) -> list[Plan]:
+    """The notebooks a profile executes: all for the first profile, for the others only those whose
+    parameters cell declares ``profile`` (a profile-free notebook such as the quickstart runs once)."""
+    if profile == profiles[0]:
+        return list(plans)
+    return [p for p in plans if "profile" in p.declared]
+
+
+def profile_toc(toc: Mapping[str, Any], profiles: Sequence[str], per_profile: Iterable[str],
+                not_built: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The book's table of contents for several profiles.  Every part that holds a per-profile notebook
+    (``notebooks/<name>`` with ``name`` in ``per_profile``) is repeated once per profile, captioned
+    ``<caption> — <profile title>``; the copies of later profiles point to ``notebooks/<profile>/<name>`` and
+    keep only the per-profile entries.  A profile in ``not_built`` gets one page,
+    ``book/not_built_<profile>``, instead of its chapters.  One profile: the toc unchanged."""
+    toc = copy.deepcopy(dict(toc))
+    if len(profiles) < 2:
+        return toc
+    names = set(per_profile)
+    not_built = not_built or {}
+
+    def is_profile_entry(entry: Any) -> bool:
+        return isinstance(entry, Mapping) and str(entry.get("file", "")).startswith("notebooks/") and \
+            str(entry["file"]).split("/", 1)[1] in names
+
+    def moved(entry: Mapping[str, Any], profile: str) -> dict[str, Any]:
+        out = dict(entry)
+        out["file"] = f"notebooks/{profile}/{str(entry['file']).split('/', 1)[1]}"
+        return out
+
+    parts = []
+    for part in toc.get("parts", []):
+        chapters = part.get("chapters", [])
+        if not any(is_profile_entry(c) for c in chapters):
+            parts.append(part)
+            continue
+        for profile in profiles:
+            caption = f"{part.get('caption', 'Chapters')} — {PROFILE_TITLES.get(profile, profile)}"
+            if profile == profiles[0]:
+                parts.append({**part, "caption": caption})
+            elif profile in not_built:
+                parts.append({"caption": caption, "chapters": [{"file": f"book/not_built_{profile}"}]})
+            else:
+                parts.append({"caption": caption,
+                              "chapters": [moved(c, profile) for c in chapters if is_profile_entry(c)]})
+    toc["parts"] = parts
+    return toc
+
+
+def not_built_page(profile: str, reasons: Sequence[str]) -> str:
+    """The page that stands in for a profile's chapters when its inputs are missing."""
+    title = PROFILE_TITLES.get(profile, profile)
+    body = "\n".join(reasons)
+    return (f"# Not built: the {profile} profile ({title})\n\n"
+            f"This build has **no {title} chapters**: the inputs the {profile} profile needs were neither "
+            "found on this machine nor downloaded, so nothing was run for it and no number of this book "
+            f"comes from it. The other profile's chapters are complete. What was missing:\n\n"
+            f"```text\n{body}\n```\n\n"
+            "Provide the files as the message says and run `make book` again.\n")
+
+
+def claims_table_markdown(results: Mapping[str, Any], profiles: Sequence[str]) -> str:
+    """The landing page's claims table (``book/_claims_table.md``): ``results`` maps a profile to its
+    results folder (a path) or to the reason it has none (a string starting with "not built")."""
+    from .report.overview import claims_overview, overview_markdown
+    from .study.profiles import load_results
+
+    loaded: dict[str, Any] = {}
+    for profile in profiles:
+        res = results.get(profile, "not built")
+        if isinstance(res, Path):
+            try:
+                res = load_results(res)
+            except (FileNotFoundError, ValueError) as err:
+                res = f"no results ({err})"
+        loaded[profile] = res
+    frame = claims_overview(loaded)
+    titles = {p: f"{PROFILE_TITLES.get(p, p)}" for p in profiles}
+    return overview_markdown(frame, titles)
+
+
 # --------------------------------------------------------------------------- assembling and building
 
 
-def assemble_source(repo: Path, src: Path, executed: Sequence[Path], info_md: str) -> None:
-    """Fresh ``src/``: ``_config.yml``, ``_toc.yml``, ``book/`` (+ generated build info), page copies of the
-    executed notebooks, and any non-notebook files of ``notebooks/`` (images they reference)."""
+def assemble_source(repo: Path, src: Path, executed: Sequence[Path], info_md: str, *,
+                    more: Mapping[str, Sequence[Path]] | None = None, toc: Mapping[str, Any] | None = None,
+                    pages: Mapping[str, str] | None = None) -> None:
+    """Fresh ``src/``: ``_config.yml``, ``_toc.yml`` (or ``toc``), ``book/`` (+ generated build info and
+    ``pages``: name → Markdown), page copies of the executed notebooks (``more``: those of other profiles,
+    under ``notebooks/<subdir>/``), and any non-notebook files of ``notebooks/`` (images they reference)."""
     import nbformat
+    import yaml
 
     if src.exists():
         shutil.rmtree(src)
@@ -466,12 +585,22 @@ def assemble_source(repo: Path, src: Path, executed: Sequence[Path], info_md: st
     shutil.copytree(repo / "book", src / "book",
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints", "_build*"))
     (src / "book" / "_build_info.md").write_text(info_md)
+    for name, text in (pages or {}).items():
+        (src / "book" / name).write_text(text)
+    if toc is not None:
+        (src / "_toc.yml").write_text("# generated by casekit.book from _toc.yml\n"
+                                      + yaml.safe_dump(dict(toc), sort_keys=False, allow_unicode=True))
     (src / "notebooks").mkdir()
     for path in (repo / "notebooks").iterdir():
         if path.is_file() and path.suffix != ".ipynb" and path.name != Path(OVERRIDES_FILE).name:
             shutil.copy2(path, src / "notebooks" / path.name)
     for path in executed:
         nbformat.write(page_copy(nbformat.read(str(path), as_version=4)), str(src / "notebooks" / path.name))
+    for sub, paths in (more or {}).items():
+        (src / "notebooks" / sub).mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            nbformat.write(page_copy(nbformat.read(str(path), as_version=4)),
+                           str(src / "notebooks" / sub / path.name))
 
 
 def build_html(src: Path, html: Path, *, strict: bool = True, verbose: bool = False) -> None:
@@ -522,7 +651,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog=HELP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--profile", choices=PROFILES, default="demo", help="demo (default) or paper")
+    p.add_argument("--profile", choices=("both", *PROFILES), default="both",
+                   help="both (default: demo and cifar10), demo, cifar10 or paper")
     p.add_argument("--tiny", action="store_true", help="tiny sizes: every notebook runs in seconds (tests)")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="set a notebook parameter (VALUE read as YAML); repeatable")
@@ -530,7 +660,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="injected as `device` (default: cuda if available, else cpu)")
     p.add_argument("--results-dir", type=Path, default=None,
                    help="injected as `results_dir` (default: results/<profile>; "
-                   "with --tiny: <build>/results/<profile>-tiny)")
+                   "with --tiny: <build>/results/<profile>-tiny; with two profiles: <DIR>/<profile>)")
     p.add_argument("--recompute", action="store_true",
                    help="injected as `recompute=True`: ignore stored results")
     p.add_argument("--build-dir", type=Path, default=None,
@@ -565,79 +695,128 @@ def _reusable(path: Path, profile: str, tiny: bool) -> str | None:
     return None
 
 
+def _missing_for(profile: str) -> list[str]:
+    """What a profile needs and does not find (nothing for the demo)."""
+    if profile == "demo":
+        return []
+    from .study.experiments import missing_inputs  # lazy: loads torch, which the other book steps never need
+
+    return missing_inputs(profile)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    # Long on purpose (~80 lines): the driver's steps in the order they run (plan, preflight, execute, build),
-    # each a few lines calling the helpers above, so that the whole build reads top to bottom here.
+    # Long on purpose (~100 lines): the driver's steps in the order they run (plan, preflight, execute,
+    # build), each a few lines calling the helpers above, so that the whole build reads top to bottom here.
     args = _parser().parse_args(argv)
     t0 = time.perf_counter()
     repo = args.repo.resolve()
     build = (args.build_dir or repo / "_build").resolve()
+    run: list[tuple[str, Plan]] = []
     try:
+        profiles = book_profiles(args.profile)
         notebooks = book_notebooks(repo)
         device = resolve_device(args.device)
-        results = args.results_dir or (build / "results" / f"{args.profile}-tiny" if args.tiny
-                                       else repo / "results" / args.profile)
-        driver = {"profile": args.profile, "device": device, "results_dir": str(results.resolve()),
-                  "recompute": bool(args.recompute)}
-        plans = plan_parameters(notebooks, driver, profile=args.profile, tiny=args.tiny,
-                                overrides=load_overrides(repo / OVERRIDES_FILE),
-                                passthrough=parse_passthrough(args.parameter))
+        overrides = load_overrides(repo / OVERRIDES_FILE)
+        passthrough = parse_passthrough(args.parameter)
+        plans_of: dict[str, list[Plan]] = {}
+        results_of: dict[str, Path] = {}
+        for profile in profiles:
+            results = args.results_dir or (build / "results" / f"{profile}-tiny" if args.tiny
+                                           else repo / "results" / profile)
+            if args.results_dir and len(profiles) > 1:
+                results = args.results_dir / profile
+            results_of[profile] = results.resolve()
+            driver = {"profile": profile, "device": device, "results_dir": str(results.resolve()),
+                      "recompute": bool(args.recompute)}
+            plans = plan_parameters(notebooks, driver, profile=profile, tiny=args.tiny, overrides=overrides,
+                                    passthrough=passthrough)
+            plans_of[profile] = profile_plans(plans, profile, profiles)
+        first = plans_of[profiles[0]]
         if args.only:
-            unmatched = [pat for pat in args.only if not any(fnmatch.fnmatch(p.name, pat) for p in plans)]
+            unmatched = [pat for pat in args.only if not any(fnmatch.fnmatch(p.name, pat) for p in first)]
             if unmatched:
                 raise ValueError(f"--only {unmatched[0]!r} matches no notebook of the book "
-                                 f"({', '.join(p.name for p in plans)})")
+                                 f"({', '.join(p.name for p in first)})")
         if args.dry_run:
-            for plan in plans:
-                print(f"{plan.notebook.relative_to(repo)}: " + json.dumps(plan.parameters, default=str))
+            for profile in profiles:
+                sub = profile_subdir(profile, profiles)
+                for plan in plans_of[profile]:
+                    where = f"{sub}/{plan.notebook.name}" if sub else str(plan.notebook.relative_to(repo))
+                    print(f"{where}: " + json.dumps(plan.parameters, default=str))
             return 0
 
-        if args.profile == "paper" and not args.html_only:
-            from .study.experiments import (
-                missing_inputs,  # lazy: loads torch, which the other book steps never need
-            )
+        not_built: dict[str, str] = {}
+        if not args.html_only:
+            for profile in profiles:
+                missing = _missing_for(profile)
+                if missing and len(profiles) == 1:
+                    raise BookError(f"the {profile} profile needs {len(missing)} item(s) that are not on "
+                                    "this machine (nothing was run):\n\n" + "\n\n".join(missing))
+                if missing:
+                    not_built[profile] = "\n\n".join(missing)
+                    print(f"casekit book: the {profile} profile is NOT built (its inputs are missing):\n"
+                          f"{not_built[profile]}", flush=True)
+        else:  # reuse what the last full build made: a profile without executed copies was not built
+            for profile in profiles[1:]:
+                if not (build / "notebooks" / profile_subdir(profile, profiles)).is_dir():
+                    not_built[profile] = "no executed copies of this profile (it was not built last time)"
 
-            missing = missing_inputs("paper")
-            if missing:
-                raise BookError(f"the paper profile needs {len(missing)} item(s) that are not on this "
-                                "machine (nothing was run):\n\n" + "\n\n".join(missing))
-
-        executed_dir = build / "notebooks"
-        run = [p for p in plans if not args.html_only
-               and (not args.only or any(fnmatch.fnmatch(p.name, pat) for pat in args.only))]
-        for plan in plans:
-            if plan not in run:
-                why = _reusable(executed_dir / plan.notebook.name, args.profile, args.tiny)
+        executed_of = {p: build / "notebooks" / profile_subdir(p, profiles) for p in profiles}
+        for profile in profiles:
+            if profile in not_built:
+                continue
+            for plan in plans_of[profile]:
+                if not args.html_only and (not args.only or any(fnmatch.fnmatch(plan.name, pat)
+                                                                for pat in args.only)):
+                    run.append((profile, plan))
+                    continue
+                why = _reusable(executed_of[profile] / plan.notebook.name, profile, args.tiny)
                 if why:
                     raise ValueError(f"cannot reuse the executed copy of {plan.name}: {why}")
         if run:
             _kernel_environment()
-            print(f"casekit book: profile {args.profile}{' (tiny)' if args.tiny else ''}, device {device}, "
-                  f"{len(run)} notebook(s) to execute, results in {results}", flush=True)
+            print(f"casekit book: profile(s) {', '.join(p for p in profiles if p not in not_built)}"
+                  f"{' (tiny)' if args.tiny else ''}, device {device}, {len(run)} notebook(s) to execute, "
+                  f"results in {', '.join(str(results_of[p]) for p in profiles)}", flush=True)
         failures = []
-        for i, plan in enumerate(run, 1):
-            print(f"[{i}/{len(run)}] {plan.notebook.relative_to(repo)} …", flush=True)
+        for i, (profile, plan) in enumerate(run, 1):
+            label = f"{profile}/{plan.name}"
+            print(f"[{i}/{len(run)}] {label} …", flush=True)
             try:
-                wall = execute_notebook(plan, executed_dir / plan.notebook.name, kernel=args.kernel,
-                                        timeout=args.timeout, progress=args.progress, profile=args.profile,
+                wall = execute_notebook(plan, executed_of[profile] / plan.notebook.name, kernel=args.kernel,
+                                        timeout=args.timeout, progress=args.progress, profile=profile,
                                         tiny=args.tiny)
             except BookError as err:
                 failures.append(str(err))
-                print(f"[{i}/{len(run)}] {plan.name} FAILED", flush=True)
+                print(f"[{i}/{len(run)}] {label} FAILED", flush=True)
                 continue
-            print(f"[{i}/{len(run)}] {plan.name} done in {wall:.1f} s", flush=True)
+            print(f"[{i}/{len(run)}] {label} done in {wall:.1f} s", flush=True)
         if failures:
             raise BookError("\n".join(failures))
         t_exec = time.perf_counter() - t0
 
         import nbformat
+        import yaml
 
-        executed = [executed_dir / p.notebook.name for p in plans]
-        runs = [(p.name, nbformat.read(str(e), as_version=4).metadata.get(METADATA_KEY, {}))
-                for p, e in zip(plans, executed)]
-        info_md = build_info_markdown(build_info(args.profile, args.tiny, device, repo), runs)
+        built = [p for p in profiles if p not in not_built]
+        executed = {p: [executed_of[p] / plan.notebook.name for plan in plans_of[p]] for p in built}
+        runs = []
+        for p in built:
+            sub = profile_subdir(p, profiles)
+            for e in executed[p]:
+                meta = nbformat.read(str(e), as_version=4).metadata.get(METADATA_KEY, {})
+                runs.append(((f"{sub}/" if sub else "") + e.stem, meta))
+        info_md = build_info_markdown(build_info(", ".join(built), args.tiny, device, repo), runs)
+        claims_in = {p: (f"not built: {not_built[p].splitlines()[0]}" if p in not_built else results_of[p])
+                     for p in profiles}
+        pages = {"_claims_table.md": claims_table_markdown(claims_in, profiles)}
+        pages.update({f"not_built_{p}.md": not_built_page(p, [why]) for p, why in not_built.items()})
+        per_profile = [plan.name for plan in plans_of[profiles[-1]]] if len(profiles) > 1 else []
+        toc = profile_toc(yaml.safe_load((repo / "_toc.yml").read_text()), profiles, per_profile, not_built)
         t1 = time.perf_counter()
-        assemble_source(repo, build / "src", executed, info_md)
+        assemble_source(repo, build / "src", executed.get(profiles[0], []), info_md,
+                        more={profile_subdir(p, profiles): executed[p] for p in built if p != profiles[0]},
+                        toc=toc, pages=pages)
         print("building the HTML (jupyter-book, execution off, strict) …", flush=True)
         build_html(build / "src", build / "html", strict=args.strict, verbose=args.verbose)
         t_html = time.perf_counter() - t1

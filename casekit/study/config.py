@@ -21,7 +21,7 @@ from ..cam.engine import METHODS, canonical_method
 from ..evaluation.metrics import DELETION_KS
 from ..subjects.seeds import TRAINING_SEEDS
 
-PROFILES = ("demo", "paper", "custom")
+PROFILES = ("demo", "paper", "cifar10", "custom")
 STRATEGIES = ("confusion", "logits")
 #: How ties in the held-out confusion counts are broken when CASE's contrast sets are chosen: by the mean
 #: softmax probabilities of the same held-out images, then by index (``"probs"``), or by index only

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from ..cam.engine import case_vectors, explain
-from ..subjects import demo
+from ..subjects import demo, reference
 from ..subjects.data import CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
 from ..subjects.synthetic import denormalize as demo_denormalize
 from .batch import batch_context, target_fn
@@ -76,15 +76,19 @@ def representative_images(data: Any, *, model: str, method: str = "gradcam", n: 
 
 def denormalizer(config: RunConfig) -> Callable[[torch.Tensor], torch.Tensor]:
     """The inverse of the run's input normalisation, clipped to [0, 1]: normalised ``[..., 3, H, W]`` →
-    displayable images (demo benchmark, ImageNet, or CIFAR-100 statistics by model)."""
+    displayable images (demo benchmark, ImageNet, CIFAR-100 statistics by model, a cifar10 network's own)."""
     if config.profile == "demo":
         return demo_denormalize
-    if config.profile != "paper":
+    if config.profile == "cifar10":
+        spec = reference.NETWORKS[reference.canonical_name(config.model)]
+        mean, std = spec.mean, spec.std
+    elif config.profile != "paper":
         raise ValueError(f"no known normalisation for profile {config.profile!r}; denormalise the images "
                          "yourself")
-    cifar = "cifar" in config.model.lower()
-    mean = CIFAR100_MEAN if cifar else IMAGENET_MEAN
-    std = CIFAR100_STD if cifar else IMAGENET_STD
+    else:
+        cifar = "cifar" in config.model.lower()
+        mean = CIFAR100_MEAN if cifar else IMAGENET_MEAN
+        std = CIFAR100_STD if cifar else IMAGENET_STD
 
     def denormalize(images: torch.Tensor) -> torch.Tensor:
         m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(3, 1, 1)
@@ -132,10 +136,10 @@ def part_areas(profile: str = "demo", image_ids: Sequence[int] | None = None) ->
     A random top-k set lands on the unique part with expected precision ``unique_area``; no top-k set can
     exceed ``min(1, unique_area / k)``.  Empty (with these columns) for a profile without part masks."""
     cols = ["image_id", "unique_area", "shared_area"]
-    if profile == "paper":
+    if profile in ("paper", "cifar10"):
         return pd.DataFrame(columns=cols)
     if profile != "demo":
-        raise ValueError(f"profile must be 'demo' or 'paper', got {profile!r}")
+        raise ValueError(f"profile must be 'demo', 'paper' or 'cifar10', got {profile!r}")
     parts = demo.dataset(split="test", seed=0, progress=False).parts  # uint8 [N, H, W]: 1 shared, 2 unique
     if image_ids is None:
         ids = np.arange(parts.shape[0])

@@ -43,6 +43,10 @@ from .contrast_study import (
 )
 from .examples import case_example, denormalizer, example_maps, part_areas, representative_images
 from .profiles import (
+    CIFAR10_N_IMAGES,
+    CIFAR10_NOTE,
+    CIFAR10_STUDY_MODELS,
+    cifar10_configs,
     demo_configs,
     load_results,
     missing_inputs,
@@ -69,4 +73,5 @@ __all__ = [
     "CONTRAST_STUDY_DIR", "CONTRAST_KEY", "profile_models", "study_config", "contrast_configs",
            "contrast_study", "projection_study",
     "representative_images", "denormalizer", "case_example", "part_areas",
+    "cifar10_configs", "CIFAR10_N_IMAGES", "CIFAR10_NOTE", "CIFAR10_STUDY_MODELS",
 ]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .._io import cache_dir
-from ..subjects import data, finetune, models
+from ..subjects import data, finetune, models, reference
 from ..subjects.zoo import FAMILIES
 from .config import (
     CIFAR100_HELDOUT,
@@ -79,13 +79,49 @@ def paper_configs(n_images: int = PAPER_N_IMAGES, seeds: Sequence[int] = STUDY_S
     return configs
 
 
+#: The cifar10 profile's networks (:data:`casekit.subjects.reference.NAMES`), in its tables' column order.
+CIFAR10_STUDY_MODELS: tuple[str, ...] = tuple(reference.NAMES)
+#: Images per cifar10 run, drawn among the correctly classified images of the evaluated half (1,000 images,
+#: ~820 correct).  See :func:`cifar10_configs` for the time it takes.
+CIFAR10_N_IMAGES = 30
+#: What the cifar10 profile has no counterpart for (said once, in the book's profile summaries).
+CIFAR10_NOTE = (
+    "The cifar10 profile has no ground-truth object masks (the evidence and unique-part analyses are "
+    "demo-only), one checkpoint per network (no five-seed robustness study) and no sibling classes (no "
+    "true-vs-sibling comparison); its contrast sets come from the confusion matrix of a seeded, stratified "
+    "held-out half of the images, disjoint from the evaluated half.")
+PROFILE_NAMES = ("demo", "paper", "cifar10")
+
+
+def cifar10_configs(n_images: int = CIFAR10_N_IMAGES, models: Sequence[str] | None = None,
+                    norm5: bool = True, **overrides: Any) -> list[RunConfig]:
+    """The cifar10 study: RQ1 (top-1 vs top-2, all six methods) + RQ2 (fidelity) + sparsity on every network's
+    final conv; DenseNet-BC-40 also at ``norm5`` (its final BatchNorm) and ShuffleNetV2 at its ``conv5.1``
+    (the final BatchNorm in place of ``norm5``).  One checkpoint each (seed 0); no siblings, no masks.
+
+    Time (measured on the project's 2-core machine while 5 other jobs ran, so only CPU seconds are
+    meaningful): 40 images per run needed about 6.5 CPU minutes for the first 3.5 runs; hence the default of
+    30 images per run.  ResNet-56 (deep, 64 channels) and the DenseNet are the expensive networks."""
+    models = tuple(CIFAR10_STUDY_MODELS if models is None else models)
+    configs = [RunConfig(model=m, profile="cifar10", n_images=n_images, **overrides) for m in models]
+    if norm5:
+        for m in models:
+            if "norm5" in reference.NETWORKS[reference.canonical_name(m)].layers:
+                configs.append(RunConfig(model=m, profile="cifar10", layer="norm5", n_images=n_images,
+                                         **overrides))
+    return configs
+
+
 def study_configs(profile: str = "demo", **options: Any) -> list[RunConfig]:
-    """:func:`demo_configs` or :func:`paper_configs` by profile name (what ``make book PROFILE=...`` runs)."""
+    """:func:`demo_configs`, :func:`paper_configs` or :func:`cifar10_configs` by profile name (what
+    ``make book PROFILE=...`` runs)."""
     if profile == "demo":
         return demo_configs(**options)
     if profile == "paper":
         return paper_configs(**options)
-    raise ValueError(f"profile must be 'demo' or 'paper', got {profile!r}")
+    if profile == "cifar10":
+        return cifar10_configs(**options)
+    raise ValueError(f"profile must be one of {', '.join(PROFILE_NAMES)}, got {profile!r}")
 
 
 def missing_inputs(profile: str = "demo", configs: Sequence[RunConfig] | None = None) -> list[str]:
@@ -100,6 +136,9 @@ def missing_inputs(profile: str = "demo", configs: Sequence[RunConfig] | None = 
     if all(c.profile == "demo" for c in configs):
         return []
     problems: list[str] = config_problems(configs)
+    nets = list(dict.fromkeys(c.model for c in configs if c.profile == "cifar10"))
+    if nets:
+        problems.extend(_cifar10_missing(nets))
     imagenet = cifar = False
     seeds_missing: list[int] = []
     folder = cache_dir("finetune")
@@ -157,6 +196,23 @@ def config_problems(configs: Sequence[RunConfig]) -> list[str]:
     return problems
 
 
+def _cifar10_missing(nets: Sequence[str]) -> list[str]:
+    """The cifar10 profile's missing files (networks and test images), one message naming them all.  Where
+    the machine is online (not ``$CASEKIT_OFFLINE``), missing files are downloaded (hash-checked) first."""
+    found = reference.missing(nets, None, download=None)
+    try:
+        reference.images()
+    except data.MissingDataError as err:
+        found.append(str(err))
+    if found:
+        found.insert(0, "casekit: the cifar10 profile needs the pretrained CIFAR-10 networks "
+                     f"({', '.join(nets)}) and CIFAR-10 test images. Put the folder shared/reference/cifar10 "
+                     "beside or above the checkout, or its files into $CASEKIT_DATA (default: the checkout's "
+                     "data/ folder, see data/README.md), or run  python -m casekit.subjects.fetch cifar10  "
+                     "where the machine is online (files and sha256 in data/manifest.json).")
+    return found
+
+
 def run_study(profile: str = "demo", *, results_dir: str | os.PathLike | None = None, recompute: bool = False,
               progress: bool = True, **options: Any) -> Results:
     """Run (or resume, or just load) the whole study of a profile; ``options`` go to :func:`study_configs`
@@ -184,17 +240,20 @@ def load_results(results_dir: str | os.PathLike) -> Results:
 
 
 def profile_models(profile: str) -> tuple[str, ...]:
-    """The models of a profile's study: the demo families, or the paper's four ImageNet models."""
+    """The models of a profile's study: the demo families, the paper's four ImageNet models, or the four
+    CIFAR-10 networks."""
     if profile == "demo":
         return tuple(FAMILIES)
     if profile == "paper":
         return PAPER_STUDY_MODELS
-    raise ValueError(f"profile must be 'demo' or 'paper', got {profile!r}")
+    if profile == "cifar10":
+        return CIFAR10_STUDY_MODELS
+    raise ValueError(f"profile must be one of {', '.join(PROFILE_NAMES)}, got {profile!r}")
 
 
 def default_n_images(profile: str) -> int:
-    """Images per run of a profile's study (300 demo, 1000 paper)."""
-    return DEMO_N_IMAGES if profile == "demo" else PAPER_N_IMAGES
+    """Images per run of a profile's study (300 demo, 1000 paper, 30 cifar10)."""
+    return {"demo": DEMO_N_IMAGES, "cifar10": CIFAR10_N_IMAGES}.get(profile, PAPER_N_IMAGES)
 
 
 def study_config(profile: str = "demo", model: str | None = None, *, layer: str = "final_conv", seed: int = 0,

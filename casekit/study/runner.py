@@ -239,7 +239,7 @@ def run_all(configs: Sequence[RunConfig], *, results_dir: str | os.PathLike | No
         subject = (subjects or {}).get(c.name)
         if subject is None:
             key = (c.profile, c.model, c.seed, c.device, c.heldout,
-                   c.sample_seed if c.profile == "paper" else 0)
+                   c.sample_seed if c.profile != "demo" else 0)
             if key not in cache:
                 cache[key] = load_subject(c)
             subject = cache[key]

@@ -1,5 +1,5 @@
-"""What a run explains (:class:`Subject`: model, layer roles, dataset, held-out confusion matrix), how a demo
-or paper subject is loaded, the run's image sample, and reading a batch of images from a dataset.
+"""What a run explains (:class:`Subject`: model, layer roles, dataset, held-out confusion matrix), how a demo,
+paper or cifar10 subject is loaded, the run's image sample, and reading a batch of images from a dataset.
 
 Imports: :mod:`casekit.cam`, :mod:`casekit.subjects`, :mod:`casekit._io`, :mod:`.config`.
 """
@@ -13,13 +13,13 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
 
 from .._io import atomic_path, cache_dir
 from ..cam.checks import resolve_layer
 from ..cam.contrast import confusion_matrix
 from ..cam.hooks import LayerCapture, evaluation_mode
-from ..subjects import data, demo, finetune, models, zoo
+from ..subjects import data, demo, finetune, models, reference, zoo
 from .config import CIFAR100_MODELS, RunConfig
 
 
@@ -195,12 +195,37 @@ def stratified_split(labels: Sequence[int], n_heldout: int, seed: int) -> tuple[
     return torch.from_numpy(np.flatnonzero(mask)), torch.from_numpy(np.flatnonzero(~mask))
 
 
+def cifar10_split(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cifar10 profile's ``(heldout, pool)``: half of every class held out for the confusion matrix, drawn
+    with ``seed`` (the run's ``sample_seed``); the evaluated sample is drawn from ``pool``, the other half."""
+    return reference.stratified_split(labels, None, seed)
+
+
+def _cifar10_subject(config: RunConfig) -> Subject:
+    """A pretrained CIFAR-10 network of :mod:`casekit.subjects.reference` on the shared test images (each
+    normalised with the network's own mean/std); confusion matrix from the held-out half
+    (:func:`cifar10_split`).  ``config.heldout`` is not used: the split is half of every class."""
+    if config.seed != 0:
+        raise ValueError("the cifar10 profile's networks are single pretrained checkpoints: use seed=0")
+    model, info = reference.model(config.model, device=config.device)
+    loaded = reference.images()
+    raw, labels = loaded
+    dataset = TensorDataset(reference.normalize(raw, info), labels)
+    heldout, pool = cifar10_split(labels, config.sample_seed)
+    confusion = confusion_matrix(model, data.subset_loader(dataset, heldout, batch_size=250),
+                                 num_classes=len(reference.CLASSES), device=config.device, progress=False)
+    fp = f"{model_fingerprint(model)}:{loaded.info['set']}:{len(dataset)}"
+    return Subject(model, dict(info["layers"]), dataset, confusion, None, pool, fp, list(reference.CLASSES))
+
+
 def load_subject(config: RunConfig) -> Subject:
-    """The model, layers, data and confusion matrix of a demo or paper run."""
+    """The model, layers, data and confusion matrix of a demo, paper or cifar10 run."""
     if config.profile == "demo":
         return _demo_subject(config)
     if config.profile == "paper":
         return _paper_subject(config)
+    if config.profile == "cifar10":
+        return _cifar10_subject(config)
     raise ValueError("profile 'custom' needs a Subject: run(config, subject=Subject(model, layers, dataset, "
                      "...))")
 

@@ -118,6 +118,11 @@ def _spec(name: str) -> tuple[str, RefNet]:
     return key, NETWORKS[key]
 
 
+def canonical_name(name: str) -> str:
+    """The key of :data:`NETWORKS` for a name or alias (``"DenseNet-BC-40"`` → ``"densenet40"``)."""
+    return _spec(name)[0]
+
+
 def files(names: Sequence[str] | None = None, image_set: str | None = "jpeg2000") -> list[str]:
     """Manifest file names that ``names`` (default :data:`NAMES`) and the image set need."""
     out = [_spec(n)[1].file for n in (NAMES if names is None else names)]
