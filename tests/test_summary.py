@@ -75,3 +75,13 @@ def test_colours_are_fixed_per_family_and_distinct_per_method():
     assert paper["resnet50"] == "#0173b2"
     assert paper["other"] not in N.FAMILY_COLOURS.values()
     assert len(set(N.METHOD_COLOURS.values())) == len(N.METHOD_COLOURS) == 6
+
+
+def test_conflict_sentence_counts_the_tests_that_disagree():
+    full = pd.DataFrame({"sign_p": [0.01, 0.2, 0.03, float("nan")], "conflict": [False, True, False, False]})
+    text = S.conflict_sentence(full)
+    assert text.startswith("The paper's Wilcoxon test and the exact sign test of the median disagree in 1 of "
+                           "3 tests")
+    assert "agree in all 2 tests" in S.conflict_sentence(full.iloc[[0, 2]])
+    with pytest.raises(ValueError, match="conflict"):
+        S.conflict_sentence(pd.DataFrame({"p": [0.1]}))

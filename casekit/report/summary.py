@@ -100,14 +100,35 @@ CHAPTER_CLAIMS: dict[str, tuple[Callable[..., pd.DataFrame], str]] = {
 }
 
 
-def chapter_summary(res: Any, chapter: str, *, profile: str | None = None, **options: Any) -> str:
-    """The opening of a chapter as Markdown: the profile banner (when ``profile`` is given) and
+def conflict_sentence(full: pd.DataFrame) -> str:
+    """One sentence counting the rows of a Table I/II long frame (``table1_full``) where the paper's Wilcoxon
+    signed-rank test (a test of the pseudo-median) and the exact sign test of the median disagree."""
+    if "conflict" not in full.columns or "sign_p" not in full.columns:
+        raise ValueError("the frame has no 'conflict'/'sign_p' columns: pass table1_full(...) or "
+                         "table2_full(...)")
+    tested = full[full["sign_p"].notna()]
+    n = int(tested["conflict"].astype(bool).sum())
+    if tested.empty:
+        return "No test could be run, so the Wilcoxon and sign tests cannot be compared."
+    if n == 0:
+        return (f"The paper's Wilcoxon test and the exact sign test of the median agree in all "
+                f"{_plural(len(tested), 'test')}.")
+    return (f"The paper's Wilcoxon test and the exact sign test of the median disagree in {n} of "
+            f"{_plural(len(tested), 'test')} (column `conflict`): there the verdict depends on which "
+            "centre of the distribution is tested.")
+
+
+def chapter_summary(res: Any, chapter: str, *, profile: str | None = None, table1: pd.DataFrame | None = None,
+                    **options: Any) -> str:
+    """The opening of a chapter as Markdown: the profile banner (when ``profile`` is given),
     :func:`claims_summary` of the chapter's claims on ``res`` (``options`` go to the claims function, e.g.
-    ``threshold``)."""
+    ``threshold``) and, given a ``table1_full`` frame as ``table1``, :func:`conflict_sentence`."""
     if chapter not in CHAPTER_CLAIMS:
         raise ValueError(f"unknown chapter {chapter!r}; choose one of {sorted(CHAPTER_CLAIMS)}")
     make, what = CHAPTER_CLAIMS[chapter]
     text = claims_summary(make(res, **options), what=what)
+    if table1 is not None:
+        text += " " + conflict_sentence(table1)
     if profile is None:
         return text
     return profile_banner(profile, getattr(res, "maps", None)) + "\n\n" + text
