@@ -49,7 +49,8 @@ def _tiny_cnn():
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
                                torch.nn.Conv2d(4, 6, 3, padding=1), torch.nn.ReLU(),
-                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(6, 5)).eval()
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(6, 5)).eval()
 
 
 def _tiny_study(n_images=2, amp="none"):
@@ -108,6 +109,19 @@ def test_floor_is_hand_checkable():
     assert floor_forwards("ablationcam", t) == 2 + 10 * 1.5 + 12
     with pytest.raises(ValueError, match="no floor"):
         floor_forwards("gradcam-diff", t)
+
+
+
+def test_report_projects_methods_not_run_at_their_floor():
+    from casekit.study.paper_bench import ModelTiming, format_report
+
+    # 1 s/forward, 10 channels, 6 deletion ks: Score-CAM floor = (10 + 1 + 6) s per image → 17,000 s
+    t = ModelTiming("m", "final_conv", "x", channels=10, method_s={"gradcam": 3.6}, sparsity_s=0.0,
+                    forward_s=1.0, backward_s=2.0, head_s=0.5, n_images=1, deletion_ks=6)
+    report = format_report([t])
+    assert "projected paper profile (1000 images per run): 4.12 h" in report  # (3.6 + 0) × 1000 + 11,250 s
+    assert "scorecam 4.72 h" in report  # 17,000 s
+    assert "ablationcam 3.33 h" in report  # (1 + 10 × (1 − 0.5) + 6) × 1000 = 12,000 s
 
 
 def test_pearson_per_map():

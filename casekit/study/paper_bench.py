@@ -193,6 +193,9 @@ def time_run(config: RunConfig, subject: Subject, root: Path, amp: str = "none",
     of each method (from the engine) and the top-1/top-2 agreements per method."""
     method_s, maps, agreement = {}, {}, {}
     name = subject.layer_name(config.layer)
+    images = torch.stack([subject.dataset[i][0] for i in range(len(subject.dataset))]).to(config.device)
+    # first, so that it also warms up the allocator and kernels (forward and backward) before the runs
+    fwd, both, head = forward_costs(subject.model, images, name, amp)
     for m in config.methods:
         c = dataclasses.replace(config, methods=(m,), sparsity_layers=())
         with engine_amp(amp) as calls:
@@ -204,8 +207,6 @@ def time_run(config: RunConfig, subject: Subject, root: Path, amp: str = "none",
     c = dataclasses.replace(config, rq1=False, rq2=False, sparsity_layers=None)
     res = run_all([c], results_dir=root / f"{amp}-sparsity", subjects={c.name: subject}, progress=progress)
     sparsity_s = res.runs[0].seconds["compute"] / config.n_images
-    images = torch.stack([subject.dataset[i][0] for i in range(len(subject.dataset))]).to(config.device)
-    fwd, both, head = forward_costs(subject.model, images, name, amp)
     channels = int(batch_module.layer_activations(subject.model, images[:1], [name])[name].shape[1])
     return ModelTiming(config.model, config.layer, name, channels, method_s, sparsity_s, fwd, both - fwd,
                        head, config.n_images, len(config.curve_ks), maps, agreement)
@@ -301,6 +302,15 @@ def format_report(rows: Sequence[ModelTiming], n_images: int = PAPER_N_IMAGES) -
         lines.append(f"{t.model:<15}{t.layer:<11}{'TOTAL':<12}{t.total_s:>9.3f}{1:>7.0%}"
                      f"{total / 3600:>10.2f}")
     lines.append(f"projected paper profile ({n_images} images per run): {grand / 3600:.2f} h")
+    missing = [m for m in METHODS if any(m not in t.method_s for t in rows)]
+    if missing:
+        floor = sum(floor_forwards(m, t) * n_images for t in rows for m in missing if m not in t.method_s)
+        lines.append(f"  + methods not run ({', '.join(missing)}) at their physical floor (below): "
+                     f"{floor / 3600:.2f} h → at least {(grand + floor) / 3600:.2f} h in all")
+        for t in rows:
+            parts = [f"{m} {floor_forwards(m, t) * n_images / 3600:.2f} h" for m in missing
+                     if m not in t.method_s]
+            lines.append(f"    {t.model:<15}{t.layer:<11}" + "  ".join(parts))
     lines += ["", f"{'model':<15}{'layer':<11}{'C':>6}{'fwd s/img':>11}{'bwd/fwd':>8}{'method':>12}"
               f"{'x forward':>11}{'floor x fwd':>12}{'x floor':>9}"]
     for t in rows:
