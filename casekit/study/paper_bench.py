@@ -247,8 +247,8 @@ def study_bench(n_images: int = 2, device: str = "cpu", amp: str = "none",
                 model, layers, _ = zoo.load_paper_model(c.model, weights=None, device=device)
                 subjects[c.model] = synthetic_subject(model, layers, c.n_images, size, seed, device)
             out.append(time_run(c, subjects[c.model], Path(tmp), amp, progress))
-            if progress:
-                print(f"  timed {c.model} {c.layer}", flush=True)
+            if progress:  # each run's table as soon as it is measured
+                print(format_report(out[-1:]), flush=True)
     return out
 
 
