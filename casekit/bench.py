@@ -16,6 +16,10 @@ pytorch-grad-cam (PyPI ``grad-cam``) must be installed.
 channels that are constant at the layer's resolution and those whose Score-CAM mask is exactly 0
 (they share one blank-image forward), and times Score-CAM with and without that sharing on
 ``--gain`` models (default ResNet-18 ``layer4``).
+
+``--study paper`` instead times the paper study's own code path (runner, store, metrics) on the paper's four
+models (``weights=None``) with ``--images`` synthetic 224×224 images each, per method, and projects it to the
+paper's sizes (:mod:`casekit.study.paper_bench`); ``--amp bf16`` also runs it under bf16 and compares.
 """
 
 from __future__ import annotations
@@ -328,10 +332,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.add_argument("--scorecam-blank", action="store_true",
                    help="count blank Score-CAM channels on the paper's layers and time the shared blank forward")
-    p.add_argument("--images", type=int, default=2, help="images per model for --scorecam-blank's census")
+    p.add_argument("--images", type=int, default=2, help="images per model (--scorecam-blank census, --study)")
     p.add_argument("--gain", nargs="*", default=["resnet18:layer4"], metavar="ARCH:LAYER",
                    help="models timed by --scorecam-blank (one 224×224 image each)")
+    p.add_argument("--study", choices=["paper"], help="time the paper study's code path (see above)")
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
+                   help="--study: also run under this autocast dtype and compare with fp32")
+    p.add_argument("--models", nargs="*", default=None, help="--study: subset of the paper's models")
     a = p.parse_args(argv)
+    if a.study:
+        return _study_main(a)
     if a.scorecam_blank:
         census = blank_census(n_images=a.images, device=a.device)
         gains = [scorecam_gain(*g.split(":"), device=a.device) for g in a.gain]
@@ -351,6 +361,40 @@ def main(argv: list[str] | None = None) -> int:
             json.dump({"device": name, "torch": torch.__version__, "quick": a.quick,
                        "rows": [asdict(r) for r in rows]}, fh, indent=2)
     return 0
+
+
+def _study_main(a: argparse.Namespace) -> int:
+    """``--study paper``: time, print the tables, optionally compare with ``--amp``."""
+    from .study import paper_bench as pb
+
+    if a.images < 1:
+        raise SystemExit(f"--images must be >= 1, got {a.images}")
+    dev = torch.device(a.device)
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else \
+        f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    print(f"paper study bench on {where}; torch {torch.__version__}; {a.images} synthetic 224x224 image(s) "
+          "per model, weights=None", flush=True)
+    print(pb.__doc__.split("\n\n")[1], flush=True)
+    methods = tuple(a.methods) if a.methods else None
+    base = pb.study_bench(a.images, a.device, "none", a.models, methods, progress=True)
+    print(pb.format_report(base), flush=True)
+    out: dict = {"device": where, "images": a.images, "fp32": [_timing_dict(t) for t in base]}
+    if a.amp != "none":
+        other = pb.study_bench(a.images, a.device, a.amp, a.models, methods, progress=True)
+        print(f"\n--amp {a.amp} (the engine's amp_dtype: Score-CAM / Ablation-CAM forwards under autocast)")
+        print(pb.format_report(other), flush=True)
+        print(pb.compare_amp(base, other, a.amp), flush=True)
+        out[a.amp] = [_timing_dict(t) for t in other]
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(out, fh, indent=2)
+    return 0
+
+
+def _timing_dict(t) -> dict:
+    return {"model": t.model, "layer": t.layer, "channels": t.channels, "method_s": t.method_s,
+            "sparsity_s": t.sparsity_s, "forward_s": t.forward_s, "backward_s": t.backward_s,
+            "head_s": t.head_s, "shares": t.shares(), "projected_s": t.projected_s()}
 
 
 if __name__ == "__main__":
