@@ -514,6 +514,10 @@ def profile_toc(toc: Mapping[str, Any], profiles: Sequence[str], per_profile: It
         out["file"] = f"notebooks/{profile}/{str(entry['file']).split('/', 1)[1]}"
         return out
 
+    if "parts" not in toc:
+        if not any(is_profile_entry(c) for c in toc.get("chapters", [])):
+            return toc  # nothing to repeat per profile
+        toc["parts"] = [{"caption": "Chapters", "chapters": toc.pop("chapters")}]  # its chapters as one part
     parts = []
     for part in toc.get("parts", []):
         chapters = part.get("chapters", [])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -172,6 +173,8 @@ def make_repo(root: Path, notebooks: dict[str, list[str]], page: str = "# Intro\
     (root / "book").mkdir()
     (root / "_config.yml").write_text((REPO / "_config.yml").read_text())
     (root / "book" / "references.bib").write_text((REPO / "book" / "references.bib").read_text())
+    # _config.yml registers the book's CSS from book/_static
+    shutil.copytree(REPO / "book" / "_static", root / "book" / "_static", dirs_exist_ok=True)
     (root / "book" / "intro.md").write_text(page)
     files = "".join(f"  - file: notebooks/{n}\n" for n in notebooks)
     toc = "format: jb-book\nroot: book/intro\nchapters:\n" + files

@@ -34,7 +34,7 @@ def test_profile_models():
     assert E.profile_models("demo") == DEMO_FAMILIES
     assert E.profile_models("paper") == PAPER_MODELS
     for bad in ("custom", "Demo", ""):
-        with pytest.raises(ValueError, match="profile must be 'demo' or 'paper'"):
+        with pytest.raises(ValueError, match="profile must be one of demo, paper, cifar10"):
             E.profile_models(bad)
 
 
@@ -265,7 +265,7 @@ def test_part_areas_paper_and_bad_ids():
     empty = E.part_areas("paper")
     assert empty.empty and list(empty.columns) == ["image_id", "unique_area", "shared_area"]
     assert E.part_areas("paper", [1, 2]).empty
-    with pytest.raises(ValueError, match="profile must be 'demo' or 'paper'"):
+    with pytest.raises(ValueError, match="profile must be 'demo', 'paper' or 'cifar10'"):
         E.part_areas("custom")
 
 
@@ -342,7 +342,8 @@ def test_case_example_projection_and_contrast_sets(resnet_subject, test_split):
     torch.testing.assert_close(v.kept, v.w_perp.norm(dim=-1) / v.w_target.norm(dim=-1))
     # the run's targets and confusion-matrix contrast sets, named
     names = test_split.class_names
-    sets = contrast_sets(resnet_subject.confusion, K)
+    # the study's rule: confusion counts, ties broken by the held-out mean probabilities, then by index
+    sets = contrast_sets(resnet_subject.confusion, K, tiebreak=resnet_subject.tiebreak)
     for b in range(B):
         row = v.targets[b].tolist()
         assert row[0] == int(v.logits[b].argmax())

@@ -492,7 +492,7 @@ def write_pages(root: Path) -> None:
     broken = re.sub(r"<script>.*?</script>", "", toy_explorer().html, flags=re.DOTALL)  # controls without code
     bad = (f"{head}<title>bad</title></head><body style='margin:0'><main><article style='width:600px;"
            "margin:0 auto'><h1>An unreadable page</h1>"
-           "<table id='wide' style='width:1000px'><tr><td>a wide table in no scroll box</td></tr></table>"
+           "<table id='wide' class='casekit-table' style='width:1000px'><tr><td>a wide table in no scroll box</td></tr></table>"
            "<p>The results are in /work/main/results/demo and C:\\Users\\me\\results.</p>"
            "<img src='http://127.0.0.2:9/pixel.png' alt='remote' width='10' height='10'>"
            f"{broken}</article></main></body></html>")
@@ -597,7 +597,7 @@ def mini_book(tmp_path_factory, chromium):
     config = yaml.safe_load((repo / "_config.yml").read_text())
     config["sphinx"]["config"].update(CSS_CONFIG)
     (repo / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    shutil.copytree(REPO / "book" / "_static", repo / "book" / "_static")
+    shutil.copytree(REPO / "book" / "_static", repo / "book" / "_static", dirs_exist_ok=True)
     proc = run_driver("--tiny", "--build-dir", str(root / "b"), repo=repo, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     with serve(root / "b" / "html") as base:

@@ -58,9 +58,9 @@ def _store_config(config: RunConfig, subject: Subject,
     return out
 
 
-def _outdated(path: Path) -> bool:
-    """True when ``path`` is a result store written by an older casekit (an older row format or a run
-    config without a field of today's :class:`RunConfig`): its rows are recomputed, never mixed."""
+def _outdated(path: Path, config: Mapping[str, Any]) -> bool:
+    """True when ``path`` is a result store written by an older casekit (another row format than ``config``'s,
+    or a run config without a field of today's :class:`RunConfig`): its rows are recomputed, never mixed."""
     try:
         stored = json.loads((path / "store.json").read_text()).get("config")
     except (ValueError, OSError, AttributeError):
@@ -68,13 +68,13 @@ def _outdated(path: Path) -> bool:
     if not stored or "run" not in stored:
         return False
     fields = set(RunConfig.__dataclass_fields__) - {"device"}
-    return stored.get("row_format") != ROW_FORMAT or not fields <= set(stored["run"])
+    return stored.get("row_format") != config.get("row_format") or not fields <= set(stored["run"])
 
 
 def _open_store(path: Path, key: tuple[str, ...], config: dict[str, Any], recompute: bool) -> ResultStore:
     """Open (or create) a run's store; ``recompute`` deletes it first (only if it is a result store), as
     does a store of an older casekit (:func:`_outdated`)."""
-    if not recompute and _outdated(path):
+    if not recompute and _outdated(path, config):
         warnings.warn(f"{path} was written by an older casekit (row format or run fields differ); "
                       "recomputing it", RuntimeWarning, stacklevel=3)
         recompute = True
