@@ -138,6 +138,16 @@ EXPLORER_PROBE = """(async () => {
 })()"""
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """Terminate ``proc``; kill it if it has not exited after ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def find_chromium() -> str | None:
     for name in (os.environ.get("CASEKIT_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
         if name and shutil.which(name):
@@ -259,12 +269,7 @@ def chrome(chromium):
         yield tools
     finally:
         tools.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
         shutil.rmtree(profile, ignore_errors=True)
         Path(log.name).unlink(missing_ok=True)

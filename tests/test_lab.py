@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_browser import CHROMIUM_FLAGS, DevTools, find_chromium
+from test_browser import CHROMIUM_FLAGS, DevTools, find_chromium, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "notebooks" / "00_quickstart.ipynb"
@@ -94,12 +94,7 @@ def lab(tmp_path_factory):
         wait_until(up, 120, "JupyterLab answering on 127.0.0.1")
         yield {"url": f"{base}/lab/tree/{QUICKSTART.name}?token={token}", "root": root}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=30)
         log.close()
 
 
@@ -136,12 +131,7 @@ def page(lab):
         yield evaluate, screenshot, tools, session
         tools.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         shutil.rmtree(profile, ignore_errors=True)
 
 
