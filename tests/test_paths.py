@@ -164,7 +164,7 @@ def study_sizes(executed) -> tuple[list[int], list[tuple[str, str, int, int]]]:
     rows = re.findall(r"\s(\d+)$", runs, flags=re.M)  # the count ends each row (index levels may be blank)
     # the Table 1 analogue as casekit.report.format shows it: a pivot, then every test as a row
     # (text form: "Model  Method  n  excluded  median [95% CI] ...")
-    text = cell_output(executed, "table1_full(", "text/plain")
+    text = cell_output(executed, "fmt.sensitivity_table(full)", "text/plain")
     assert re.search(r"^Model\s+Method\s+n\s+excluded\s", text, flags=re.M)
     table = re.findall(r"^(\S+)\s+(\S+)\s+(\d+)\s+(\d+)\s", text, flags=re.M)
     return [int(r) for r in rows], [(m, meth, int(n), int(x)) for m, meth, n, x in table]
