@@ -389,9 +389,35 @@ def page_copy(executed: Mapping[str, Any]) -> Any:
                     "```{note}\nThis page was run by `python -m casekit.book` (`make book`) with "
                     f"{listed}; the cell above shows the defaults.\n```"
                 ))
-    nb.cells = cells
+    nb.cells = results_first(cells)
     nb.metadata.pop("widgets", None)
     return nb
+
+
+SUMMARY_TAG = "chapter-summary"  # a chapter's computed banner and summary, shown right under its title
+
+
+def results_first(cells: list[Any]) -> list[Any]:
+    """The cells with the ``chapter-summary`` tag moved to just under the page's title: the first markdown
+    cell is split after its ``# `` heading line, so a reader sees the profile banner and the computed
+    summary before the chapter's explanations and code. Without such cells (or a title) nothing moves."""
+    import nbformat
+
+    summary = [c for c in cells if SUMMARY_TAG in c.get("metadata", {}).get("tags", [])]
+    if not summary:
+        return cells
+    rest = [c for c in cells if SUMMARY_TAG not in c.get("metadata", {}).get("tags", [])]
+    for i, cell in enumerate(rest):
+        if cell.cell_type != "markdown":
+            continue
+        lines = cell.source.split("\n")
+        if not lines or not lines[0].startswith("# "):
+            return cells  # no title first: leave the page as the notebook has it
+        title = nbformat.v4.new_markdown_cell(lines[0])
+        body = "\n".join(lines[1:]).strip("\n")
+        after = [nbformat.v4.new_markdown_cell(body)] if body else []
+        return rest[:i] + [title, *summary, *after] + rest[i + 1:]
+    return cells
 
 
 def _shown_parameter(name: str, value: Any) -> Any:

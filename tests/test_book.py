@@ -351,3 +351,18 @@ def test_paper_profile_without_inputs_stops_before_running_anything(tmp_path, mo
         assert name in err, name
     assert not (tmp_path / "build" / "notebooks").exists()
     assert "[1/" not in proc.stdout
+
+
+def test_page_copy_puts_the_chapter_summary_under_the_title():
+    title = nbformat.v4.new_markdown_cell("# Chapter\n\nWhat it is about.")
+    code = nbformat.v4.new_code_cell("res = run()")
+    summary = nbformat.v4.new_code_cell("Markdown(s)")
+    summary.metadata["tags"] = ["remove-input", book.SUMMARY_TAG]
+    tail = nbformat.v4.new_markdown_cell("## More")
+    out = book.page_copy(nbformat.v4.new_notebook(cells=[title, code, summary, tail]))
+    assert [c.source for c in out.cells] == ["# Chapter", "Markdown(s)", "What it is about.", "res = run()",
+                                             "## More"]
+    # no title first, or no summary: the order of the notebook is kept
+    plain = nbformat.v4.new_notebook(cells=[code, summary, tail])
+    assert [c.source for c in book.page_copy(plain).cells] == ["res = run()", "Markdown(s)", "## More"]
+    assert [c.source for c in book.results_first([title, code])] == [title.source, code.source]

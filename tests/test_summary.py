@@ -1,5 +1,6 @@
 """The chapters' opening summaries (casekit.report.summary) on hand-made claims frames."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -85,3 +86,18 @@ def test_conflict_sentence_counts_the_tests_that_disagree():
     assert "agree in all 2 tests" in S.conflict_sentence(full.iloc[[0, 2]])
     with pytest.raises(ValueError, match="conflict"):
         S.conflict_sentence(pd.DataFrame({"p": [0.1]}))
+
+
+def test_quickstart_summary_from_its_numbers():
+    agreement = pd.DataFrame({"Grad-CAM": [0.8, 0.6, 0.9], "CASE": [0.1, np.nan, 0.3]})
+    text = S.quickstart_summary(agreement, [True, False, True], {"Grad-CAM": 0.25, "CASE": 0.5}, chance=0.04,
+                              k=0.05, model="The ResNet demo model")
+    assert text.startswith("The ResNet demo model classifies 2 of 3 test images correctly "
+                           "(misclassified: image 1).")
+    assert "from 20% (CASE) to 80% (Grad-CAM)" in text  # CASE's median skips the NaN pair
+    assert "25% (Grad-CAM) to 50% (CASE)" in text and "would put 4% there" in text
+    assert "With 3 images" in text
+    allright = S.quickstart_summary(agreement, [True] * 3, {}, chance=0.04, k=0.05, model="M")
+    assert "misclassified" not in allright and "own mark" not in allright
+    with pytest.raises(ValueError, match="correct has 2 entries for 3 images"):
+        S.quickstart_summary(agreement, [True, True], {}, chance=0.0, k=0.05, model="M")

@@ -8,7 +8,7 @@ first contradicted and supported statements with this run's numbers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -132,3 +132,33 @@ def chapter_summary(res: Any, chapter: str, *, profile: str | None = None, table
     if profile is None:
         return text
     return profile_banner(profile, getattr(res, "maps", None)) + "\n\n" + text
+
+
+def quickstart_summary(agreement: pd.DataFrame, correct: Sequence[bool], evidence: Mapping[str, float], *,
+                       chance: float, k: float, model: str) -> str:
+    """2–4 sentences on the quickstart's few images: how many ``model`` classifies correctly, the range of the
+    methods' median top-1/top-2 agreement (``agreement``: one column per method, one row per image, NaN for
+    an undefined pair), and the range of ``evidence`` (method → mean share of the top-1 map's top-``k``
+    pixels on the class's own mark) against ``chance`` (the mark's mean area)."""
+    correct = [bool(c) for c in correct]
+    if len(correct) != len(agreement):
+        raise ValueError(f"correct has {len(correct)} entries for {len(agreement)} images")
+    if not len(agreement) or agreement.shape[1] == 0:
+        raise ValueError("agreement is empty: no image or no method")
+    n, ok = len(correct), sum(correct)
+    wrong = [str(i) for i, c in zip(agreement.index, correct) if not c]
+    out = [f"{model} classifies {ok} of {_plural(n, 'test image')} correctly"
+           + (f" (misclassified: image {', '.join(wrong)})." if wrong else ".")]
+    med = agreement.median(skipna=True).dropna()
+    if len(med):
+        lo, hi = med.idxmin(), med.idxmax()
+        out.append(f"The median overlap of the top-1 and top-2 maps' top {k:.0%} pixels ranges from "
+                   f"{med[lo]:.0%} ({lo}) to {med[hi]:.0%} ({hi}).")
+    ev = pd.Series(dict(evidence), dtype=float).dropna()
+    if len(ev) and ok:
+        lo, hi = ev.idxmin(), ev.idxmax()
+        out.append(f"On the correctly classified images, the top-1 maps put {ev[lo]:.0%} ({lo}) to "
+                   f"{ev[hi]:.0%} ({hi}) of their top pixels on the class's own mark; a random set of "
+                   f"pixels would put {chance:.0%} there.")
+    out.append(f"With {_plural(n, 'image')} these are anecdotes; the chapters test the same at scale.")
+    return " ".join(out)
