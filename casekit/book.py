@@ -36,6 +36,7 @@ PROFILES = ("demo", "paper", "cifar10")
 BOOK_PROFILES = ("demo", "cifar10")
 PROFILE_TITLES = {"demo": "demo models", "cifar10": "real CIFAR-10 networks",
                   "paper": "the paper's ImageNet models"}
+PROFILE_SHORT = {"demo": "demo", "cifar10": "CIFAR-10", "paper": "ImageNet"}  # link labels
 
 # Parameters the driver sets itself, injected into every notebook whose parameters cell declares them.
 DRIVER_PARAMETERS = ("profile", "device", "results_dir", "recompute")
@@ -575,24 +576,38 @@ def not_built_page(profile: str, reasons: Sequence[str]) -> str:
             "Provide the files as the message says and run `make book` again.\n")
 
 
-def claims_table_markdown(results: Mapping[str, Any], profiles: Sequence[str]) -> str:
+def claims_table_markdown(results: Mapping[str, Any], profiles: Sequence[str],
+                          chapters: Mapping[str, Sequence[str]] | None = None) -> str:
     """The landing page's claims table (``book/_claims_table.md``): ``results`` maps a profile to its
-    results folder (a path) or to the reason it has none (a string starting with "not built")."""
+    results folder (a path) or to the reason it has none (a string starting with "not built"); casekit's
+    claims about the diagnostic (chapter 08) join from the folder's diagnostic study where it was run.
+    ``chapters``: profile → the chapters built for it, each linked from its claims (a profile's pages
+    live under :func:`profile_subdir`)."""
     from .report.overview import claims_overview, overview_markdown
+    from .study.diagnostic_study import load_diagnostic
     from .study.profiles import load_results
 
     loaded: dict[str, Any] = {}
-    for profile in profiles:
+    diagnostic: dict[str, Any] = {}
+    for profile in sorted(profiles, key=lambda p: p == "demo"):  # real networks first, the demo last
         res = results.get(profile, "not built")
         if isinstance(res, Path):
+            diagnostic[profile] = load_diagnostic(res)
             try:
                 res = load_results(res)
-            except (FileNotFoundError, ValueError) as err:
-                res = f"no results ({err})"
+            except (FileNotFoundError, ValueError) as err:  # the message names the folder: not for the page
+                print(f"casekit book: no results for the claims table of {profile}: {err}", flush=True)
+                res = f"no results in results/{profile}"
         loaded[profile] = res
-    frame = claims_overview(loaded)
-    titles = {p: f"{PROFILE_TITLES.get(p, p)}" for p in profiles}
-    return overview_markdown(frame, titles)
+    frame = claims_overview(loaded, diagnostic)
+    titles = {p: f"{PROFILE_TITLES.get(p, p)}" for p in loaded}
+    links: dict[str, dict[str, str]] = {}
+    for profile in loaded:
+        sub = profile_subdir(profile, profiles)
+        for name in (chapters or {}).get(profile, ()):
+            page = "/".join(x for x in ("..", "notebooks", sub, f"{name}.ipynb") if x)
+            links.setdefault(name, {})[PROFILE_SHORT.get(profile, profile)] = page
+    return overview_markdown(frame, titles, links)
 
 
 # --------------------------------------------------------------------------- assembling and building
@@ -839,7 +854,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         info_md = build_info_markdown(build_info(", ".join(built), args.tiny, device, repo), runs)
         claims_in = {p: (f"not built: {not_built[p].splitlines()[0]}" if p in not_built else results_of[p])
                      for p in profiles}
-        pages = {"_claims_table.md": claims_table_markdown(claims_in, profiles)}
+        chapters = {p: [plan.name for plan in plans_of[p]] for p in built}
+        pages = {"_claims_table.md": claims_table_markdown(claims_in, profiles, chapters)}
         pages.update({f"not_built_{p}.md": not_built_page(p, [why]) for p, why in not_built.items()})
         per_profile = [plan.name for plan in plans_of[profiles[-1]]] if len(profiles) > 1 else []
         toc = profile_toc(yaml.safe_load((repo / "_toc.yml").read_text()), profiles, per_profile, not_built)

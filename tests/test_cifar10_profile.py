@@ -143,10 +143,17 @@ def test_claims_overview_has_both_profile_columns(monkeypatch):
     assert frame["paper"].tolist() == [c.paper_value for c in records]
     not_built = overview.claims_overview({"cifar10": "not built: files missing"})
     assert set(not_built["cifar10"]) == {"not built: files missing"} and set(not_built["cifar10 ✓"]) == {"—"}
-    md = overview.overview_markdown(frame, {"cifar10": "real CIFAR-10 networks", "demo": "demo models"})
+    md = overview.overview_markdown(frame, {"cifar10": "real CIFAR-10 networks", "demo": "demo models"},
+                                    {"03_rq1_tables": {"demo": "../notebooks/03_rq1_tables.ipynb"}})
     lines = md.splitlines()
-    assert lines[0].startswith("| claim | chapter | paper | real CIFAR-10 networks |")
+    assert lines[0] == ("| Claim | Paper reports | This build, real CIFAR-10 networks | "
+                        "This build, demo models |")
     assert len(lines) == 2 + len(records)
+    rq1 = [line for line, c in zip(lines[2:], records) if c.section == "RQ1"]
+    link = "→ *RQ1 tables*: [demo](../notebooks/03_rq1_tables.ipynb)"
+    assert rq1 and all(line.count(link) == 1 for line in rq1)
+    first = lines[2].split(" | ")
+    assert first[-2] == "✗ cifar10 0" and first[-1] == "✓ demo 0 |"  # verdict, then this build's number
     ext = [c for c in records if c.extension]
     assert md.count("casekit's extension") == len(ext)
     assert {c.id for c in CLAIMS} >= set(frame["id"])
@@ -160,3 +167,36 @@ def test_cifar10_images_are_denormalised_with_each_networks_statistics():
         back = denormalizer(RunConfig(model=name, profile="cifar10"))(R.normalize(x, name))
         assert torch.allclose(back, x, atol=1e-5), name
     assert part_areas("cifar10").empty  # no part masks on real images
+
+
+def test_claims_overview_adds_the_diagnostic_claims_where_that_study_ran(monkeypatch):
+    from casekit.report.diagnostic import MEASURE_CLAIMS
+
+    n = len(MEASURE_CLAIMS)
+    monkeypatch.setattr(overview, "claims", lambda res, **_: pd.DataFrame({
+        "claim": [c.statement for c in overview.study_records()], "this run": "x",
+        "supported": pd.Series([True] * len(overview.study_records()), dtype=object)}))
+    monkeypatch.setattr(overview, "measure_claims", lambda rows: pd.DataFrame({
+        "this run": [f"{rows} {i}" for i in range(n)],
+        "supported": pd.Series([True, False] + [None] * (n - 2), dtype=object)}))
+    frame = overview.claims_overview({"cifar10": ("r",), "demo": ("r",)}, {"cifar10": "rows", "demo": None})
+    extra = frame[frame["chapter"] == overview.DIAGNOSTIC_CHAPTER]
+    assert extra["id"].tolist() == [c.id for c in MEASURE_CLAIMS] and extra["extension"].all()
+    assert extra["cifar10"].tolist() == [f"rows {i}" for i in range(n)]
+    assert extra["cifar10 ✓"].tolist()[:3] == ["✓", "✗", "—"]
+    assert set(extra["demo"]) == {"not run (chapter 08 was not executed)"} and set(extra["demo ✓"]) == {"—"}
+    assert len(overview.claims_overview({"demo": ("r",)})) == len(overview.study_records())
+
+
+def test_load_diagnostic_reads_every_stored_model(tmp_path):
+    from casekit.study.diagnostic_study import DIAGNOSTIC_DIR, DIAGNOSTIC_KEY, load_diagnostic
+    from casekit.study.store import ResultStore
+
+    assert load_diagnostic(tmp_path) is None
+    for model, ids in (("b", [2, 1]), ("a", [5])):
+        store = ResultStore(tmp_path / DIAGNOSTIC_DIR / model, key=DIAGNOSTIC_KEY, config={"model": model})
+        rows = [{k: (model if k == "model" else 0) for k in DIAGNOSTIC_KEY}
+                | {"image_id": i, "value": float(i)} for i in ids]
+        store.append(rows)
+    df = load_diagnostic(tmp_path)
+    assert df[["model", "image_id"]].values.tolist() == [["a", 5], ["b", 1], ["b", 2]]

@@ -101,3 +101,16 @@ def test_quickstart_summary_from_its_numbers():
     assert "misclassified" not in allright and "own mark" not in allright
     with pytest.raises(ValueError, match="correct has 2 entries for 3 images"):
         S.quickstart_summary(agreement, [True, True], {}, chance=0.0, k=0.05, model="M")
+
+
+def test_contrast_k_sentence_reads_the_table():
+    summary = pd.DataFrame({
+        "Model": ["ResNet"] * 4 + ["VGG"], "contrast_strategy": ["confusion"] * 3 + ["logits", "confusion"],
+        "comparison": "top1_vs_top2", "contrast_k": [3, 1, 2, 1, 1],
+        "median": [0.30, 0.10, 0.05, 0.9, np.nan], "reject_holm": [False, True, True, True, False]})
+    text = S.contrast_k_sentence(summary)
+    assert text == ("On ResNet, CASE's median agreement is 10% at K = 1 and 30% at K = 3, lowest at K = 2 "
+                    "(5%); the test rejects H0 at 2 of 3 values of K. On VGG no K gave a testable sample.")
+    assert "90%" in S.contrast_k_sentence(summary, strategy="logits")
+    with pytest.raises(ValueError, match="reject_holm"):
+        S.contrast_k_sentence(summary.drop(columns="reject_holm"))

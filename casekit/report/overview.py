@@ -1,7 +1,7 @@
 """The book's opening claims table: every study-wide claim (:data:`casekit.report.claims.CLAIMS`, view
 ``"study"``) with its chapter, the paper's number, and each profile's number and verdict side by side.
 
-Imports: :mod:`casekit.study` (Results), :mod:`.claims`.
+Imports: :mod:`casekit.study` (Results), :mod:`.claims`, :mod:`.diagnostic`.
 """
 
 from __future__ import annotations
@@ -12,15 +12,24 @@ import pandas as pd
 
 from ..study.runner import Results
 from .claims import CLAIMS, STUDY_SECTIONS, claims
+from .diagnostic import MEASURE_CLAIMS, measure_claims
 
 #: The chapter (notebook name) that shows each study section's evidence.
 SECTION_CHAPTER: dict[str, str] = {
     "RQ1": "03_rq1_tables", "seeds": "03_rq1_tables", "sparsity": "04_sparsity",
     "sparsity ↔ sensitivity": "04_sparsity", "norm5": "05_norm5", "fidelity": "06_fidelity",
 }
+#: How the table names each chapter.
+CHAPTER_TITLES: dict[str, str] = {
+    "01_diagnostic": "Diagnostic", "02_case_method": "CASE method", "03_rq1_tables": "RQ1 tables",
+    "04_sparsity": "Sparsity", "05_norm5": "norm5", "06_fidelity": "Fidelity",
+    "07_appendix_histograms": "Appendix", "08_diagnostic_measures": "What the diagnostic measures",
+}
 #: The DenseNet whose layers the sparsity / norm5 claims are checked on, per profile.
 SPARSE_MODEL: dict[str, str] = {"demo": "densenet", "cifar10": "densenet40", "paper": "densenet201"}
 MARK = {True: "✓", False: "✗", None: "—"}
+#: The chapter of casekit's own claims about the diagnostic.
+DIAGNOSTIC_CHAPTER = "08_diagnostic_measures"
 
 
 def study_records() -> list[Any]:
@@ -28,10 +37,15 @@ def study_records() -> list[Any]:
     return [c for s in STUDY_SECTIONS for c in CLAIMS if "study" in c.views and c.section == s]
 
 
-def claims_overview(results: Mapping[str, Results | str]) -> pd.DataFrame:
+def claims_overview(results: Mapping[str, Results | str],
+                    diagnostic: Mapping[str, pd.DataFrame | None] | None = None) -> pd.DataFrame:
     """``results``: profile → its :class:`Results`, or a string saying why that profile has none (e.g.
     "not built: …").  → one row per study claim: ``id, claim, chapter, extension, paper`` (the paper's own
-    number) and per profile ``<profile>`` (this build's number) and ``<profile> ✓`` (✓ / ✗ / —)."""
+    number) and per profile ``<profile>`` (this build's number) and ``<profile> ✓`` (✓ / ✗ / —).
+
+    ``diagnostic``: profile → the rows of its diagnostic study (:func:`casekit.study.diagnostic_study.
+    load_diagnostic`, None where it was not run); when given, casekit's own claims about the diagnostic
+    (:data:`.diagnostic.MEASURE_CLAIMS`, chapter ``08_diagnostic_measures``) follow as extension rows."""
     records = study_records()
     out = pd.DataFrame({
         "id": [c.id for c in records], "claim": [c.statement for c in records],
@@ -48,7 +62,29 @@ def claims_overview(results: Mapping[str, Results | str]) -> pd.DataFrame:
         out[profile] = table["this run"].astype(str).tolist()
         out[f"{profile} ✓"] = [MARK[v] for v in table["supported"]]
         out["claim"] = table["claim"].tolist()  # the statement with its options filled in
-    return out
+    if diagnostic is None:
+        return out
+    return pd.concat([out, _diagnostic_rows(results, diagnostic)], ignore_index=True)
+
+
+def _diagnostic_rows(results: Mapping[str, Results | str],
+                     diagnostic: Mapping[str, pd.DataFrame | None]) -> pd.DataFrame:
+    """The rows of :data:`.diagnostic.MEASURE_CLAIMS` for :func:`claims_overview`."""
+    extra = pd.DataFrame({
+        "id": [c.id for c in MEASURE_CLAIMS],
+        "claim": [f"{c.statement} ({c.criterion})" for c in MEASURE_CLAIMS],
+        "section": [c.section for c in MEASURE_CLAIMS], "chapter": DIAGNOSTIC_CHAPTER,
+        "extension": True, "paper": "—"})
+    for profile, res in results.items():
+        rows = diagnostic.get(profile)
+        if isinstance(res, str) or rows is None or not len(rows):
+            why = res if isinstance(res, str) else "not run (chapter 08 was not executed)"
+            extra[profile], extra[f"{profile} ✓"] = why, "—"
+            continue
+        table = measure_claims(rows)
+        extra[profile] = table["this run"].astype(str).tolist()
+        extra[f"{profile} ✓"] = [MARK[None if v is None or v != v else bool(v)] for v in table["supported"]]
+    return extra
 
 
 def _cell(text: Any) -> str:
@@ -56,20 +92,25 @@ def _cell(text: Any) -> str:
 
 
 def overview_markdown(frame: pd.DataFrame, titles: Mapping[str, str],
-                      chapter_links: Mapping[str, str] | None = None) -> str:
-    """The table as Markdown: ``claim | chapter | paper | <title> | ✓ …`` per profile in ``titles`` (profile →
-    column title); casekit's own claims marked; ``chapter_links`` maps a chapter to a page path."""
+                      chapter_links: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    """The table as Markdown: ``Claim | Paper reports | This build, <title> …`` with one column per profile
+    in ``titles`` (profile → column title), each cell "✓ / ✗ / — and this build's number"; casekit's own
+    claims marked. ``chapter_links`` maps a chapter to ``{label: page path}`` (e.g. one page per profile),
+    listed after the claim; without it the claim names its chapter."""
     links = chapter_links or {}
-    head = ["claim", "chapter", "paper"]
-    for title in titles.values():
-        head += [title, ""]
+    head = ["Claim", "Paper reports", *[f"This build, {t}" for t in titles.values()]]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for _, row in frame.iterrows():
         claim = _cell(row["claim"]) + (" *(casekit's extension)*" if row["extension"] else "")
-        chapter = row["chapter"]
-        chapter = f"[{chapter}]({links[chapter]})" if chapter in links else chapter
-        cells = [claim, chapter, _cell(row["paper"])]
+        chapter = str(row["chapter"])
+        name = CHAPTER_TITLES.get(chapter, chapter)
+        if chapter in links:
+            pages = " · ".join(f"[{label}]({path})" for label, path in links[chapter].items())
+            claim += f" → *{name}*: {pages}"
+        elif chapter:
+            claim += f" → *{name}*"
+        cells = [claim, _cell(row["paper"])]
         for profile in titles:
-            cells += [_cell(row.get(profile, "—")), row.get(f"{profile} ✓", "—")]
+            cells.append(f"{row.get(f'{profile} ✓', '—')} {_cell(row.get(profile, '—'))}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from . import claims as _claims
@@ -161,4 +162,33 @@ def quickstart_summary(agreement: pd.DataFrame, correct: Sequence[bool], evidenc
                    f"{ev[hi]:.0%} ({hi}) of their top pixels on the class's own mark; a random set of "
                    f"pixels would put {chance:.0%} there.")
     out.append(f"With {_plural(n, 'image')} these are anecdotes; the chapters test the same at scale.")
+    return " ".join(out)
+
+
+def contrast_k_sentence(summary: pd.DataFrame, *, strategy: str = "confusion") -> str:
+    """One sentence per model on how the contrast-set size K moves CASE's median top-1/top-2 agreement,
+    from the rows of :func:`casekit.report.evidence.contrast_table` (``Model, contrast_strategy, contrast_k,
+    comparison, median, reject_holm``) with the given strategy: the median at the smallest and at the
+    largest K, the K with the lowest median, and at how many K the test (Holm) rejects H0."""
+    need = {"Model", "contrast_strategy", "contrast_k", "median", "reject_holm"}
+    if not need <= set(summary.columns):
+        raise ValueError(f"summary lacks column(s) {sorted(need - set(summary.columns))}: pass "
+                         "evidence.contrast_table(...)")
+    rows = summary[summary["contrast_strategy"] == strategy]
+    if "comparison" in rows:
+        rows = rows[rows["comparison"] == "top1_vs_top2"]
+    out = []
+    for model, g in rows.groupby("Model", sort=False):
+        g = g.dropna(subset=["median"]).sort_values("contrast_k")
+        if g.empty:
+            out.append(f"On {model} no K gave a testable sample.")
+            continue
+        ks, med = g["contrast_k"].astype(int).tolist(), g["median"].tolist()
+        best = int(np.argmin(med))
+        rejected = int(g["reject_holm"].astype(bool).sum())
+        out.append(f"On {model}, CASE's median agreement is {med[0]:.0%} at K = {ks[0]} and {med[-1]:.0%} at "
+                   f"K = {ks[-1]}, lowest at K = {ks[best]} ({med[best]:.0%}); the test rejects H0 at "
+                   f"{rejected} of {_plural(len(ks), 'value')} of K.")
+    if not out:
+        return f"The contrast study has no rows with the {strategy!r} strategy."
     return " ".join(out)

@@ -219,3 +219,16 @@ def diagnostic_study(models: str | Sequence[str] | None = None, *, profile: str 
                                      recompute=recompute, progress=progress))
     df = pd.concat(frames, ignore_index=True)
     return df.sort_values(list(DIAGNOSTIC_KEY), kind="mergesort").reset_index(drop=True)
+
+
+def load_diagnostic(results_dir: str | os.PathLike) -> pd.DataFrame | None:
+    """Every diagnostic-study row stored under ``<results_dir>/diagnostic/`` (no computing), sorted by
+    :data:`DIAGNOSTIC_KEY`; None when that folder holds no store (the study was not run)."""
+    root = Path(results_dir) / DIAGNOSTIC_DIR
+    stores = sorted(p.parent for p in root.glob("*/store.json")) if root.is_dir() else []
+    frames = [ResultStore(p, DIAGNOSTIC_KEY).read() for p in stores]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return None
+    df = pd.concat(frames, ignore_index=True)
+    return df.sort_values(list(DIAGNOSTIC_KEY), kind="mergesort").reset_index(drop=True)
