@@ -366,3 +366,33 @@ def test_page_copy_puts_the_chapter_summary_under_the_title():
     plain = nbformat.v4.new_notebook(cells=[code, summary, tail])
     assert [c.source for c in book.page_copy(plain).cells] == ["res = run()", "Markdown(s)", "## More"]
     assert [c.source for c in book.results_first([title, code])] == [title.source, code.source]
+
+
+def test_profile_fact_pages_are_generated_only_where_a_page_includes_them(tmp_path):
+    """The profiles page's includes: none for a book that does not include them; otherwise the class table,
+    the gallery PNG, the demo models and one sentence for a cifar10 profile that was not built — written by
+    assemble_source (text and image bytes) into src/book/."""
+    from casekit.report import profile_facts as pf
+
+    repo = make_repo(tmp_path / "repo", {})
+    assert book.profile_fact_pages(repo, ["demo"], {}, {"demo": tmp_path / "r"}) == {}
+    (repo / "book" / "profiles.md").write_text(f"# Profiles\n\n```{{include}} {pf.CLASSES_PAGE}\n```\n")
+    pages = book.profile_fact_pages(repo, ["demo"], {"cifar10": "missing"}, {"demo": tmp_path / "r"})
+    assert set(pages) == {pf.CLASSES_PAGE, pf.GALLERY_PNG, pf.DEMO_MODELS_PAGE, pf.CIFAR10_PAGE}
+    assert pages[pf.CIFAR10_PAGE] == ("This build shows no numbers of the CIFAR-10 networks: the cifar10 "
+                                      "profile was not built, its inputs are missing.\n")
+    import casekit as ck
+
+    acc = 100 * ck.demo.trained("resnet", 0, progress=False).test_accuracy
+    models, classes = pages[pf.DEMO_MODELS_PAGE], pages[pf.CLASSES_PAGE]
+    assert f"| ResNet | {acc:.1f} % | `layer4.0.conv2` (final convolution) | 8 × 8 |" in models
+    test = ck.demo.dataset("test", progress=False)
+    area = 100 * (test.parts[test.labels == 0] == 1).float().mean().item()
+    assert f"| 0 | striped disk + orange dot | striped disk | orange dot | {area:.1f} % |" in classes
+    only_paper = book.profile_fact_pages(repo, ["paper"], {}, {"paper": tmp_path / "r"})
+    assert "not part of this build" in only_paper[pf.CIFAR10_PAGE]
+    assert "not listed" in only_paper[pf.DEMO_MODELS_PAGE]
+    src = tmp_path / "src"
+    book.assemble_source(repo, src, [], "info", pages=pages)
+    assert (src / "book" / pf.GALLERY_PNG).read_bytes() == pages[pf.GALLERY_PNG]
+    assert (src / "book" / pf.CLASSES_PAGE).read_text() == pages[pf.CLASSES_PAGE]
