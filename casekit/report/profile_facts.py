@@ -303,8 +303,8 @@ def profile_facts_pages(*, demo_built: bool = True, cifar10: str | Path | None =
     :data:`GALLERY_PNG`, :data:`DEMO_MODELS_PAGE` and :data:`CIFAR10_PAGE`.
 
     ``demo_built``: False → the demo models are not loaded (one sentence instead).  ``cifar10``: the folder
-    that caches the networks' measured accuracies (keyed by content) or None when the profile is not built, then
-    ``cifar10_reason`` says why in the one sentence shown; missing inputs give such a sentence too."""
+    that caches the networks' measured accuracies (keyed by content) or None when the profile is not built,
+    then ``cifar10_reason`` says why in the one sentence shown; missing inputs give such a sentence too."""
     from ..subjects.data import MissingDataError
 
     pages: dict[str, str | bytes] = {}
