@@ -246,7 +246,8 @@ PAPER_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def _layer_activations(model: nn.Module, layers: tuple[str, ...], images: torch.Tensor) -> dict[str, torch.Tensor]:
+def _layer_activations(model: nn.Module, layers: tuple[str, ...],
+                       images: torch.Tensor) -> dict[str, torch.Tensor]:
     """The outputs of ``layers`` from one forward pass, without gradients."""
     named = dict(model.named_modules())
     captures = [LayerCapture(named[n], n, grad_from_layer=False) for n in layers]
@@ -257,9 +258,10 @@ def _layer_activations(model: nn.Module, layers: tuple[str, ...], images: torch.
     return {c.name: c.activations for c in captures}
 
 
-def blank_census(models: tuple[tuple[str, tuple[str, ...]], ...] = PAPER_LAYERS, n_images: int = 2, size: int = 224,
-                 device: str = "cpu", seed: int = 0) -> list[dict]:
-    """Per model, layer and image: channels C, those constant at ``h × w``, those with an all-zero Score-CAM mask."""
+def blank_census(models: tuple[tuple[str, tuple[str, ...]], ...] = PAPER_LAYERS, n_images: int = 2,
+                 size: int = 224, device: str = "cpu", seed: int = 0) -> list[dict]:
+    """Per model, layer and image: channels C, those constant at ``h × w``, those with an all-zero Score-CAM
+    mask."""
     rows = []
     for arch, layers in models:
         torch.manual_seed(seed)
@@ -270,8 +272,9 @@ def blank_census(models: tuple[tuple[str, tuple[str, ...]], ...] = PAPER_LAYERS,
             constant = (flat.amax(2) == flat.amin(2)).sum(1)
             blank = scorecam_blank_channels(A, (size, size)).sum(1)
             for b in range(n_images):
-                rows.append(dict(model=arch, layer=layer, image=b, channels=A.shape[1], hw=f"{A.shape[2]}x{A.shape[3]}",
-                                 constant=int(constant[b]), blank=int(blank[b])))
+                rows.append(dict(model=arch, layer=layer, image=b, channels=A.shape[1],
+                                 hw=f"{A.shape[2]}x{A.shape[3]}", constant=int(constant[b]),
+                                 blank=int(blank[b])))
                 print(f"{arch:<15} {layer:<40} image {b}: C={A.shape[1]:>5} h×w={rows[-1]['hw']:<6} "
                       f"constant={rows[-1]['constant']:>5} blank mask={rows[-1]['blank']:>5}", flush=True)
         del model
@@ -280,7 +283,8 @@ def blank_census(models: tuple[tuple[str, tuple[str, ...]], ...] = PAPER_LAYERS,
 
 def scorecam_gain(arch: str, layer: str, size: int = 224, n_images: int = 1, device: str = "cpu",
                   batch: int = 64, seed: int = 0) -> dict:
-    """Score-CAM with one forward per channel vs one shared blank-image forward: times, forwards, max map difference."""
+    """Score-CAM with one forward per channel vs one shared blank-image forward: times, forwards, max map
+    difference."""
     dev = torch.device(device)
     torch.manual_seed(seed)
     model = getattr(torchvision.models, arch)(weights=None).to(dev).eval()
@@ -298,14 +302,15 @@ def scorecam_gain(arch: str, layer: str, size: int = 224, n_images: int = 1, dev
             out[share] = _timed(lambda: scorecam(model, images, A, targets, batch, share_blank=share), dev, 1)
             cpu[share] = time.process_time() - c0
     diff = float((out[True][1] - out[False][1]).abs().max() / out[False][1].abs().max())
-    row = dict(model=arch, layer=layer, size=size, images=n_images, channels=A.shape[1] * n_images, blank=blank,
-               forwards_before=A.shape[1] * n_images, forwards_after=A.shape[1] * n_images - blank + (blank > 0),
-               seconds_before=out[False][0], seconds_after=out[True][0], speedup=out[False][0] / out[True][0],
+    row = dict(model=arch, layer=layer, size=size, images=n_images, channels=A.shape[1] * n_images,
+               blank=blank, forwards_before=A.shape[1] * n_images,
+               forwards_after=A.shape[1] * n_images - blank + (blank > 0), seconds_before=out[False][0],
+               seconds_after=out[True][0], speedup=out[False][0] / out[True][0],
                cpu_seconds_before=cpu[False], cpu_seconds_after=cpu[True], max_rel_raw_map_diff=diff)
     print(f"{arch} {layer} {size}px, {n_images} image(s): {blank}/{row['channels']} blank channels; "
           f"{row['forwards_before']} → {row['forwards_after']} forwards; {row['seconds_before']:.1f} s → "
-          f"{row['seconds_after']:.1f} s wall ({row['speedup']:.2f}×), {cpu[False]:.1f} s → {cpu[True]:.1f} s CPU; "
-          f"raw maps differ by ≤ {diff:.1e} (relative)", flush=True)
+          f"{row['seconds_after']:.1f} s wall ({row['speedup']:.2f}×), {cpu[False]:.1f} s → {cpu[True]:.1f} "
+          f"s CPU; raw maps differ by ≤ {diff:.1e} (relative)", flush=True)
     return row
 
 
@@ -331,8 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-k", type=int, default=3, help="CASE contrast-set size K")
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.add_argument("--scorecam-blank", action="store_true",
-                   help="count blank Score-CAM channels on the paper's layers and time the shared blank forward")
-    p.add_argument("--images", type=int, default=2, help="images per model (--scorecam-blank census, --study)")
+                   help="count blank Score-CAM channels on the paper's layers and time the shared blank "
+                        "forward")
+    p.add_argument("--images", type=int, default=2,
+                   help="images per model (--scorecam-blank census, --study)")
     p.add_argument("--gain", nargs="*", default=["resnet18:layer4"], metavar="ARCH:LAYER",
                    help="models timed by --scorecam-blank (one 224×224 image each)")
     p.add_argument("--study", choices=["paper"], help="time the paper study's code path (see above)")

@@ -56,7 +56,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 ALLOWED_REMOTE: tuple[str, ...] = ()
 WIDE, NARROW = 1280, 420
 # An absolute path of this machine in a page's text: /work/..., /tmp/..., /home/..., C:\...
-MACHINE_PATH = re.compile(r"(?<![\w.~/:-])/(?:work|tmp|root|home|Users|mnt|var|opt|srv|scratch|private)/[^\s'\"<>)]*"
+MACHINE_PATH = re.compile(r"(?<![\w.~/:-])/(?:work|tmp|root|home|Users|mnt|var|opt|srv|scratch|private)/"
+                          r"[^\s'\"<>)]*"
                           r"|\b[A-Za-z]:\\[^\s'\"<>]+")
 ERROR_IN_OUTPUT = re.compile(r"Traceback \(most recent call last\)|\b[A-Z]\w*(?:Error|Exception): ")
 
@@ -96,14 +97,16 @@ OVERFLOW_PROBE = """(() => {
     if (inside || bad.some(b => b.contains(el))) continue;
     bad.push(el);
   }
-  return JSON.stringify({column: [Math.round(box.left), Math.round(box.right)], elements: bad.slice(0, 5).map(el => {
+  return JSON.stringify({column: [Math.round(box.left), Math.round(box.right)],
+                         elements: bad.slice(0, 5).map(el => {
     const r = el.getBoundingClientRect();
     return {tag: el.tagName.toLowerCase(), cls: String(el.className).slice(0, 60),
             left: Math.round(r.left), right: Math.round(r.right), text: (el.innerText || '').slice(0, 60)};
   }), count: bad.length});
 })()"""
 
-SIDEWAYS_PROBE = "JSON.stringify({scrollWidth: document.scrollingElement.scrollWidth, innerWidth: window.innerWidth})"
+SIDEWAYS_PROBE = ("JSON.stringify({scrollWidth: document.scrollingElement.scrollWidth, "
+                  "innerWidth: window.innerWidth})")
 
 # Each static explorer: every control is set to its other options in turn (input + change events) until an
 # image's src changes; a control that changes no image is reported.  The control is set back afterwards.
@@ -117,7 +120,8 @@ EXPLORER_PROBE = """(async () => {
     if (!root.querySelector('img')) { failures.push(`explorer ${n + 1} shows no image`); continue; }
     for (const c of controls) {
       const label = c.closest('label');
-      const name = (label && label.firstChild.nodeType === 3 ? label.firstChild.textContent.trim() : c.tagName);
+      const name = (label && label.firstChild.nodeType === 3 ? label.firstChild.textContent.trim()
+                    : c.tagName);
       const original = c.value, before = srcs();
       const values = c.tagName === 'SELECT' ? Array.from(c.options).map(o => o.value)
         : Array.from({length: Number(c.max) - Number(c.min) + 1}, (_, i) => String(Number(c.min) + i));
@@ -129,7 +133,8 @@ EXPLORER_PROBE = """(async () => {
         await new Promise(r => setTimeout(r, 0));
         if (srcs() !== before) { changed = true; break; }
       }
-      if (!changed) failures.push(`explorer ${n + 1}: changing '${name}' does not change the displayed image`);
+      if (!changed) failures.push(`explorer ${n + 1}: changing '${name}' `
+                                  + `does not change the displayed image`);
       c.value = original;
       c.dispatchEvent(new Event('change', {bubbles: true}));
     }
@@ -210,7 +215,8 @@ def chromium():
     """Path of the Chromium binary; skips (with the reason) when it or websocket-client is missing."""
     path = find_chromium()
     if path is None:
-        pytest.skip("no Chromium found (install Debian's `chromium` package; .ci/run does) — browser test skipped")
+        pytest.skip("no Chromium found (install Debian's `chromium` package; .ci/run does) — browser test "
+                    "skipped")
     try:
         import websocket  # noqa: F401
     except ImportError:
@@ -298,18 +304,20 @@ def press_arrow_on_first_slider(tools: DevTools, session: str, url: str) -> dict
 
 
 def visit(tools: DevTools, url: str, screenshot: Path | None = None, *, width: int = WIDE,
-          readability: bool = False, keyboard: bool = False, after: str | None = None) -> tuple[dict, list[dict]]:
+          readability: bool = False, keyboard: bool = False,
+          after: str | None = None) -> tuple[dict, list[dict]]:
     """Open ``url`` in a fresh tab ``width`` CSS px wide; return the page probe and the tab's network/console
     events.  ``readability`` adds the overflow, sideways-scroll and explorer probes (``overflow``,
-    ``sideways``, ``explorers``); ``keyboard`` presses → on the first explorer slider (``keyboard``); ``after``:
-    a JS expression returning a JSON string, evaluated last (``after``)."""
+    ``sideways``, ``explorers``); ``keyboard`` presses → on the first explorer slider (``keyboard``);
+    ``after``: a JS expression returning a JSON string, evaluated last (``after``)."""
     target = tools.send("Target.createTarget", {"url": "about:blank"})["targetId"]
     session = tools.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
     try:
         for domain in ("Page", "Network", "Runtime", "Log"):
             tools.send(f"{domain}.enable", session=session)
-        tools.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": 900, "deviceScaleFactor": 1,
-                                                          "mobile": False}, session=session)
+        tools.send("Emulation.setDeviceMetricsOverride",
+                   {"width": width, "height": 900, "deviceScaleFactor": 1,
+                    "mobile": False}, session=session)
         start = len(tools.events)
         tools.send("Page.navigate", {"url": url}, session=session)
         tools.wait_for("Page.loadEventFired", session)
@@ -344,10 +352,12 @@ def problems_in_events(events: list[dict], origin: str = "http://127.0.0.1") -> 
         method, p = e.get("method"), e.get("params", {})
         if method == "Network.requestWillBeSent":
             url = p["request"]["url"]
-            if not (url == origin or url.startswith((f"{origin}/", "data:", "blob:", "about:", *ALLOWED_REMOTE))):
+            if not (url == origin or url.startswith((f"{origin}/", "data:", "blob:", "about:",
+                                                     *ALLOWED_REMOTE))):
                 out.append(f"requested a resource from another origin: {url}")
         elif method == "Network.responseReceived" and p["response"]["status"] >= 400:
-            if p["response"]["url"].endswith("/favicon.ico"):  # the browser asks on its own; the book has none
+            # the browser asks on its own; the book has none
+            if p["response"]["url"].endswith("/favicon.ico"):
                 continue
             out.append(f"HTTP {p['response']['status']} for {p['response']['url']}")
         elif method == "Network.loadingFailed" and not p.get("canceled"):
@@ -375,15 +385,17 @@ def page_checks(probe: dict, events: list[dict], origin: str, width: int) -> dic
     over = probe["overflow"]
     if width >= WIDE and over["count"]:
         left, right = over["column"]
-        out["overflow"] = [f"at {width} px <{e['tag']} class={e['cls']!r}> spans {e['left']}–{e['right']} px, past "
-                           f"the main column ({left}–{right} px), outside a scrolling box: {e['text']!r}"
+        out["overflow"] = [f"at {width} px <{e['tag']} class={e['cls']!r}> spans {e['left']}–{e['right']} "
+                           f"px, past the main column ({left}–{right} px), outside a scrolling box: "
+                           f"{e['text']!r}"
                            for e in over["elements"]]
         if over["count"] > len(over["elements"]):
-            out["overflow"].append(f"… {over['count'] - len(over['elements'])} more element(s) past the main column")
+            out["overflow"].append(f"… {over['count'] - len(over['elements'])} more element(s) past the main "
+                                   "column")
     side = probe["sideways"]
     if width < WIDE and side["scrollWidth"] > side["innerWidth"]:
-        out["sideways"] = [(f"at {width} px the page scrolls sideways (scrollWidth {side['scrollWidth']} px > "
-                            f"{side['innerWidth']} px)")]
+        out["sideways"] = [(f"at {width} px the page scrolls sideways (scrollWidth {side['scrollWidth']} px "
+                            f"> {side['innerWidth']} px)")]
     out["explorers"] = list(probe["explorers"]["failures"])
     paths = sorted(set(MACHINE_PATH.findall(probe["bodyText"])))
     out["paths"] = [f"shows an absolute machine path: {m!r}" for m in paths]
@@ -416,7 +428,8 @@ def test_every_chapter_renders(site, chrome):
         if probe["errorAreas"]:
             bad.append(f"{probe['errorAreas']} stderr/error output area(s)")
         if entry.startswith("notebooks/"):
-            executed = nbformat.read(str(built.root / "notebooks" / f"{Path(entry).name}.ipynb"), as_version=4)
+            executed = nbformat.read(str(built.root / "notebooks" / f"{Path(entry).name}.ipynb"),
+                                     as_version=4)
             n_img = sum(1 for i in probe["images"] if i["output"])
             if n_img < expected_images(executed):
                 bad.append(f"{n_img} output images, expected {expected_images(executed)}")
@@ -445,10 +458,11 @@ def readability(site, chrome) -> dict[str, list[str]]:
             for kind, problems in page_checks(probe, events, base, width).items():
                 found[kind] += [f"{entry}.html: {p}" for p in problems]
         if entry.startswith("notebooks/"):
-            executed = nbformat.read(str(built.root / "notebooks" / f"{Path(entry).name}.ipynb"), as_version=4)
+            executed = nbformat.read(str(built.root / "notebooks" / f"{Path(entry).name}.ipynb"),
+                                     as_version=4)
             if probe["explorers"]["count"] != shown_explorers(executed):
-                found["explorers"].append(f"{entry}.html: {probe['explorers']['count']} static explorers on the "
-                                          f"page, expected {shown_explorers(executed)}")
+                found["explorers"].append(f"{entry}.html: {probe['explorers']['count']} static explorers on "
+                                          f"the page, expected {shown_explorers(executed)}")
     return {kind: sorted(set(v), key=v.index) for kind, v in found.items()}
 
 
@@ -476,7 +490,8 @@ def colour_png(rgb: tuple[int, int, int]) -> bytes:
 
 def toy_explorer() -> ex.StaticExplorer:
     """3 images (slider) × 2 methods (menu), one combination missing; each view a different colour."""
-    controls = [ex.Control("image", ["image 0", "image 1", "image 2"], "range"), ex.Control("method", ["A", "B"])]
+    controls = [ex.Control("image", ["image 0", "image 1", "image 2"], "range"),
+                ex.Control("method", ["A", "B"])]
     views = {(i, m): ex.View([colour_png((80 * i, 200 * m, 90))], [("view", f"{i}-{m}")])
              for i in range(3) for m in range(2) if (i, m) != (2, 0)}
     return ex.StaticExplorer(controls, views, slots=["map"], title="toy")
@@ -489,18 +504,19 @@ def write_pages(root: Path) -> None:
     good = (f"{head}<title>good</title></head><body style='margin:0'><main><article style='max-width:600px;"
             "margin:0 auto'><h1>A readable page</h1>"
             f"{fmt.table(wide)._repr_html_()}"
-            "<div class='cell_output'><div class='output text_html'><table class='dataframe' style='width:1000px'>"
-            "<tr><td>a raw DataFrame dump, boxed by casekit.css</td></tr></table></div></div>"
-            f"<img src='{ex._data_uri(colour_png((0, 0, 255)))}' style='width:900px' alt='a wide figure'>"
-            "<p>The results are in <code>results/demo</code>; see https://example.org/home/page.</p>"
-            f"{toy_explorer().html}</article></main></body></html>")
-    broken = re.sub(r"<script>.*?</script>", "", toy_explorer().html, flags=re.DOTALL)  # controls without code
+            "<div class='cell_output'><div class='output text_html'><table class='dataframe' "
+            "style='width:1000px'><tr><td>a raw DataFrame dump, boxed by "
+            f"casekit.css</td></tr></table></div></div><img src='{ex._data_uri(colour_png((0, 0, 255)))}' "
+            "style='width:900px' alt='a wide figure'><p>The results are in <code>results/demo</code>; see "
+            f"https://example.org/home/page.</p>{toy_explorer().html}</article></main></body></html>")
+    # controls without code
+    broken = re.sub(r"<script>.*?</script>", "", toy_explorer().html, flags=re.DOTALL)
     bad = (f"{head}<title>bad</title></head><body style='margin:0'><main><article style='width:600px;"
            "margin:0 auto'><h1>An unreadable page</h1>"
-           "<table id='wide' class='casekit-table' style='width:1000px'><tr><td>a wide table in no scroll box</td></tr></table>"
-           "<p>The results are in /work/main/results/demo and C:\\Users\\me\\results.</p>"
-           "<img src='http://127.0.0.2:9/pixel.png' alt='remote' width='10' height='10'>"
-           f"{broken}</article></main></body></html>")
+           "<table id='wide' class='casekit-table' style='width:1000px'><tr><td>a wide table in no scroll "
+           "box</td></tr></table><p>The results are in /work/main/results/demo and "
+           "C:\\Users\\me\\results.</p><img src='http://127.0.0.2:9/pixel.png' alt='remote' width='10' "
+           f"height='10'>{broken}</article></main></body></html>")
     (root / "good.html").write_text(good)
     (root / "bad.html").write_text(bad)
 
@@ -533,7 +549,8 @@ def pages(tmp_path_factory, chromium):
 def test_checks_catch_an_unreadable_page(pages, chrome):
     probe, events = visit(chrome, f"{pages}/bad.html", width=WIDE, readability=True)
     wide = page_problems(probe, events, pages, WIDE)
-    assert any("<table" in p and "past the main column" in p and "a wide table in no scroll box" in p for p in wide)
+    assert any("<table" in p and "past the main column" in p and "a wide table in no scroll box" in p
+               for p in wide)
     assert "explorer 1: changing 'image' does not change the displayed image" in wide
     assert "explorer 1: changing 'method' does not change the displayed image" in wide
     assert "requested a resource from another origin: http://127.0.0.2:9/pixel.png" in wide
@@ -545,7 +562,8 @@ def test_checks_catch_an_unreadable_page(pages, chrome):
     # another port of the same host is another origin
     port = int(pages.rsplit(":", 1)[1])
     other = f"http://127.0.0.1:{port + 1 if port < 65535 else port - 1}/x.css"
-    assert problems_in_events([{"method": "Network.requestWillBeSent", "params": {"request": {"url": other}}}],
+    assert problems_in_events([{"method": "Network.requestWillBeSent",
+                                "params": {"request": {"url": other}}}],
                               pages) == [f"requested a resource from another origin: {other}"]
     assert problems_in_events([{"method": "Network.requestWillBeSent",
                                 "params": {"request": {"url": f"{pages}/x.css"}}}], pages) == []
@@ -559,11 +577,13 @@ def test_checks_pass_a_readable_page_and_drive_its_explorer(pages, chrome):
         assert probe["explorers"] == {"count": 1, "failures": []}
         assert probe["keyboard"] == {"tried": True, "changed": True}  # → on the slider: a real key press
         first, second, third = probe["after"]
-        assert first["numbers"].split() == ["view", "1-0"] and first["readout"] == "image 1"  # after the → key
+        # after the → key
+        assert first["numbers"].split() == ["view", "1-0"] and first["readout"] == "image 1"
         assert second["src"] != first["src"] and second["numbers"].split() == ["view", "1-1"]
         assert second["menu"] == "1"
         # image 2 has no view for method A: the explorer keeps the slider's choice and moves to method B
-        assert third["numbers"].split() == ["view", "2-1"] and third["menu"] == "1" and third["readout"] == "image 2"
+        assert (third["numbers"].split() == ["view", "2-1"] and third["menu"] == "1"
+                and third["readout"] == "image 2")
 
 
 # --------------------------------------------------------------------------- the pipeline, end to end

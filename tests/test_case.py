@@ -75,7 +75,8 @@ def test_case_full_projection_by_hand():
     # g_u = (A0, A1, 0)/4, ḡ = (A0, 0, 0)/4 over the flattened 12 entries
     # g_u·ḡ = ‖A0‖²/16 = ‖ḡ‖²  → g⊥ ≈ g_u − ḡ = (0, A1/4, 0) (up to the 1e-8 term)
     # w⊥ = pooled g⊥ = (0, mean(A1)/4, 0) = (0, .25, 0)  → map = .25·A1 = [[1,0],[0,0]]
-    maps = ck.saliency(model, A, "features", "case", torch.tensor([0]), torch.tensor([[[1]]]), projection="full")
+    maps = ck.saliency(model, A, "features", "case", torch.tensor([0]), torch.tensor([[[1]]]),
+                       projection="full")
     torch.testing.assert_close(maps[0, 0], torch.tensor([[1.0, 0.0], [0.0, 0.0]]), atol=1e-6, rtol=0)
 
 
@@ -91,7 +92,8 @@ def test_full_and_pooled_projections_differ_by_hand():
     # full: flattened g_u·ḡ = ‖A0‖²/16 = 30/16, ‖ḡ‖² = (‖A0‖² + ‖A2‖²)/16 = 32/16, coef = 15/16
     #   w⊥ = pooled(g_u − 15/16 ḡ) ∝ (2.5/16, 1, −7.5/16): map ∝ [[4.15625, <0], [0, .625]]
     full = ck.saliency(model, A, "features", "case", t, c, projection="full")
-    torch.testing.assert_close(full[0, 0], torch.tensor([[1.0, 0.0], [0.0, 0.625 / 4.15625]]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(full[0, 0], torch.tensor([[1.0, 0.0], [0.0, 0.625 / 4.15625]]), atol=1e-6,
+                               rtol=0)
 
 
 def test_orthogonal_contrast_equals_gradcam():
@@ -193,13 +195,15 @@ def test_case_vectors_by_hand():
     torch.testing.assert_close(v.kept[0, 0], torch.tensor((0.28125 / 0.3125) ** 0.5))
     assert float((v.w_perp * v.w_mean).sum()) == pytest.approx(0.0, abs=1e-7)
     # maps agree with the engine
-    torch.testing.assert_close(v.case, ck.saliency(model, A, "features", "case", torch.tensor([0]), torch.tensor([[[1, 2]]])))
+    torch.testing.assert_close(v.case,
+                               ck.saliency(model, A, "features", "case", torch.tensor([0]),
+                                           torch.tensor([[[1, 2]]])))
     torch.testing.assert_close(v.gradcam, ck.saliency(model, A, "features", "gradcam", torch.tensor([0])))
     # the removed direction: ReLU(.125·A1 + .125·A2) = .125·[[4,1],[1,0]] → [[1, .25], [.25, 0]]
     torch.testing.assert_close(v.contrast_gradcam[0, 0], torch.tensor([[1.0, 0.25], [0.25, 0.0]]))
 
 
-# ---------------------------------------------------------------- Grad-CAM of the logit difference (extension)
+# --------------------------------------------------------------- Grad-CAM of the logit difference (extension)
 
 
 def test_gradcam_diff_by_hand():
@@ -215,7 +219,8 @@ def test_gradcam_diff_by_hand():
 
 
 class _DifferenceLogits(nn.Module):
-    """Wraps a classifier: output column u is ``S_u − mean_{v ∈ V[u]} S_v`` for a contrast table ``V [classes, K]``."""
+    """Wraps a classifier: output column u is ``S_u − mean_{v ∈ V[u]} S_v`` for a contrast table
+    ``V [classes, K]``."""
 
     def __init__(self, base: nn.Module, table: torch.Tensor) -> None:
         super().__init__()
@@ -259,7 +264,8 @@ def test_gradcam_diff_shares_the_single_forward_pass():
     h.remove()
     assert calls == [2]
     v = ck.case_vectors(model, x, "layer3", t, c)
-    expected = ck.finalize_maps(torch.einsum("btc,bchw->bthw", v.w_target - v.w_mean, res.activations), (64, 64))
+    expected = ck.finalize_maps(torch.einsum("btc,bchw->bthw", v.w_target - v.w_mean, res.activations),
+                                (64, 64))
     torch.testing.assert_close(res.maps["gradcam-diff"], expected, atol=1e-5, rtol=0)
 
 

@@ -122,17 +122,20 @@ def test_tiebreak_changes_nothing_without_ties():
 def test_ties_broken_by_the_tiebreak_then_index():
     # by hand: row 0: 1 (counts), then 3 (.07) before 2 (.03); row 1: 0 (.10) before 2 (.05), then 3;
     # row 2: 1 (.30), then 0 and 3 tie at .10 → index; row 3: 2 (.20) before 1 (.18), then 0.
-    assert ck.contrast_sets(M_TIES, 3, tiebreak=P_TIES).tolist() == [[1, 3, 2], [0, 2, 3], [1, 0, 3], [2, 1, 0]]
+    assert ck.contrast_sets(M_TIES, 3, tiebreak=P_TIES).tolist() == [[1, 3, 2], [0, 2, 3], [1, 0, 3],
+                                                                     [2, 1, 0]]
     assert ck.contrast_sets(M_TIES, 3).tolist() == [[1, 2, 3], [0, 2, 3], [0, 1, 3], [1, 2, 0]]  # index rule
-    assert ck.contrast_sets(M_TIES.numpy(), 2, tiebreak=P_TIES.numpy()).tolist() == [[1, 3], [0, 2], [1, 0], [2, 1]]
+    assert ck.contrast_sets(M_TIES.numpy(), 2,
+                            tiebreak=P_TIES.numpy()).tolist() == [[1, 3], [0, 2], [1, 0], [2, 1]]
     d2 = contrast_decisions(M_TIES, 2, P_TIES)
-    assert d2.tolist() == [["counts", "tiebreak"], ["counts", "counts"], ["tiebreak", "index"], ["counts", "counts"]]
+    assert d2.tolist() == [["counts", "tiebreak"], ["counts", "counts"], ["tiebreak", "index"],
+                           ["counts", "counts"]]
     assert decision_counts(d2) == {"counts": 5, "tiebreak": 2, "index": 1}
     d1 = contrast_decisions(M_TIES, 1, P_TIES)
     assert d1.tolist() == [["counts"], ["tiebreak"], ["tiebreak"], ["tiebreak"]]
     # without a tiebreak every tie at the cut-off is an index decision
-    assert contrast_decisions(M_TIES, 2).tolist() == [["counts", "index"], ["counts", "counts"], ["index", "index"],
-                                                      ["counts", "counts"]]
+    assert contrast_decisions(M_TIES, 2).tolist() == [["counts", "index"], ["counts", "counts"],
+                                                      ["index", "index"], ["counts", "counts"]]
     assert decision_counts(contrast_decisions(M_TIES, 2)) == {"counts": 5, "tiebreak": 0, "index": 3}
     # k = C − 1: nothing is left out, membership is forced
     assert (contrast_decisions(M_TIES, 3, P_TIES) == "counts").all()
@@ -214,6 +217,7 @@ def test_confusion_probs_needs_every_class():
     loader = DataLoader(TensorDataset(x, torch.tensor([0, 0, 2, 2])), batch_size=2)
     with pytest.raises(ValueError, match=r"classes \[1\] have no images"):
         ck.confusion_matrix(Lookup(3), loader, progress=False, kind="probs")
-    assert ck.confusion_matrix(Lookup(3), loader, progress=False).tolist() == [[2, 0, 0], [0, 0, 0], [2, 0, 0]]
+    assert (ck.confusion_matrix(Lookup(3), loader, progress=False).tolist()
+            == [[2, 0, 0], [0, 0, 0], [2, 0, 0]])
     with pytest.raises(ValueError, match="kind must be one of"):
         ck.confusion_matrix(Lookup(3), loader, progress=False, kind="rates")

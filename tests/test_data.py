@@ -1,5 +1,5 @@
-"""casekit.subjects.data: ImageNet folders (both layouts), seeded correct-only samples, disjoint splits, CIFAR-100, the
-shared CIFAR-10 images and the missing-data messages."""
+"""casekit.subjects.data: ImageNet folders (both layouts), seeded correct-only samples, disjoint splits,
+CIFAR-100, the shared CIFAR-10 images and the missing-data messages."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from torch.utils.data import TensorDataset
 
 from casekit.subjects import data as D
 
-# wnid → torchvision class index (sorted-wnid order) and name, checked against torchvision's own metadata below
-TENCH, KIT_FOX, TOILET_TISSUE = ("n01440764", 0, "tench"), ("n02119789", 278, "kit fox"), ("n15075141", 999, "toilet tissue")
+# wnid → torchvision class index (sorted-wnid order) and name, checked against torchvision's own metadata
+# below
+TENCH, KIT_FOX, TOILET_TISSUE = (("n01440764", 0, "tench"), ("n02119789", 278, "kit fox"),
+                                 ("n15075141", 999, "toilet tissue"))
 
 
 def _jpeg(path, colour=(200, 30, 60), size=(40, 30)):
@@ -97,7 +99,8 @@ def test_flat_layout_with_kaggle_loc_csv(tmp_path):
 def test_flat_layout_with_filename_label_text(tmp_path):
     root = _flat(tmp_path)
     labels = tmp_path / "my_labels.txt"
-    labels.write_text(f"ILSVRC2012_val_00000001.JPEG 65\nILSVRC2012_val_00000002.JPEG {KIT_FOX[0]}\nILSVRC2012_val_00000003.JPEG 0\n")
+    labels.write_text("ILSVRC2012_val_00000001.JPEG 65\nILSVRC2012_val_00000002.JPEG "
+                      f"{KIT_FOX[0]}\nILSVRC2012_val_00000003.JPEG 0\n")
     assert D.imagenet_val(root, labels=labels).targets == [65, 278, 0]
     labels.write_text("ILSVRC2012_val_00000001.JPEG 1000\n")
     with pytest.raises(ValueError, match="outside 0..999"):
@@ -129,12 +132,14 @@ def test_flat_layout_with_devkit_ground_truth(tmp_path):
     # ILSVRC2012_IDs 2, 3, 1 are tench, toilet tissue, kit fox: not the indices 2, 3, 1 of the sorted order
     assert D.imagenet_val(root, devkit=devkit).targets == [0, 999, 278]
     assert D.imagenet_val(root, labels=truth).targets == [0, 999, 278]  # devkit found next to the file
-    assert D.imagenet_val(root, labels=truth, id_to_wnid=[KIT_FOX[0], TENCH[0], TOILET_TISSUE[0]]).targets == [0, 999, 278]
+    assert D.imagenet_val(root, labels=truth,
+                          id_to_wnid=[KIT_FOX[0], TENCH[0], TOILET_TISSUE[0]]).targets == [0, 999, 278]
     with tarfile.open(tmp_path / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
         tar.add(devkit, arcname="ILSVRC2012_devkit_t12")
     loose = tmp_path / "gt.txt"
     loose.write_text(truth.read_text())
-    assert D.imagenet_val(root, labels=loose, devkit=tmp_path / "ILSVRC2012_devkit_t12.tar.gz").targets == [0, 999, 278]
+    assert D.imagenet_val(root, labels=loose,
+                          devkit=tmp_path / "ILSVRC2012_devkit_t12.tar.gz").targets == [0, 999, 278]
     with pytest.raises(ValueError, match="ILSVRC2012_IDs.*devkit="):
         D.imagenet_val(root, labels=loose)
 
@@ -221,7 +226,8 @@ def test_correct_sample_keeps_the_first_n_correct_of_a_seeded_order(lookup):
     # the batch size does not change the sample; the seed does
     assert torch.equal(got, D.correct_sample(model, dataset, 12, 3, batch_size=7, pool=pool, progress=False))
     assert torch.equal(got, D.correct_sample(model, dataset, 12, 3, batch_size=64, pool=pool, progress=False))
-    assert not torch.equal(got, D.correct_sample(model, dataset, 12, 4, batch_size=5, pool=pool, progress=False))
+    assert not torch.equal(got,
+                           D.correct_sample(model, dataset, 12, 4, batch_size=5, pool=pool, progress=False))
 
 
 def test_correct_sample_refuses_to_return_fewer(lookup):
@@ -263,7 +269,8 @@ def test_cifar100_fake_folder_with_paper_normalisation(tmp_path):
     mean, std = torch.tensor(D.CIFAR100_MEAN).view(3, 1, 1), torch.tensor(D.CIFAR100_STD).view(3, 1, 1)
     torch.testing.assert_close(image, (pixels - mean) / std, atol=1e-5, rtol=0)
     assert D.cifar100(tmp_path, train=False, verify_md5=False)[0][0].shape == (3, 224, 224)  # the paper's 224
-    assert len(D.cifar100(tmp_path / "cifar-100-python", train=True, verify_md5=False)) == 6  # the inner folder works too
+    # the inner folder works too
+    assert len(D.cifar100(tmp_path / "cifar-100-python", train=True, verify_md5=False)) == 6
     torch.manual_seed(0)
     a = D.cifar100(tmp_path, train=True, image_size=32, verify_md5=False)[0][0]
     torch.manual_seed(0)
@@ -273,10 +280,12 @@ def test_cifar100_fake_folder_with_paper_normalisation(tmp_path):
 
 def test_cifar100_train_augmentation_is_the_papers():
     names = [type(t).__name__ for t in D.cifar100_transform(train=True).transforms]
-    assert names == ["Resize", "RandomCrop", "RandomHorizontalFlip", "RandomVerticalFlip", "RandomRotation", "ToTensor", "Normalize"]
+    assert names == ["Resize", "RandomCrop", "RandomHorizontalFlip", "RandomVerticalFlip", "RandomRotation",
+                     "ToTensor", "Normalize"]
     steps = D.cifar100_transform(train=True).transforms
     assert steps[1].padding == 4 and steps[1].size == (224, 224) and list(steps[4].degrees) == [-45.0, 45.0]
-    assert [type(t).__name__ for t in D.cifar100_transform(train=False).transforms] == ["Resize", "ToTensor", "Normalize"]
+    assert ([type(t).__name__ for t in D.cifar100_transform(train=False).transforms]
+            == ["Resize", "ToTensor", "Normalize"])
 
 
 def test_cifar100_md5_is_checked_unless_disabled(tmp_path):
@@ -318,7 +327,8 @@ def test_reference_cifar10_images():
     assert 0.0 <= raw.min() and raw.max() <= 1.0
     with np.load(REFERENCE_CIFAR10 / "cifar10_test_jpeg_2000.npz") as npz:
         pixel = npz["images"][17, 5, 9]  # image 17, row 5, column 9, RGB
-    expected = (torch.tensor(pixel, dtype=torch.float32) / 255 - torch.tensor(D.CIFAR10_MEAN)) / torch.tensor(D.CIFAR10_STD)
+    expected = (torch.tensor(pixel, dtype=torch.float32) / 255
+                - torch.tensor(D.CIFAR10_MEAN)) / torch.tensor(D.CIFAR10_STD)
     torch.testing.assert_close(images[17, :, 5, 9], expected)
 
 

@@ -57,7 +57,8 @@ def test_layer_roles_follow_the_papers_paths_and_give_8x8_maps(family):
     final = modules[layers["final_conv"]]
     assert isinstance(final, nn.Conv2d)
     # it is the last convolution of the feature extractor (ConvNeXt: the last block's depthwise conv)
-    convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d) and (family != "convnext" or n.endswith("block.0"))]
+    convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)
+             and (family != "convnext" or n.endswith("block.0"))]
     assert convs[-1] == layers["final_conv"]
     if family == "convnext":
         assert final.groups == final.in_channels == final.out_channels  # depthwise
@@ -71,14 +72,16 @@ def test_layer_roles_follow_the_papers_paths_and_give_8x8_maps(family):
 
 
 def test_unknown_family_is_refused_with_the_valid_ones():
-    for call in (lambda: ck.demo.model("alexnet"), lambda: ck.demo.confusion("resnet50"), lambda: zoo.build("vit", 10)):
-        with pytest.raises(ValueError, match="unknown model family .*'resnet', 'vgg', 'densenet', 'convnext'"):
+    for call in (lambda: ck.demo.model("alexnet"), lambda: ck.demo.confusion("resnet50"),
+                 lambda: zoo.build("vit", 10)):
+        with pytest.raises(ValueError,
+                           match="unknown model family .*'resnet', 'vgg', 'densenet', 'convnext'"):
             call()
     with pytest.raises(ValueError, match="seed must be a non-negative int"):
         zoo.training_config("resnet", seed=-1)
 
 
-# --------------------------------------------------------------------------- training and the cache (tiny configs)
+# ---------------------------------------------------------------------- training and the cache (tiny configs)
 
 
 def _tiny(family="resnet", seed=0, settings=TINY):
@@ -131,15 +134,16 @@ os.environ["CASEKIT_CACHE"] = sys.argv[1]
 from casekit.subjects import synthetic as sy
 from casekit.subjects import zoo
 data = sy.BenchmarkConfig(split_sizes={{"train": {train}, "val": 60, "test": 60}})
-t = zoo.get("resnet", 0, data=data, settings=zoo.TrainSettings(epochs={epochs}, batch_size=32), progress=False)
+t = zoo.get("resnet", 0, data=data, settings=zoo.TrainSettings(epochs={epochs}, batch_size=32),
+            progress=False)
 print("TRAINED" if t.trained_now else "LOADED", flush=True)
 """
 
 
 def _spawn(cache: Path, train: int, epochs: int) -> subprocess.Popen:
     code = _WORKER.format(train=train, epochs=epochs)
-    return subprocess.Popen([sys.executable, "-c", code, str(cache)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=REPO)
+    return subprocess.Popen([sys.executable, "-c", code, str(cache)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 
 def test_a_killed_training_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
@@ -215,7 +219,8 @@ def test_siblings_are_what_the_models_confuse(members):
     for (family, seed), t in members.items():
         most = ck.contrast_sets(t.confusion, 1)[:, 0]
         rate = sum(int(most[c]) in ck.demo.siblings(c) for c in range(len(most))) / len(most)
-        assert rate >= 0.8, f"{family} seed {seed}: the most-confused class is a sibling for only {rate:.0%} of classes"
+        assert rate >= 0.8, (f"{family} seed {seed}: the most-confused class is a sibling for only "
+                             f"{rate:.0%} of classes")
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""casekit.evaluation.diagnostic (issue 14): chance reference, confusable runner-ups, map resolution, NaN rule."""
+"""casekit.evaluation.diagnostic (issue 14): chance reference, confusable runner-ups, map resolution, NaN
+rule."""
 
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def test_chance_agreement_by_hand():
         else:
             assert float(res.agreement[i]) == (1.0 if top_row[i] == top_row[j] else 0.0)
     np.testing.assert_array_equal(res.agreement.numpy(),
-                                  topk_agreement(maps, maps[torch.as_tensor(res.partner)], 0.25, "random", 3).numpy())
+                                  topk_agreement(maps, maps[torch.as_tensor(res.partner)], 0.25, "random",
+                                                 3).numpy())
     with pytest.raises(ValueError, match=r"\[N, \.\.\., H, W\]"):
         chance_agreement(m0, 0.25)
 
@@ -93,9 +95,12 @@ def test_chance_test_matches_scipy():
     assert res.n == 77 and res.n_excluded == 3
     assert res.p == pytest.approx(float(sps.wilcoxon(d, alternative="less").pvalue), rel=1e-12)
     below, above = int((d < 0).sum()), int((d > 0).sum())
-    assert res.sign_p == pytest.approx(float(sps.binomtest(below, below + above, 0.5, alternative="greater").pvalue))
-    assert res.p_mannwhitney == pytest.approx(float(sps.mannwhitneyu(a, c, alternative="less").pvalue), rel=1e-12)
-    assert res.median_diff == pytest.approx(float(np.median(d))) and res.median_chance == pytest.approx(np.median(c))
+    assert res.sign_p == pytest.approx(float(sps.binomtest(below, below + above, 0.5,
+                                                           alternative="greater").pvalue))
+    assert res.p_mannwhitney == pytest.approx(float(sps.mannwhitneyu(a, c, alternative="less").pvalue),
+                                              rel=1e-12)
+    assert (res.median_diff == pytest.approx(float(np.median(d)))
+            and res.median_chance == pytest.approx(np.median(c)))
     assert res.reject == (res.p < 0.05) and res.sign_reject == (res.sign_p < 0.05)
 
 
@@ -104,7 +109,8 @@ def test_chance_test_hand_example_and_edge_cases():
     chance = np.linspace(0.3, 0.9, 10)
     agreement = chance - np.linspace(0.05, 0.5, 10)
     res = chance_test(agreement, chance)
-    assert res.statistic == 0 and res.p == pytest.approx(2.0 ** -10) and res.sign_p == pytest.approx(2.0 ** -10)
+    assert (res.statistic == 0 and res.p == pytest.approx(2.0 ** -10)
+            and res.sign_p == pytest.approx(2.0 ** -10))
     assert res.reject and res.sign_reject and (res.n_below, res.n_above) == (10, 0)
     few = chance_test([0.1, 0.2], [0.5, 0.5])
     assert math.isnan(few.p) and "only 2" in few.reason and not few.reject
@@ -117,7 +123,8 @@ def test_chance_test_hand_example_and_edge_cases():
 
 def test_in_contrast_set_by_hand():
     sets = torch.tensor([[1, 2], [0, 3], [3, 0], [2, 1]])
-    assert in_contrast_set([0, 0, 1, 2, 3], [1, 3, 3, 0, 0], sets).tolist() == [True, False, True, True, False]
+    assert (in_contrast_set([0, 0, 1, 2, 3], [1, 3, 3, 0, 0], sets).tolist()
+            == [True, False, True, True, False])
     with pytest.raises(ValueError, match="outside"):
         in_contrast_set([4], [0], sets)
 
@@ -146,7 +153,8 @@ def test_confusable_strata_on_a_hand_made_frame():
     assert get("any", "any")["n"] == 39 and get("any", "any")["n_excluded"] == 1
     assert get("in", "any")["n"] == 23 and get("out", "any")["n"] == 16
     assert get("in", "≥ 0.05")["n"] == 19 and get("in", "< 0.05")["n"] == 4 and get("out", "≥ 0.05")["n"] == 0
-    assert get("out", "any")["stratum"] == "top-2 out contrast set" and get("any", "any")["stratum"] == "all rows"
+    assert (get("out", "any")["stratum"] == "top-2 out contrast set"
+            and get("any", "any")["stratum"] == "all rows")
     # each stratum is class_sensitivity_test on its rows
     in_set = rows.index < 24
     ref = class_sensitivity_test(rows["agreement"][in_set].to_numpy(), n_boot=50)
@@ -183,7 +191,8 @@ def test_map_resolution_by_hand():
     assert r["topk_cells"].tolist() == pytest.approx([2.45, 4.9, 9.8])
     assert r["topk_cells_floor"].tolist() == [2, 4, 9]
     assert r["topk_pixels"].tolist() == [2508, 5017, 10035]  # ⌊k · 50176⌋
-    assert r["topk_cells_input"].tolist() == pytest.approx([2508 * 49 / 50176, 5017 * 49 / 50176, 10035 * 49 / 50176])
+    assert r["topk_cells_input"].tolist() == pytest.approx([2508 * 49 / 50176, 5017 * 49 / 50176,
+                                                            10035 * 49 / 50176])
     small = map_resolution(4, 4, ks=[0.05])
     assert small["topk_cells"].tolist() == pytest.approx([0.8]) and small["topk_cells_floor"].tolist() == [0]
     assert "topk_pixels" not in small.columns
@@ -207,7 +216,8 @@ def test_nan_rule_flip_by_hand():
     assert out["p_filled"] > 0.05 and not out["reject_filled"] and out["flip"] is True
     assert out["median_filled"] == pytest.approx(np.median(filled))
     # sign test: 12 vs 0 rejects; 12 below vs 8 above: P(X ≥ 12 | Bin(20, ½)) ≈ .25 → flips too
-    assert out["sign_p_filled"] == pytest.approx(float(sps.binomtest(12, 20, 0.5, alternative="greater").pvalue))
+    assert out["sign_p_filled"] == pytest.approx(
+        float(sps.binomtest(12, 20, 0.5, alternative="greater").pvalue))
     assert out["sign_flip"] is True
     # only 1 of the NaNs is a constant pair (the other 7 stay dropped): n = 13, W+ = 13 (its rank);
     # P(W+ ≤ 13) = #{subsets of 1..13 with sum ≤ 13} / 2^13 = 88 / 8192 → still rejects, no flip

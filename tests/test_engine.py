@@ -72,14 +72,16 @@ def test_batch_equals_single_images(model, images, method):
     c = contrast_for(t) if method == "case" else None
     batch = ck.saliency(model, images, LAYER, method, t, c, batch_size=37)
     for b in range(8):
-        single = ck.saliency(model, images[b : b + 1], LAYER, method, t[b : b + 1], None if c is None else c[b : b + 1])
+        single = ck.saliency(model, images[b : b + 1], LAYER, method, t[b : b + 1],
+                             None if c is None else c[b : b + 1])
         # float noise of different batch shapes, amplified by (S − S_ablated)/S in Ablation-CAM
         torch.testing.assert_close(batch[b : b + 1], single, atol=1e-4, rtol=0)
 
 
 def test_targets_from_logits_and_contrast_callable(model, images):
     sets = torch.stack([(torch.arange(10) + 1) % 10, (torch.arange(10) + 2) % 10], dim=1)  # [C, K]
-    res = ck.explain(model, images, LAYER, ["gradcam", "case"], lambda z: z.topk(2).indices, lambda t, z: sets[t])
+    res = ck.explain(model, images, LAYER, ["gradcam", "case"], lambda z: z.topk(2).indices,
+                     lambda t, z: sets[t])
     t = model(images).topk(2).indices
     assert torch.equal(res.targets, t)
     assert torch.equal(res.contrast, sets[t])
@@ -124,7 +126,8 @@ def test_scorecam_blank_channels_share_one_forward_with_the_same_maps(model, ima
     t = model(x).topk(2).indices
     shared = ck.explain(model, x, LAYER, "scorecam", t)
     assert int(scorecam_blank_channels(shared.activations, (48, 48)).sum()) > 0
-    monkeypatch.setattr(perturbation, "scorecam_blank_channels", lambda a, size: torch.zeros(a.shape[:2], dtype=torch.bool))
+    monkeypatch.setattr(perturbation, "scorecam_blank_channels",
+                        lambda a, size: torch.zeros(a.shape[:2], dtype=torch.bool))
     one_each = ck.explain(model, x, LAYER, "scorecam", t)
     torch.testing.assert_close(shared.maps["scorecam"], one_each.maps["scorecam"], atol=1e-6, rtol=0)
 
@@ -190,7 +193,8 @@ def test_model_left_as_found(images, method):
     [
         dict(layer=LAYER, targets=torch.full((8,), 10)),  # raises after the forward pass
         dict(layer="fc", targets=torch.zeros(8, dtype=torch.long)),  # raises inside the hook
-        dict(layer=LAYER, targets=torch.zeros(8, dtype=torch.long), contrast=torch.full((8, 1, 2), -1), method="case"),
+        dict(layer=LAYER, targets=torch.zeros(8, dtype=torch.long), contrast=torch.full((8, 1, 2), -1),
+             method="case"),
     ],
 )
 def test_model_left_as_found_after_exception(images, kwargs):
@@ -199,7 +203,8 @@ def test_model_left_as_found_after_exception(images, kwargs):
     with torch.no_grad():
         before["grad_mode"] = torch.is_grad_enabled()
         with pytest.raises(ValueError):
-            ck.saliency(m, images, kwargs["layer"], kwargs.get("method", "gradcam"), kwargs["targets"], kwargs.get("contrast"))
+            ck.saliency(m, images, kwargs["layer"], kwargs.get("method", "gradcam"), kwargs["targets"],
+                        kwargs.get("contrast"))
         after = _snapshot(m)
     _assert_same(before, after)
 
@@ -212,7 +217,8 @@ def test_inplace_ops_after_layer_vgg_and_densenet():
     torch.manual_seed(0)
     vgg = torchvision.models.vgg11_bn(weights=None, num_classes=5).eval()
     dense = torchvision.models.densenet121(weights=None, num_classes=5).eval()
-    cases = [(vgg, "features.26", ["gradcam", "layercam"]), (dense, "features.norm5", ["gradcam", "layercam"])]
+    cases = [(vgg, "features.26", ["gradcam", "layercam"]),
+             (dense, "features.norm5", ["gradcam", "layercam"])]
     for model, layer, methods in cases:
         x = torch.randn(2, 3, 64, 64)
         module = dict(model.named_modules())[layer]
@@ -237,14 +243,16 @@ def _err(match, *args, exc=ValueError, **kw):
 
 
 def test_unknown_layer_lists_close_matches(model, images):
-    with pytest.raises(ValueError, match=r"unknown layer 'layer3\.0\.conv3'.*close matches.*'layer3\.0\.conv[12]'"):
+    with pytest.raises(ValueError,
+                       match=r"unknown layer 'layer3\.0\.conv3'.*close matches.*'layer3\.0\.conv[12]'"):
         ck.saliency(model, images, "layer3.0.conv3", "gradcam", torch.zeros(8, dtype=torch.long))
     with pytest.raises(ValueError, match="not a submodule"):
         ck.saliency(model, images, nn.Conv2d(3, 3, 1), "gradcam", torch.zeros(8, dtype=torch.long))
 
 
 def test_layer_output_not_4d(model, images):
-    _err(r"layer 'fc' outputs shape \(8, 10\).*4-D", model, images, "fc", "gradcam", torch.zeros(8, dtype=torch.long))
+    _err(r"layer 'fc' outputs shape \(8, 10\).*4-D", model, images, "fc", "gradcam",
+         torch.zeros(8, dtype=torch.long))
 
 
 def test_layer_not_run(images):
@@ -262,12 +270,15 @@ def test_layer_not_run(images):
 
 
 def test_targets_batch_mismatch_is_not_truncated(model, images):
-    _err("targets has batch size 3 but images has 8", model, images, LAYER, "gradcam", torch.zeros(3, dtype=torch.long))
-    _err("targets has batch size 9 but images has 8", model, images, LAYER, "gradcam", torch.zeros(9, 2, dtype=torch.long))
+    _err("targets has batch size 3 but images has 8", model, images, LAYER, "gradcam",
+         torch.zeros(3, dtype=torch.long))
+    _err("targets has batch size 9 but images has 8", model, images, LAYER, "gradcam",
+         torch.zeros(9, 2, dtype=torch.long))
 
 
 def test_class_index_out_of_range(model, images):
-    _err(r"targets contains class index 10.*10 classes", model, images, LAYER, "gradcam", torch.full((8,), 10))
+    _err(r"targets contains class index 10.*10 classes", model, images, LAYER, "gradcam",
+         torch.full((8,), 10))
     _err(r"targets contains class index -1", model, images, LAYER, "layercam", torch.full((8,), -1))
     t = torch.zeros(8, dtype=torch.long)
     _err(r"contrast contains class index 12", model, images, LAYER, "case", t, torch.full((8, 1, 1), 12))
@@ -276,8 +287,10 @@ def test_class_index_out_of_range(model, images):
 def test_case_needs_contrast_and_others_refuse_it(model, images):
     t = torch.zeros(8, dtype=torch.long)
     _err("method 'case' needs contrast", model, images, LAYER, "case", t)
-    _err("contrast is only used by method 'case'", model, images, LAYER, "gradcam", t, torch.ones(8, 1, 1, dtype=torch.long))
-    _err(r"contrast has shape \(8, 2, 1\) but targets is \[B=8, T=1\]", model, images, LAYER, "case", t, torch.ones(8, 2, 1, dtype=torch.long))
+    _err("contrast is only used by method 'case'", model, images, LAYER, "gradcam", t,
+         torch.ones(8, 1, 1, dtype=torch.long))
+    _err(r"contrast has shape \(8, 2, 1\) but targets is \[B=8, T=1\]", model, images, LAYER, "case", t,
+         torch.ones(8, 2, 1, dtype=torch.long))
     _err("K = 0", model, images, LAYER, "case", t, torch.ones(8, 1, 0, dtype=torch.long))
 
 
@@ -307,12 +320,14 @@ def test_model_output_not_2d(images):
             y = self.conv(x).mean((2, 3))
             return y, y
 
-    _err(r"model output must be 2-D logits \[B, num_classes\], got shape \(8, 4, 46, 46\)", Seg(), images, "conv", "gradcam", torch.zeros(8, dtype=torch.long))
+    _err(r"model output must be 2-D logits \[B, num_classes\], got shape \(8, 4, 46, 46\)", Seg(), images,
+         "conv", "gradcam", torch.zeros(8, dtype=torch.long))
     _err("returned tuple", Pair(), images, "conv", "gradcam", torch.zeros(8, dtype=torch.long), exc=TypeError)
 
 
 def test_unknown_method(model, images):
-    _err(r"unknown method 'gradcam\+'.*did you mean 'gradcam\+\+' or 'gradcam'", model, images, LAYER, "gradcam+", torch.zeros(8, dtype=torch.long))
+    _err(r"unknown method 'gradcam\+'.*did you mean 'gradcam\+\+' or 'gradcam'", model, images, LAYER,
+         "gradcam+", torch.zeros(8, dtype=torch.long))
     maps = ck.saliency(model, images, LAYER, "Grad-CAM++", torch.zeros(8, dtype=torch.long))
     assert maps.shape == (8, 1, 48, 48)
 

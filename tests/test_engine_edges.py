@@ -81,7 +81,8 @@ def _inplace_cases():
     return [(resnet, "layer4.1.bn2"), (dense, "features.norm5"), (vgg, "features.26")]
 
 
-@pytest.mark.parametrize("case", range(3), ids=["resnet18-layer4.1.bn2", "densenet121-norm5", "vgg11bn-features.26"])
+@pytest.mark.parametrize("case", range(3),
+                         ids=["resnet18-layer4.1.bn2", "densenet121-norm5", "vgg11bn-features.26"])
 def test_ablationcam_activations_are_the_layer_output_with_and_without_autocast(case):
     model, layer = _inplace_cases()[case]
     torch.manual_seed(1)
@@ -108,7 +109,8 @@ def test_ablationcam_activations_are_the_layer_output_with_and_without_autocast(
 
 
 class Tokens(nn.Module):
-    """A tiny token network: conv patches → [B, 1 + h·w, C] with a class token → linear head on the tokens' mean."""
+    """A tiny token network: conv patches → [B, 1 + h·w, C] with a class token → linear head on the tokens'
+    mean."""
 
     def __init__(self, C: int = 6, classes: int = 4) -> None:
         super().__init__()
@@ -175,7 +177,8 @@ def test_reshape_transform_ablation_by_hand():
         S_c = model.head(torch.relu(model.mix(ab)).mean(dim=1))[0, 2]
         weights.append((S - S_c) / S)
     assert float(torch.stack(weights).detach().std()) > 0  # the channels matter differently
-    expected = ck.finalize_maps((torch.stack(weights)[None, :, None, None] * _grid(out)).sum(1, keepdim=True), (16, 16))
+    expected = ck.finalize_maps((torch.stack(weights)[None, :, None, None] * _grid(out)).sum(1, keepdim=True),
+                                (16, 16))
     torch.testing.assert_close(res.maps["ablationcam"], expected.detach(), atol=1e-4, rtol=0)
 
 
@@ -189,7 +192,8 @@ def test_channel_positions_of_a_vit_transform():
 
 def test_bad_reshape_transform_output():
     torch.manual_seed(0)
-    with pytest.raises(ValueError, match=r"reshape_transform turned layer 'norm'.*\(2, 17, 6\) into \(2, 102\)"):
+    with pytest.raises(ValueError,
+                       match=r"reshape_transform turned layer 'norm'.*\(2, 17, 6\) into \(2, 102\)"):
         ck.saliency(Tokens(), torch.randn(2, 3, 16, 16), "norm", "gradcam", torch.zeros(2, dtype=torch.long),
                     reshape_transform=lambda t: t.flatten(1))
 
@@ -210,7 +214,8 @@ def test_images_dtype_must_match_the_model():
     torch.manual_seed(0)
     model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10).eval()
     x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
-    with pytest.raises(TypeError, match=r"images are torch\.float64 but the model's 'conv1\.weight' is torch\.float32"):
+    with pytest.raises(TypeError,
+                       match=r"images are torch\.float64 but the model's 'conv1\.weight' is torch\.float32"):
         ck.saliency(model, x, "layer3", "gradcam", torch.tensor([1]))
 
 
@@ -218,7 +223,8 @@ def test_images_dtype_must_match_the_model():
 
 
 def test_registry_derives_the_public_names():
-    assert engine.METHODS == ck.METHODS == ("gradcam", "gradcam++", "scorecam", "ablationcam", "layercam", "case")
+    assert engine.METHODS == ck.METHODS == ("gradcam", "gradcam++", "scorecam", "ablationcam", "layercam",
+                                            "case")
     assert engine.ALL_METHODS == engine.METHODS + ("gradcam-diff",)
     assert engine.EXTENSION_METHODS == ("gradcam-diff",)
     assert engine.GRADIENT_METHODS == {"gradcam", "gradcam++", "layercam", "case", "gradcam-diff"}

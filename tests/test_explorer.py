@@ -25,7 +25,8 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def blob(html: str) -> dict:
-    m = re.search(r'<script type="application/json" class="casekit-explorer-data">(.*?)</script>', html, re.DOTALL)
+    m = re.search(r'<script type="application/json" class="casekit-explorer-data">(.*?)</script>', html,
+                  re.DOTALL)
     assert m, "no data blob"
     return json.loads(m.group(1))
 
@@ -106,7 +107,8 @@ def test_unique_evidence_with_chance_and_ceiling(saliency):
             label_rows.append((key, rows[name]))
             method = METHODS[m]
             con = sets[[order[0], order[1]], :3][None] if method == "case" else None
-            maps = ck.saliency(model, data[i][0][None], "features.2", method, torch.tensor([order[:2]]), con)[0]
+            maps = ck.saliency(model, data[i][0][None], "features.2", method, torch.tensor([order[:2]]),
+                               con)[0]
             ev = float(ck.metrics.unique_evidence(maps[r], data.unique[i], 0.1))
             # the unique part: 4 × 6 = 24 of 256 pixels; top-10 % = 25 pixels → ceiling 24/25
             assert rows[name] == f"{ev:.1%} (chance 9.4%, ceiling 96.0%)"
@@ -147,8 +149,8 @@ def test_static_saliency_rejects_bad_choices(saliency):
 
 def agreement_results() -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    rows = [{"model": mo, "layer": la, "method": me, "image_id": i, "agreement": rng.random() * (0.6 if me == "case"
-                                                                                                 else 1.0)}
+    rows = [{"model": mo, "layer": la, "method": me, "image_id": i,
+             "agreement": rng.random() * (0.6 if me == "case" else 1.0)}
             for mo in ("resnet", "vgg") for la in ("final_conv", "norm5") for me in ("case", "gradcam")
             for i in range(25) if not (mo == "vgg" and la == "norm5")]
     df = pd.DataFrame(rows)

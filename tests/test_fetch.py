@@ -28,7 +28,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def server(tmp_path):
-    """A static web server over ``tmp_path/www`` on 127.0.0.1 (port chosen by the OS); yields (root, base_url)."""
+    """A static web server over ``tmp_path/www`` on 127.0.0.1 (port chosen by the OS); yields (root,
+    base_url)."""
     root = tmp_path / "www"
     root.mkdir()
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
@@ -79,8 +80,9 @@ def test_manifest_lists_every_input_with_hash_size_and_licence():
     data = fetch.manifest(REPO / "data" / "manifest.json")
     names = {f["name"] for f in data["files"]}
     for needed in ("resnet20-12fca82f.th", "resnet56-4bfd9763.th", "pretrained_densenet_4012BC.pth.tar",
-                   "cifar10_shufflenetv2_x0_5-1308b4e9.pt", "cifar_torchvision.pt", "cifar10_test_jpeg_2000.npz",
-                   "cifar-10-python.tar.gz", "cifar-100-python.tar.gz", "ILSVRC2012_img_val.tar"):
+                   "cifar10_shufflenetv2_x0_5-1308b4e9.pt", "cifar_torchvision.pt",
+                   "cifar10_test_jpeg_2000.npz", "cifar-10-python.tar.gz", "cifar-100-python.tar.gz",
+                   "ILSVRC2012_img_val.tar"):
         assert needed in names, needed
     for f in data["files"]:
         assert f["profile"] in data["profiles"] and f["licence"], f["name"]
@@ -93,7 +95,8 @@ def test_manifest_lists_every_input_with_hash_size_and_licence():
     for builder in ("resnet50", "vgg19_bn", "densenet201", "convnext_large"):
         url = get_model_weights(builder).IMAGENET1K_V1.url
         item = next(f for f in data["files"] if f["url"] == url)
-        assert item["name"] == url.rsplit("/", 1)[1] and item["name"].split("-")[-1].startswith(item["sha256_prefix"])
+        assert (item["name"] == url.rsplit("/", 1)[1]
+                and item["name"].split("-")[-1].startswith(item["sha256_prefix"]))
     # the official CIFAR-10 archive carries the md5 torchvision checks
     from torchvision.datasets import CIFAR10
 
@@ -182,7 +185,8 @@ def test_a_corrupt_local_copy_is_named(tmp_path, isolated):
 
 @needs_shared_cifar10()
 def test_reference_network_downloads_from_a_mirror_and_loads(tmp_path, server, isolated, monkeypatch):
-    """The real manifest, a web server holding a copy of a data folder: ck.reference.model downloads and loads."""
+    """The real manifest, a web server holding a copy of a data folder: ck.reference.model downloads and
+    loads."""
     root, base = server
     (root / "reference" / "cifar10").mkdir(parents=True)
     shutil.copy(REFERENCE_CIFAR10 / "cifar_torchvision.pt", root / "reference" / "cifar10")

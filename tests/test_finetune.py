@@ -1,4 +1,5 @@
-"""casekit.subjects.finetune on the CPU: untrained DenseNet-201, a fake CIFAR-100 folder, 32×32 images, one batch per epoch.
+"""casekit.subjects.finetune on the CPU: untrained DenseNet-201, a fake CIFAR-100 folder, 32×32 images, one
+batch per epoch.
 
 Checks that a checkpoint is written each epoch, that a restarted run resumes from it and ends with exactly the
 weights of an uninterrupted run with the same seed, and the error paths.
@@ -13,13 +14,14 @@ from casekit.subjects import data as D
 from casekit.subjects import finetune as FT
 from casekit.subjects.models import MissingWeightsError
 
-TINY = dict(device="cpu", weights=None, batch_size=2, image_size=32, max_steps=1, max_eval_batches=1, verify_md5=False, progress=False)
+TINY = dict(device="cpu", weights=None, batch_size=2, image_size=32, max_steps=1, max_eval_batches=1,
+            verify_md5=False, progress=False)
 
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """DenseNet-201 on 2×3×32×32 batches: one intra-op thread is as fast as two and immune to the OpenMP slow-down
-    when other processes share the two cores (measured: 0.3 s vs 7–20 s per step under load)."""
+    """DenseNet-201 on 2×3×32×32 batches: one intra-op thread is as fast as two and immune to the OpenMP
+    slow-down when other processes share the two cores (measured: 0.3 s vs 7–20 s per step under load)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -34,8 +36,10 @@ def runs(tmp_path_factory, one_thread):
     first = FT.finetune_cifar100(3, root, base / "a", epochs=1, **TINY)
     after_first = torch.load(first["checkpoint"], weights_only=True)
     resumed = FT.finetune_cifar100(3, root, base / "a", epochs=2, **TINY)
-    straight = FT.finetune_cifar100(3, root, base / "b", epochs=2, **{**TINY, "max_eval_batches": None, "evaluate": False})
-    return {"root": root, "base": base, "first": first, "after_first": after_first, "resumed": resumed, "straight": straight}
+    straight = FT.finetune_cifar100(3, root, base / "b", epochs=2,
+                                    **{**TINY, "max_eval_batches": None, "evaluate": False})
+    return {"root": root, "base": base, "first": first, "after_first": after_first, "resumed": resumed,
+            "straight": straight}
 
 
 def test_checkpoint_after_each_epoch(runs):
@@ -44,7 +48,8 @@ def test_checkpoint_after_each_epoch(runs):
     assert ckpt["epoch"] == 1 and ckpt["config"]["seed"] == 3 and ckpt["config"]["format"] == FT.FORMAT
     assert ckpt["model"]["classifier.weight"].shape == (100, 1920)
     row = first["history"][0]
-    assert row["epoch"] == 1 and row["steps"] == 1 and 0 <= row["train_accuracy"] <= 1 and row["train_loss"] > 0
+    assert (row["epoch"] == 1 and row["steps"] == 1 and 0 <= row["train_accuracy"] <= 1
+            and row["train_loss"] > 0)
     assert row["test_accuracy"] in (0.0, 0.5, 1.0)  # one test batch of 2 images
     assert not list((runs["base"] / "a").glob(".*.tmp"))  # no half-written files left
 
@@ -96,12 +101,14 @@ def test_cli_reports_missing_data_and_finished_runs(runs, one_thread, tmp_path, 
 def test_missing_pretrained_weights_stop_before_training(runs, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(MissingWeightsError, match="densenet201-c1103571.pth"):
-        FT.finetune_cifar100(0, runs["root"], tmp_path / "out", epochs=1, **{**TINY, "weights": "IMAGENET1K_V1"})
+        FT.finetune_cifar100(0, runs["root"], tmp_path / "out", epochs=1,
+                             **{**TINY, "weights": "IMAGENET1K_V1"})
     assert not FT.checkpoint_path(tmp_path / "out", 0).exists()
 
 
 def test_paper_settings():
-    assert FT.PAPER_SETTINGS == {"epochs": 20, "lr": 1e-5, "weight_decay": 5e-4, "batch_size": 32, "image_size": 224}
+    assert FT.PAPER_SETTINGS == {"epochs": 20, "lr": 1e-5, "weight_decay": 5e-4, "batch_size": 32,
+                                 "image_size": 224}
     assert FT.SEEDS == (0, 1, 2, 3, 4)
     with pytest.raises(ValueError, match="max_steps"):
         FT.finetune_cifar100(0, None, None, max_steps=0)

@@ -55,10 +55,11 @@ def cells(block: fmt.Block) -> Cells:
     return parser
 
 
-@pytest.mark.parametrize("p, text", [(0.0234, ".023"), (0.00049, "< .001"), (0.001, ".001"), (0.0005, "< .001"),
-                                     (0.00149, ".001"),
-                                     (0.9996, "1.000"), (1.0, "1.000"), (0.5, ".500"), (float("nan"), "–"),
-                                     (None, "–")])
+@pytest.mark.parametrize("p, text",
+                         [(0.0234, ".023"), (0.00049, "< .001"), (0.001, ".001"), (0.0005, "< .001"),
+                          (0.00149, ".001"),
+                          (0.9996, "1.000"), (1.0, "1.000"), (0.5, ".500"), (float("nan"), "–"),
+                          (None, "–")])
 def test_fmt_p(p, text):
     assert fmt.fmt_p(p) == text
 
@@ -94,10 +95,10 @@ def table1_like() -> pd.DataFrame:
     for mi, (model, Model) in enumerate([("densenet", "DenseNet"), ("resnet", "ResNet")]):
         for j, (method, Method) in enumerate([("ablationcam", "AblationCAM"), ("case", "CASE")]):
             p = [0.0234, 0.00001, 0.51, 0.0049][2 * mi + j]
-            rows.append({"model": model, "layer": "final_conv", "method": method, "Model": Model, "Method": Method,
-                         "n": 20 + j, "median": [0.41234, 0.2, 0.55, 0.30049][2 * mi + j], "ci_low": 0.1,
-                         "ci_high": 0.6, "p": p, "p_fmt": f"{p:.5f}", "p_holm": min(1.0, p * 4),
-                         "reject": p < 0.05})
+            rows.append({"model": model, "layer": "final_conv", "method": method, "Model": Model,
+                         "Method": Method, "n": 20 + j, "median": [0.41234, 0.2, 0.55, 0.30049][2 * mi + j],
+                         "ci_low": 0.1, "ci_high": 0.6, "p": p, "p_fmt": f"{p:.5f}",
+                         "p_holm": min(1.0, p * 4), "reject": p < 0.05})
     return pd.DataFrame(rows)
 
 
@@ -107,11 +108,12 @@ def test_table_drops_index_and_duplicates_and_formats():
     block = fmt.table(df.reset_index(drop=True), percent=["median", "ci_low", "ci_high"])
     parsed = cells(block)
     header = parsed.rows[0]
-    assert header == ["layer", "Model", "Method", "n", "median", "CI low", "CI high", "p", "p (Holm)", "rejects H0"]
+    assert header == ["layer", "Model", "Method", "n", "median", "CI low", "CI high", "p", "p (Holm)",
+                      "rejects H0"]
     first = dict(zip(header, parsed.rows[1]))
     assert first == {"layer": "final_conv", "Model": "DenseNet", "Method": "AblationCAM", "n": "20",
-                     "median": "41.2%", "CI low": "10.0%", "CI high": "60.0%", "p": ".023", "p (Holm)": ".094",
-                     "rejects H0": "✓"}
+                     "median": "41.2%", "CI low": "10.0%", "CI high": "60.0%", "p": ".023",
+                     "p (Holm)": ".094", "rejects H0": "✓"}
     assert [r[header.index("p")] for r in parsed.rows[1:]] == [".023", "< .001", ".510", ".005"]
     assert [r[-1] for r in parsed.rows[1:]] == ["✓", "✓", "✗", "✓"]
     # the text form holds the same cells
@@ -138,7 +140,8 @@ def test_pivot_methods_by_models():
     assert sorted(parsed.bold) == sorted(["41.2% [10.0, 60.0]", "p = .023", "20.0% [10.0, 60.0]", "p < .001",
                                           "30.0% [10.0, 60.0]", "p = .005"])  # the significant cells
     html = block._repr_html_()
-    assert ("white-space:nowrap\"><strong>41.2% [10.0, 60.0]<br>p = .023</strong></td>") in html  # p: 2nd line
+    # p: 2nd line
+    assert ("white-space:nowrap\"><strong>41.2% [10.0, 60.0]<br>p = .023</strong></td>") in html
     assert "AblationCAM  41.2% [10.0, 60.0], p = .023" in block.text
     with pytest.raises(ValueError, match="repeated"):
         fmt.pivot(pd.concat([table1_like(), table1_like()]))
@@ -148,7 +151,8 @@ def test_pivot_methods_by_models():
 
 def test_fidelity_pivot_cells():
     full = pd.DataFrame([
-        {"Model": "VGG", "Method": "CASE", "mean": 0.16959, "sd": 0.2, "p_one_sided": math.nan, "highest": False},
+        {"Model": "VGG", "Method": "CASE", "mean": 0.16959, "sd": 0.2, "p_one_sided": math.nan,
+         "highest": False},
         {"Model": "VGG", "Method": "Grad-CAM", "mean": 0.2251, "sd": 0.11617, "p_one_sided": 0.23233,
          "highest": True}])
     parsed = cells(fmt.fidelity_pivot(full))
@@ -180,7 +184,8 @@ def test_long_table_collapses_under_a_short_one():
 
 
 def test_short_cells_never_wrap_long_ones_do():
-    html = fmt.table(pd.DataFrame({"claim": ["a sentence of a claim that is longer than thirty-two characters"],
+    html = fmt.table(pd.DataFrame({"claim": ["a sentence of a claim that is longer than thirty-two "
+                                             "characters"],
                                    "supported": [True]}))._repr_html_()
     cells_html = re.findall(r"<td[^>]*>", html)
     assert "nowrap" not in cells_html[0] and "nowrap" in cells_html[1]

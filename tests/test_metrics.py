@@ -147,7 +147,8 @@ def test_fast_topk_mask_matches_full_sort():
         order, valid = saliency_order(maps, ties, seed=5, stream=1)
         for k in (0.03, 0.2, 0.5, 1.0):
             n = topk_count(k, 5, 7)
-            ref = torch.zeros(6, 35, dtype=torch.bool).scatter_(1, order.view(6, 35)[:, :n], True) & valid[:, None]
+            ref = (torch.zeros(6, 35, dtype=torch.bool).scatter_(1, order.view(6, 35)[:, :n], True)
+                   & valid[:, None])
             mask, v = topk_mask(maps, k, ties, seed=5, stream=1)
             assert torch.equal(mask.view(6, 35), ref) and torch.equal(v, valid)
             assert (mask.view(6, 35).sum(1) == torch.where(valid, n, 0)).all()
@@ -289,7 +290,8 @@ def test_gaussian_blur_keeps_constants_and_mass():
     imp[0, :, 4, 5] = 1.0
     out = gaussian_blur(imp, 1.0)
     assert out.sum().item() == pytest.approx(2.0, abs=1e-5)
-    assert out[0, 0, 4, 5] == out[0, 0].max() and out[0, 0, 3, 5] == out[0, 0, 5, 5] and out[0, 0, 4, 4] == out[0, 0, 4, 6]
+    assert (out[0, 0, 4, 5] == out[0, 0].max() and out[0, 0, 3, 5] == out[0, 0, 5, 5]
+            and out[0, 0, 4, 4] == out[0, 0, 4, 6])
     const = torch.full((1, 3, 5, 6), 0.7)
     assert torch.allclose(gaussian_blur(const, 3.0), const)
 
@@ -327,7 +329,8 @@ def test_deletion_curve_hand_example_and_batching(asym):
 
 def test_deletion_curve_batch_of_real_shapes():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 5))
     x = torch.randn(3, 3, 20, 12)
     maps = torch.rand(3, 2, 20, 12)
     curve = deletion_curve(model, x, maps, batch_size=7)

@@ -1,4 +1,5 @@
-"""casekit.subjects.models: the paper's four models and their layers, offline weight handling, the CIFAR-10 reference ResNets."""
+"""casekit.subjects.models: the paper's four models and their layers, offline weight handling, the CIFAR-10
+reference ResNets."""
 
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ PAPER_SHAPES = {
 }
 
 
-def _layer_shapes(model: torch.nn.Module, layers: dict[str, str], size: int, device: str) -> tuple[dict, torch.Tensor]:
+def _layer_shapes(model: torch.nn.Module, layers: dict[str, str], size: int,
+                  device: str) -> tuple[dict, torch.Tensor]:
     named = dict(model.named_modules())
     shapes: dict[str, tuple] = {}
     handles = [
-        named[name].register_forward_hook(lambda m, i, o, role=role: shapes.__setitem__(role, tuple(o.shape[1:])))
+        named[name].register_forward_hook(
+            lambda m, i, o, role=role: shapes.__setitem__(role, tuple(o.shape[1:])))
         for role, name in layers.items()
     ]
     try:
@@ -55,7 +58,8 @@ def resnet50_file(tmp_path_factory):
     model = torchvision.models.resnet50()
     path = tmp_path_factory.mktemp("weights") / "resnet50-0676ba61.pth"
     torch.save(model.state_dict(), path)
-    return path, {k: model.state_dict()[k].clone() for k in ("conv1.weight", "layer4.2.conv3.weight", "fc.weight")}
+    return path, {k: model.state_dict()[k].clone() for k in ("conv1.weight", "layer4.2.conv3.weight",
+                                                             "fc.weight")}
 
 
 @pytest.mark.parametrize("name", list(PAPER_SHAPES))
@@ -123,7 +127,8 @@ def test_missing_weights_raise_one_clear_error_without_downloading(name, tmp_pat
 
 
 def test_offline_machine_gets_the_clear_message(tmp_path, monkeypatch, no_download):
-    """No network at all (every outbound connection fails): the same clear message, naming why, no download."""
+    """No network at all (every outbound connection fails): the same clear message, naming why, no
+    download."""
     import socket
 
     def no_network(*args, **kwargs):
@@ -136,7 +141,8 @@ def test_offline_machine_gets_the_clear_message(tmp_path, monkeypatch, no_downlo
     with pytest.raises(M.MissingWeightsError) as info:
         M.load_paper_model("resnet50")
     msg = str(info.value)
-    for needle in ("resnet50-0676ba61.pth", "download.pytorch.org", "did not download", "offline", "Network is unreachable"):
+    for needle in ("resnet50-0676ba61.pth", "download.pytorch.org", "did not download", "offline",
+                   "Network is unreachable"):
         assert needle in msg, needle
     assert not (tmp_path / "torch" / "hub" / "checkpoints" / "resnet50-0676ba61.pth").exists()
 
@@ -171,7 +177,8 @@ def test_online_uses_torchvisions_download_with_its_hash_check(tmp_path, monkeyp
         M.load_paper_model("resnet50")
 
 
-def test_weights_copied_into_the_data_folder_are_hash_checked(tmp_path, monkeypatch, no_download, resnet50_file):
+def test_weights_copied_into_the_data_folder_are_hash_checked(tmp_path, monkeypatch, no_download,
+                                                              resnet50_file):
     source, _ = resnet50_file
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("CASEKIT_DATA", str(tmp_path / "data"))
@@ -188,7 +195,8 @@ def test_weights_found_in_the_torch_hub_cache(tmp_path, monkeypatch, no_download
     target = tmp_path / "hub" / "checkpoints" / source.name
     target.parent.mkdir(parents=True)
     os.symlink(source, target)
-    model, layers, _ = M.load_paper_model("resnet50", weights=torchvision.models.ResNet50_Weights.IMAGENET1K_V1)
+    model, layers, _ = M.load_paper_model("resnet50",
+                                          weights=torchvision.models.ResNet50_Weights.IMAGENET1K_V1)
     assert not model.training and layers == {"final_conv": "layer4.2.conv3"}
     with pytest.raises(ValueError, match="not weights of torchvision's resnet50"):
         M.load_paper_model("resnet50", weights=torchvision.models.VGG19_BN_Weights.IMAGENET1K_V1)
@@ -202,9 +210,11 @@ def test_weights_from_a_local_checkpoint_path(resnet50_file, no_download, tmp_pa
     torch.testing.assert_close(model.fc.weight, expected["fc.weight"], rtol=0, atol=0)
     # a DataParallel-wrapped {"state_dict": {"module.…": …}} file loads too
     wrapped = tmp_path / "wrapped.pth"
-    torch.save({"state_dict": {"module." + k: v for k, v in torch.load(source, weights_only=True).items()}}, wrapped)
+    torch.save({"state_dict": {"module." + k: v for k, v in torch.load(source, weights_only=True).items()}},
+               wrapped)
     model2, _, _ = M.load_paper_model("resnet50", weights=str(wrapped))
-    torch.testing.assert_close(model2.layer4[2].conv3.weight, expected["layer4.2.conv3.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(model2.layer4[2].conv3.weight, expected["layer4.2.conv3.weight"], rtol=0,
+                               atol=0)
     with pytest.raises(M.MissingWeightsError, match="does not exist"):
         M.load_paper_model("resnet50", weights=tmp_path / "nope.pth")
     with pytest.raises(ValueError, match="does not fit torchvision's vgg19_bn"):
@@ -286,7 +296,8 @@ def test_option_a_shortcut_subsamples_and_zero_pads_channels():
 
 
 @needs_shared_cifar10()
-@pytest.mark.parametrize("depth, expected, final_conv", [(20, 0.813, "layer3.2.conv2"), (56, 0.831, "layer3.8.conv2")])
+@pytest.mark.parametrize("depth, expected, final_conv",
+                         [(20, 0.813, "layer3.2.conv2"), (56, 0.831, "layer3.8.conv2")])
 def test_reference_cifar10_accuracy(depth, expected, final_conv):
     model, layers = M.load_reference_cifar10(depth)
     assert layers == {"final_conv": final_conv, "layer3": "layer3"} and not model.training

@@ -77,7 +77,8 @@ def assert_maps_agree(ours: np.ndarray, ref: np.ndarray, label: str, r_min: floa
         for t in range(ours.shape[1]):
             a, o = ours[b, t].ravel(), ref[b, t].ravel()
             if a.max() == 0 or o.max() - o.min() < 1e-6:
-                assert a.max() == 0 and o.max() < 1e-6, f"{label} b={b} t={t}: one map is empty, the other not"
+                assert a.max() == 0 and o.max() < 1e-6, (f"{label} b={b} t={t}: one map is empty, "
+                                                         "the other not")
                 continue
             r = np.corrcoef(a, o)[0, 1]
             assert r >= r_min, f"{label} b={b} t={t}: Pearson r = {r:.4f} < {r_min}"
@@ -95,7 +96,8 @@ def _check_all(model, layer_name, images, methods=tuple(ORACLES), n_targets=2):
     for m in methods:
         ours = result.maps[m].numpy()
         assert ours.shape == (images.shape[0], n_targets, *images.shape[-2:])
-        assert_maps_agree(ours, oracle_maps(m, model, layer, images, targets), f"{type(model).__name__}/{layer_name}/{m}")
+        assert_maps_agree(ours, oracle_maps(m, model, layer, images, targets),
+                          f"{type(model).__name__}/{layer_name}/{m}")
     return result
 
 
@@ -153,7 +155,8 @@ def test_oracle_real_cifar10_resnet20(layer):
 
 
 def test_oracle_aliasing_on_cpu(densenet121):
-    """Without the cloning transform, pytorch-grad-cam on the CPU reads norm5 after DenseNet's in-place ReLU."""
+    """Without the cloning transform, pytorch-grad-cam on the CPU reads norm5 after DenseNet's in-place
+    ReLU."""
     torch.manual_seed(3)
     images = torch.randn(2, 3, 64, 64)
     targets = densenet121(images).topk(1).indices
@@ -170,7 +173,8 @@ def test_oracle_aliasing_on_cpu(densenet121):
 def test_oracle_ablation_drift():
     """Stock pytorch-grad-cam's Ablation-CAM depends on its batch_size when min A != 0; casekit's does not."""
     torch.manual_seed(4)
-    model = nn.Sequential(nn.Conv2d(3, 40, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(40, 5)).eval()
+    model = nn.Sequential(nn.Conv2d(3, 40, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(40, 5)).eval()
     images = torch.randn(1, 3, 12, 12)
     target = [ClassifierOutputTarget(int(model(images).argmax()))]
     stock = {}

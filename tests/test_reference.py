@@ -1,5 +1,5 @@
-"""ck.reference: the pretrained CIFAR-10 networks (architectures, layers, accuracies, safe loading), the CIFAR-10 test
-images, and the engine against pytorch-grad-cam on the DenseNet-BC-40 and the ShuffleNetV2."""
+"""ck.reference: the pretrained CIFAR-10 networks (architectures, layers, accuracies, safe loading), the
+CIFAR-10 test images, and the engine against pytorch-grad-cam on the DenseNet-BC-40 and the ShuffleNetV2."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ SHAPES = {
     "lenet": {"final_conv": (16, 10, 10)},
 }
 # parameters: ResNets 0.27 M / 0.85 M, DenseNet-BC-40-12 0.18 M, ShuffleNetV2 ×0.5 0.35 M, LeNet 62 k
-PARAMETERS = {"resnet20": 269_722, "resnet56": 853_018, "densenet40": 176_122, "shufflenet": 352_042, "lenet": 62_006}
+PARAMETERS = {"resnet20": 269_722, "resnet56": 853_018, "densenet40": 176_122, "shufflenet": 352_042,
+              "lenet": 62_006}
 
 
 def _shapes(model, layers):
@@ -64,7 +65,8 @@ def test_dense_layer_keeps_its_input_first_and_shufflenet_units_their_halves():
     x = torch.randn(1, 24, 8, 8)
     out = block.layer[0](x)
     assert out.shape == (1, 36, 8, 8) and torch.equal(out[:, :24], x)
-    unit = N.ShuffleNetV2Cifar().stage2[1].eval()  # stride 1: the first half passes unchanged, then the shuffle
+    # stride 1: the first half passes unchanged, then the shuffle
+    unit = N.ShuffleNetV2Cifar().stage2[1].eval()
     y = torch.randn(1, 48, 4, 4)
     torch.testing.assert_close(unit(y)[:, 0::2], y[:, :24], rtol=0, atol=0)
     down = N.ShuffleNetV2Cifar().stage3[0].eval()
@@ -72,7 +74,8 @@ def test_dense_layer_keeps_its_input_first_and_shufflenet_units_their_halves():
 
 
 def test_densenet_head_is_cam_exact_on_block3():
-    """logits = fc(mean over h, w of relu(bn1(A))) with A the block3 output: CAM with the fc weights is exact."""
+    """logits = fc(mean over h, w of relu(bn1(A))) with A the block3 output: CAM with the fc weights is
+    exact."""
     torch.manual_seed(1)
     model = N.DenseNetBC().eval()
     for m in model.modules():  # non-trivial BatchNorm statistics
@@ -110,7 +113,8 @@ def test_stratified_split_holds_out_half_of_every_class():
     labels = torch.tensor([0] * 6 + [1] * 4 + [2] * 3)
     held, pool = R.stratified_split(labels, seed=3)
     assert torch.bincount(labels[held], minlength=3).tolist() == [3, 2, 1]
-    assert sorted(held.tolist() + pool.tolist()) == list(range(13)) and not set(held.tolist()) & set(pool.tolist())
+    assert (sorted(held.tolist() + pool.tolist()) == list(range(13))
+            and not set(held.tolist()) & set(pool.tolist()))
     assert torch.equal(R.stratified_split(labels, seed=3)[0], held)  # same seed, same split
     assert not torch.equal(R.stratified_split(labels, seed=4)[0], held)
     assert torch.bincount(labels[R.stratified_split(labels, 1)[0]]).tolist() == [1, 1, 1]
@@ -118,12 +122,13 @@ def test_stratified_split_holds_out_half_of_every_class():
         R.stratified_split(labels, 4)
 
 
-# --------------------------------------------------------------------------- the official test set (a fake one)
+# ------------------------------------------------------------------------- the official test set (a fake one)
 
 
 def _fake_cifar_archive(path, n=20, seed=0):
     rng = np.random.default_rng(seed)
-    batch = {"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8), "labels": [i % 10 for i in range(n)]}
+    batch = {"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+             "labels": [i % 10 for i in range(n)]}
     blob = pickle.dumps(batch)
     with tarfile.open(path, "w:gz") as tar:
         info = tarfile.TarInfo("cifar-10-batches-py/test_batch")
@@ -149,8 +154,10 @@ def test_official_test_set_is_read_from_the_archive(tmp_path, monkeypatch):
     real = ck.subjects.fetch.manifest()
     with pytest.raises(ck.subjects.fetch.ChecksumError, match="size 61888 bytes, expected 170498071"):
         R.images("test10000")  # a local copy is checked against the manifest
-    fake = {**real, "files": [dict(f, sha256=None, md5=None, size=None) if f["name"] == "cifar-10-python.tar.gz" else f
-                              for f in real["files"]]}
+    fake = {**real,
+            "files": [dict(f, sha256=None, md5=None, size=None) if f["name"] == "cifar-10-python.tar.gz"
+                      else f
+                      for f in real["files"]]}
     monkeypatch.setattr(ck.subjects.fetch, "manifest", lambda path=None: fake)
     with pytest.raises(ck.subjects.fetch.ChecksumError, match="40351d587109b95175f43aff81a1287e"):
         R.images("test10000")  # not the official test_batch: refused before unpickling
@@ -183,7 +190,8 @@ def test_shared_images(shared_images):
     assert x.shape == (2000, 3, 32, 32) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
     assert torch.bincount(y).tolist() == [200] * 10 and shared_images.info["classes"][0] == "airplane"
     with np.load(REFERENCE_CIFAR10 / "cifar10_test_jpeg_2000.npz") as npz:
-        assert torch.equal((x[17, :, 5, 9] * 255).round().to(torch.uint8), torch.from_numpy(npz["images"][17, 5, 9]))
+        assert torch.equal((x[17, :, 5, 9] * 255).round().to(torch.uint8),
+                           torch.from_numpy(npz["images"][17, 5, 9]))
 
 
 @needs_shared_cifar10()
@@ -204,7 +212,8 @@ def test_reference_accuracy_matches_the_readme(name, shared_images, monkeypatch)
     with torch.inference_mode():
         predicted = torch.cat([model(R.normalize(b, info)).argmax(1) for b in x.split(1000)])
     accuracy = (predicted == y).double().mean().item()
-    print(f"{info['display']}: {accuracy:.2%} on the 2,000 shared images (README {info['accuracy_readme']:.2%})")
+    print(f"{info['display']}: {accuracy:.2%} on the 2,000 shared images (README "
+          f"{info['accuracy_readme']:.2%})")
     assert abs(accuracy - info["accuracy_readme"]) <= 0.003
 
 
@@ -219,7 +228,8 @@ def test_oracle_on_real_networks(name, role, shared_images):
     # the gradient-free oracles cost one forward pass per channel (132, or 1024 on the ShuffleNet) and target;
     # ShuffleNet's conv5.1 has the same 1024 channels as conv5.0, checked above, so it is left out here
     if role == "final_conv" or name == "densenet40":
-        _check_all(model, info["layers"][role], x[1:2], GRADIENT_FREE, n_targets=2 if role == "final_conv" else 1)
+        _check_all(model, info["layers"][role], x[1:2], GRADIENT_FREE,
+                   n_targets=2 if role == "final_conv" else 1)
 
 
 def test_missing_lists_every_file_of_the_profile_in_one_message(tmp_path, monkeypatch):
@@ -229,7 +239,8 @@ def test_missing_lists_every_file_of_the_profile_in_one_message(tmp_path, monkey
     assert len(problems) == 1
     for name in R.NAMES:
         assert R.NETWORKS[name].file in problems[0]
-    assert "cifar10_test_jpeg_2000.npz" in problems[0] and str(tmp_path / "data" / "reference" / "cifar10") in problems[0]
+    assert ("cifar10_test_jpeg_2000.npz" in problems[0]
+            and str(tmp_path / "data" / "reference" / "cifar10") in problems[0])
     assert R.files(["lenet"], "test10000") == ["cifar_torchvision.pt", "cifar-10-python.tar.gz"]
     if REFERENCE_CIFAR10.is_dir():
         monkeypatch.setenv("CASEKIT_SHARED", str(REFERENCE_CIFAR10.parents[1]))

@@ -46,7 +46,8 @@ def test_wilcoxon_matches_scipy_with_nans_zeros_and_ties():
         ref = sps.wilcoxon(x - 0.5, alternative="less")
         assert res.p == pytest.approx(float(ref.pvalue), rel=1e-12)
         assert res.statistic == float(ref.statistic)
-        assert res.n == n and res.n_excluded == 4 and res.n_zero == int((x == 0.5).sum()) >= (3 if with_zero else 0)
+        assert (res.n == n and res.n_excluded == 4
+                and res.n_zero == int((x == 0.5).sum()) >= (3 if with_zero else 0))
         assert res.reject == (ref.pvalue < 0.05)
     # another threshold and alternative
     x = rng.uniform(0.5, 1.0, size=25)
@@ -81,7 +82,8 @@ def test_bootstrap_ci_is_seeded_and_close_to_scipy():
     assert a == bootstrap_median_ci(x, 2000, seed=7)
     assert a != bootstrap_median_ci(x, 2000, seed=8)
     assert a[0] < np.median(x) < a[1]
-    ref = sps.bootstrap((x,), np.median, n_resamples=2000, method="percentile", random_state=1).confidence_interval
+    ref = sps.bootstrap((x,), np.median, n_resamples=2000, method="percentile",
+                        random_state=1).confidence_interval
     assert a[0] == pytest.approx(ref.low, abs=0.01) and a[1] == pytest.approx(ref.high, abs=0.01)
     res = class_sensitivity_test(x, n_boot=2000, seed=7)
     assert (res.ci_low, res.ci_high) == a
@@ -94,7 +96,7 @@ def test_results_make_a_frame():
     assert len(rows) == 2 and rows["reason"].iloc[1] != ""
 
 
-# --------------------------------------------------------------------------- sign test and conflicts (issue 9)
+# -------------------------------------------------------------------------- sign test and conflicts (issue 9)
 
 
 def test_sign_test_hand_example():
@@ -203,7 +205,8 @@ def test_paired_matches_scipy_and_aligns_by_id():
     method = rng.uniform(0, 0.5, 50)
     case = method + rng.normal(0.02, 0.1, 50)
     res = paired_fidelity_test(method, case, ids, ids)
-    assert res.p_one_sided == pytest.approx(sps.ttest_rel(case, method, alternative="greater").pvalue, rel=1e-12)
+    assert res.p_one_sided == pytest.approx(sps.ttest_rel(case, method, alternative="greater").pvalue,
+                                            rel=1e-12)
     assert res.p_two_sided == pytest.approx(sps.ttest_rel(case, method).pvalue, rel=1e-12)
     perm = rng.permutation(50)
     shuffled = paired_fidelity_test(method, case[perm], ids, ids[perm])

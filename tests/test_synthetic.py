@@ -53,7 +53,8 @@ def test_masks_are_exactly_the_visible_pixels_of_each_part(config):
 
 
 def test_occluded_pixels_are_not_in_the_masks():
-    """With the clutter left unpainted, each part's whole shape shows; the mask is that shape minus the clutter."""
+    """With the clutter left unpainted, each part's whole shape shows; the mask is that shape minus the
+    clutter."""
     occluded = 0
     for index in range(40):
         full = sy.render(CLUTTERED, 0, "train", index)
@@ -68,7 +69,8 @@ def test_occluded_pixels_are_not_in_the_masks():
 
 
 def test_shape_rasteriser_by_hand():
-    """A dot of radius 1 centred on a pixel covers that pixel and its 4 neighbours (centres at distance ≤ 1)."""
+    """A dot of radius 1 centred on a pixel covers that pixel and its 4 neighbours (centres at distance ≤
+    1)."""
     yy, xx = np.mgrid[0:5, 0:5].astype(np.float32) + 0.5
     u, v = sy._frame(yy, xx, 2.5, 2.5, 0.0)
     dot = sy._unique_shape("dot", u, v, 1.0)
@@ -91,7 +93,8 @@ def test_dataset_items_shapes_dtypes_and_normalisation(tmp_path, monkeypatch):
     image, label, masks = ds[4]
     assert image.shape == (3, 64, 64) and image.dtype == torch.float32
     assert isinstance(label, int) and label == 4
-    assert set(masks) == {"unique", "shared"} and all(m.dtype == torch.bool and m.shape == (64, 64) for m in masks.values())
+    assert set(masks) == {"unique", "shared"} and all(m.dtype == torch.bool and m.shape == (64, 64)
+                                                      for m in masks.values())
     raw = ds.raw(4)
     assert raw.min() >= 0 and raw.max() <= 1
     mean = torch.tensor(sy.MEAN).view(3, 1, 1)
@@ -100,7 +103,8 @@ def test_dataset_items_shapes_dtypes_and_normalisation(tmp_path, monkeypatch):
     assert torch.allclose(sy.denormalize(image), raw, atol=1e-6)
     rendered = sy.render(ds.config, 0, "val", 4)
     assert (raw - rendered.image).abs().max() <= 0.5 / 255 + 1e-6  # uint8 storage
-    assert torch.equal(masks["unique"], rendered.masks["unique"]) and torch.equal(masks["shared"], rendered.masks["shared"])
+    assert torch.equal(masks["unique"],
+                       rendered.masks["unique"]) and torch.equal(masks["shared"], rendered.masks["shared"])
     x, y = ds.tensors()
     assert x.shape == (30, 3, 64, 64) and torch.equal(y, torch.arange(30) % 10)
     assert torch.allclose(x[4], image)
@@ -123,7 +127,8 @@ def test_normalisation_constants_match_the_training_split():
 
 def test_no_image_is_shared_between_splits():
     digest = {s: {sy.render(CFG, 0, s, i).image.numpy().tobytes() for i in range(60)} for s in sy.SPLITS}
-    assert not (digest["train"] & digest["val"]) and not (digest["train"] & digest["test"]) and not (digest["val"] & digest["test"])
+    assert (not (digest["train"] & digest["val"]) and not (digest["train"] & digest["test"])
+            and not (digest["val"] & digest["test"]))
 
 
 def test_sibling_structure_and_names():

@@ -5,5 +5,6 @@ gradient-free Score-CAM / Ablation-CAM passes (:mod:`.perturbation`), forward ho
 (:mod:`.hooks`), input validation (:mod:`.checks`) and CASE's contrast sets from confusion matrices
 (:mod:`.contrast`).
 
-Imports: torch, numpy, tqdm and :mod:`casekit._io` only — never pandas, matplotlib, or another room of casekit.
+Imports: torch, numpy, tqdm and :mod:`casekit._io` only — never pandas, matplotlib, or another room of
+casekit.
 """

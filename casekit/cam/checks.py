@@ -115,7 +115,8 @@ def as_contrast(contrast: torch.Tensor | Sequence, targets: torch.Tensor) -> tor
     if c.dim() == 2 and T == 1:  # [B, K] with single targets: unambiguous
         c = c[:, None, :]
     if c.dim() != 3:
-        raise ValueError(f"contrast must be [B, T, K] (K contrast classes per target), got shape {tuple(c.shape)}")
+        raise ValueError("contrast must be [B, T, K] (K contrast classes per target), got shape "
+                         f"{tuple(c.shape)}")
     if tuple(c.shape[:2]) != (B, T):
         raise ValueError(
             f"contrast has shape {tuple(c.shape)} but targets is [B={B}, T={T}]: "

@@ -29,7 +29,8 @@ def row_normalise(confusion: torch.Tensor) -> torch.Tensor:
     """``M̂[u, v] = M[u, v] / Σ_v M[u, v]`` (a row without samples stays 0)."""
     m = confusion.double()
     total = m.sum(dim=1, keepdim=True)
-    return torch.where(total > 0, m / torch.where(total > 0, total, torch.ones_like(total)), torch.zeros_like(m))
+    return torch.where(total > 0, m / torch.where(total > 0, total, torch.ones_like(total)),
+                       torch.zeros_like(m))
 
 
 def _square(matrix: torch.Tensor | np.ndarray, name: str, nonneg: bool) -> torch.Tensor:
@@ -47,7 +48,8 @@ def _square(matrix: torch.Tensor | np.ndarray, name: str, nonneg: bool) -> torch
 
 
 def _ranked(confusion: torch.Tensor | np.ndarray, k: int,
-            tiebreak: torch.Tensor | np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+            tiebreak: torch.Tensor | np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                                 torch.Tensor]:
     """Validated ``(rates [C, C], tiebreak [C, C] | None, order [C, C])``; ``order[u]`` lists the classes
     v ≠ u by decreasing rate, then decreasing tiebreak, then increasing index (u itself last)."""
     m = _square(confusion, "confusion", nonneg=True)
@@ -60,14 +62,17 @@ def _ranked(confusion: torch.Tensor | np.ndarray, k: int,
     if tiebreak is not None:
         tb = _square(tiebreak, "tiebreak", nonneg=False)
         if tb.shape != m.shape:
-            raise ValueError(f"tiebreak must have the confusion's shape {tuple(m.shape)}, got {tuple(tb.shape)}")
+            raise ValueError(f"tiebreak must have the confusion's shape {tuple(m.shape)}, got "
+                             f"{tuple(tb.shape)}")
     rates = row_normalise(m)
-    order = torch.arange(C).expand(C, C)  # last key first: each stable sort keeps the previous keys' order on ties
+    # last key first: each stable sort keeps the previous keys' order on ties
+    order = torch.arange(C).expand(C, C)
     if tb is not None:
         order = order.gather(1, torch.sort(-tb.gather(1, order) + 0.0, dim=1, stable=True).indices)
     key = rates.clone()
     key.fill_diagonal_(-1.0)  # the class itself sorts last (rates are ≥ 0)
-    order = order.gather(1, torch.sort(-key.gather(1, order) + 0.0, dim=1, stable=True).indices)  # + 0.0: no −0
+    # + 0.0: no −0
+    order = order.gather(1, torch.sort(-key.gather(1, order) + 0.0, dim=1, stable=True).indices)
     return rates, tb, order
 
 
@@ -175,7 +180,8 @@ def confusion_matrix(
             counts = flat if counts is None else counts + flat
             if kind != "counts":
                 probs = torch.softmax(logits.double(), dim=1)
-                sums = torch.zeros(C, C, dtype=torch.float64, device=probs.device).index_add_(0, labels, probs)
+                sums = torch.zeros(C, C, dtype=torch.float64,
+                                   device=probs.device).index_add_(0, labels, probs)
                 prob_sums = sums if prob_sums is None else prob_sums + sums
     if counts is None:
         raise ValueError("the loader yielded no batches")
@@ -186,7 +192,7 @@ def confusion_matrix(
     n = counts.sum(dim=1)
     empty = (n == 0).nonzero().flatten().tolist()
     if empty:
-        raise ValueError(f"classes {empty[:20]} have no images in the loader: their mean probabilities are undefined "
-                         "(use a held-out split that holds every class)")
+        raise ValueError(f"classes {empty[:20]} have no images in the loader: their mean probabilities are "
+                         "undefined (use a held-out split that holds every class)")
     probs = prob_sums.cpu() / n[:, None].double()
     return probs if kind == "probs" else (counts, probs)

@@ -124,9 +124,11 @@ def class_gradients(logits: torch.Tensor, activations: torch.Tensor, classes: to
         try:
             (g,) = torch.autograd.grad(logits, activations, go, retain_graph=True, is_grads_batched=True)
         except (RuntimeError, NotImplementedError) as err:  # an op without a vmap rule
-            warnings.warn(f"batched backward unavailable ({err}); falling back to one backward pass per class",
+            warnings.warn(f"batched backward unavailable ({err}); falling back to one backward pass per "
+                          "class",
                           RuntimeWarning, stacklevel=3)
-            g = torch.stack([torch.autograd.grad(logits, activations, row, retain_graph=True)[0] for row in go])
+            g = torch.stack([torch.autograd.grad(logits, activations, row,
+                                                 retain_graph=True)[0] for row in go])
         parts.append(g)
     return torch.cat(parts).transpose(0, 1)
 

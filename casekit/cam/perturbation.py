@@ -135,7 +135,8 @@ class _TailRunner:
             raise RuntimeError("tail output does not follow the replaced batch")
         return out.float()
 
-    def __call__(self, image: torch.Tensor, acts: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:
+    def __call__(self, image: torch.Tensor, acts: torch.Tensor,
+                 reference_logits: torch.Tensor) -> torch.Tensor:
         if self.mode is None:
             probe = torch.cat([self._original, acts])
             if self.amp_dtype is None:
@@ -194,7 +195,8 @@ def ablationcam(
     original = logits.float().gather(1, targets)  # [B, T]
     ablated = torch.empty(B, C, T, device=images.device, dtype=torch.float32)
     runner = _TailRunner(model, module, amp_dtype)
-    bar = tqdm(total=B * C, desc="Ablation-CAM ablated forwards", unit="fwd", disable=not progress, leave=False)
+    bar = tqdm(total=B * C, desc="Ablation-CAM ablated forwards", unit="fwd", disable=not progress,
+               leave=False)
     for b in range(B):
         a = native[b]
         low = a.min()

@@ -3,6 +3,6 @@
 and what the diagnostic measures beyond the paper (chance reference, confusable runner-ups, map resolution,
 the NaN rule) in :mod:`.diagnostic`.
 
-Imports: :mod:`casekit.cam` (for the model-state guard), torch, numpy, scipy, pandas — never the study or report
-rooms.
+Imports: :mod:`casekit.cam` (for the model-state guard), torch, numpy, scipy, pandas — never the study or
+report rooms.
 """

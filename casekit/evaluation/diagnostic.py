@@ -57,8 +57,8 @@ def chance_pairs(n: int, seed: int = 0, labels: Any = None) -> np.ndarray:
         classes, inverse, sizes = np.unique(lab, return_inverse=True, return_counts=True)
         m = int(sizes.max())
         if 2 * m > n:
-            raise ValueError(f"class {classes[sizes.argmax()]!r} holds {m} of {n} images: no pairing of every "
-                             "image with one of another class exists (needs every class ≤ n/2)")
+            raise ValueError(f"class {classes[sizes.argmax()]!r} holds {m} of {n} images: no pairing of "
+                             "every image with one of another class exists (needs every class ≤ n/2)")
         class_rank = rng.permutation(classes.size)
         order = order[np.argsort(class_rank[inverse[order]], kind="stable")]
         shift = m
@@ -68,7 +68,8 @@ def chance_pairs(n: int, seed: int = 0, labels: Any = None) -> np.ndarray:
 
 
 class ChanceAgreement(NamedTuple):
-    agreement: torch.Tensor  # float32 [N]: top-k agreement of map i with map partner[i]; NaN if either is constant
+    # float32 [N]: top-k agreement of map i with map partner[i]; NaN if either is constant
+    agreement: torch.Tensor
     partner: np.ndarray  # int64 [N]: the unrelated image each map is compared with
 
 
@@ -163,7 +164,8 @@ def in_contrast_set(top1: Any, top2: Any, sets: torch.Tensor | np.ndarray) -> np
     """``top2[i] ∈ V(top1[i])`` for each row → bool ``[N]``; ``sets [C, K]`` from ``ck.contrast_sets``."""
     s = sets.detach().cpu().numpy() if isinstance(sets, torch.Tensor) else np.asarray(sets)
     if s.ndim != 2 or not np.issubdtype(s.dtype, np.integer):
-        raise ValueError(f"sets must be an integer matrix [C, K] (from ck.contrast_sets), got {s.dtype} {s.shape}")
+        raise ValueError(f"sets must be an integer matrix [C, K] (from ck.contrast_sets), got {s.dtype} "
+                         f"{s.shape}")
     u = np.asarray(top1.detach().cpu() if isinstance(top1, torch.Tensor) else top1).astype(np.int64)
     v = np.asarray(top2.detach().cpu() if isinstance(top2, torch.Tensor) else top2).astype(np.int64)
     if u.shape != v.shape or u.ndim != 1:
@@ -173,7 +175,8 @@ def in_contrast_set(top1: Any, top2: Any, sets: torch.Tensor | np.ndarray) -> np
     return (s[u] == v[:, None]).any(axis=1)
 
 
-def _strata(in_set: np.ndarray, likely: np.ndarray, prob_threshold: float) -> list[tuple[str, str, np.ndarray]]:
+def _strata(in_set: np.ndarray, likely: np.ndarray,
+            prob_threshold: float) -> list[tuple[str, str, np.ndarray]]:
     hi, lo = f"≥ {prob_threshold:g}", f"< {prob_threshold:g}"
     every = np.ones_like(in_set)
     out = []
@@ -186,8 +189,8 @@ def _strata(in_set: np.ndarray, likely: np.ndarray, prob_threshold: float) -> li
 def confusable_strata(rows: pd.DataFrame, sets: torch.Tensor | np.ndarray | None = None, *,
                       prob_threshold: float = 0.05, by: Sequence[str] = (), threshold: float = 0.5,
                       alpha: float = 0.05, n_boot: int = 2_000, seed: int = 0, min_n: int = 10,
-                      agreement_col: str = "agreement", top1_col: str = "label", top2_col: str = "other_class",
-                      prob_col: str = "other_prob") -> pd.DataFrame:
+                      agreement_col: str = "agreement", top1_col: str = "label",
+                      top2_col: str = "other_class", prob_col: str = "other_prob") -> pd.DataFrame:
     """The RQ1 test (:func:`class_sensitivity_test`) within strata → one row per (group, stratum).
 
     Strata: ``contrast`` ∈ {"any", "in", "out"} (is ``top2`` in ``V(top1)``: :func:`in_contrast_set` with
@@ -219,8 +222,8 @@ def confusable_strata(rows: pd.DataFrame, sets: torch.Tensor | np.ndarray | None
         values = g[agreement_col].to_numpy(dtype=np.float64)
         base = None  # the group's unstratified verdict (the first stratum)
         for cname, pname, mask in _strata(g["_in"].to_numpy(), g["_likely"].to_numpy(), prob_threshold):
-            r = class_sensitivity_test(values[mask], threshold=threshold, alpha=alpha, n_boot=n_boot, seed=seed,
-                                       min_n=min_n).as_row()
+            r = class_sensitivity_test(values[mask], threshold=threshold, alpha=alpha, n_boot=n_boot,
+                                       seed=seed, min_n=min_n).as_row()
             r["wilcoxon_method"] = r.pop("method")  # not to clash with a "method" grouping column
             base = r["reject"] if base is None else base
             stratum = ("all rows" if cname == pname == "any" else
@@ -293,8 +296,8 @@ def nan_rule_flip(scores: Any, constant: Any = None, fill: float = 1.0, threshol
     filled = np.where(const, float(fill), x)
     out: dict[str, Any] = {"n": int(x.size), "n_constant": int(const.sum())}
     for name, values in (("dropped", x), ("filled", filled)):
-        r = class_sensitivity_test(values, threshold=threshold, alternative=alternative, alpha=alpha, n_boot=1,
-                                   min_n=min_n)
+        r = class_sensitivity_test(values, threshold=threshold, alternative=alternative, alpha=alpha,
+                                   n_boot=1, min_n=min_n)
         out.update({f"median_{name}": r.median, f"p_{name}": r.p, f"reject_{name}": r.reject,
                     f"sign_p_{name}": r.sign_p, f"sign_reject_{name}": r.sign_reject})
     out["flip"] = out["reject_dropped"] != out["reject_filled"]

@@ -3,7 +3,8 @@ active channels (the sparsity ablation, paper eq. 10), and unique/shared evidenc
 
 Everything takes and returns torch tensors on the caller's device and is meant to be called once per
 batch by an experiment runner.  :func:`partly_degenerate` flags maps whose top-k set is partly decided by
-tie-breaking (positive area below ``⌊k·H·W⌋``).  Maps are ``[..., H, W]`` (e.g. the engine's ``[B, T, H, W]``).
+tie-breaking (positive area below ``⌊k·H·W⌋``).  Maps are ``[..., H, W]`` (e.g. the engine's
+``[B, T, H, W]``).
 
 **Top-k selection.**  A map's top-k set holds ``n = ⌊k·H·W⌋`` pixels (``k`` a fraction in (0, 1], at the
 map's own resolution): the pixels sorted by decreasing value, ties ordered by a *tie order* of pixel
@@ -11,11 +12,12 @@ positions:
 
 * ``ties="random"`` (default): the tie order is a seeded random permutation of the ``H·W`` positions
   (``torch.randperm`` from a CPU generator seeded with a hash of ``(seed, stream)``), so it is the same
-  for every map of that stream, on every device, and does not depend on the batch a map arrives in.  A **constant** map (e.g. all zero after ReLU) has no top-k set: its mask is
-  all False and ``valid`` is False; agreement and evidence are NaN for it.  :func:`topk_agreement` ranks
-  map ``a`` with stream 0 and map ``b`` with stream 1, so ties in the two maps are broken *independently*:
-  a shared order would pick the same tied pixels in both maps and score two nearly blank maps near 100 %
-  (the reference code's defect, in a milder form).
+  for every map of that stream, on every device, and does not depend on the batch a map arrives in.  A
+  **constant** map (e.g. all zero after ReLU) has no top-k set: its mask is all False and ``valid`` is False;
+  agreement and evidence are NaN for it.  :func:`topk_agreement` ranks map ``a`` with stream 0 and map ``b``
+  with stream 1, so ties in the two maps are broken *independently*: a shared order would pick the same tied
+  pixels in both maps and score two nearly blank maps near 100 % (the reference code's defect, in a milder
+  form).
 * ``ties="index"`` reproduces the reference code, ``np.argsort(cam.flatten())[::-1][:n]``: among equal
   values the larger flat index (row-major) comes first, i.e. the reverse of a *stable* ascending sort.
   NumPy's default (quick)sort does not define the order of ties; it agrees with this rule when a map has
@@ -56,7 +58,8 @@ def _check_maps(maps: object, name: str = "maps", min_dim: int = 2) -> torch.Ten
     if not isinstance(maps, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor [..., H, W], got {type(maps).__name__}")
     if maps.dim() < min_dim:
-        raise ValueError(f"{name} must have at least {min_dim} dimensions [..., H, W], got shape {tuple(maps.shape)}")
+        raise ValueError(f"{name} must have at least {min_dim} dimensions [..., H, W], got shape "
+                         f"{tuple(maps.shape)}")
     if not maps.is_floating_point():
         raise TypeError(f"{name} must be a floating tensor, got dtype {maps.dtype}")
     if maps.shape[-1] == 0 or maps.shape[-2] == 0:
@@ -65,13 +68,15 @@ def _check_maps(maps: object, name: str = "maps", min_dim: int = 2) -> torch.Ten
         bad = ~torch.isfinite(maps)
         kind = "NaN" if bool(torch.isnan(maps).any()) else "Inf"
         where = bad.flatten(-2).any(-1).nonzero().tolist()[:5] if maps.dim() > 2 else []
-        raise ValueError(f"{name} contain {kind} values" + (f" (maps at leading index {where})" if where else ""))
+        raise ValueError(f"{name} contain {kind} values"
+                         + (f" (maps at leading index {where})" if where else ""))
     return maps
 
 
 def _check_ties(ties: str) -> None:
     if ties not in ("random", "index"):
-        raise ValueError(f"ties must be 'random' (seeded random tie-break) or 'index' (reference code), got {ties!r}")
+        raise ValueError("ties must be 'random' (seeded random tie-break) or 'index' (reference code), got "
+                         f"{ties!r}")
 
 
 def topk_count(k: float, height: int, width: int) -> int:
@@ -122,7 +127,8 @@ def _tie_rank(n_pixels: int, ties: str, seed: int, stream: int, device: torch.de
 
 def tie_order(n_pixels: int, ties: Ties = "random", seed: int = 0, stream: int = 0,
               device: torch.device | str | None = None) -> torch.Tensor:
-    """Preference order of flat pixel positions among equal values (first = chosen first) → ``LongTensor [N]``."""
+    """Preference order of flat pixel positions among equal values (first = chosen first) →
+    ``LongTensor [N]``."""
     _check_ties(ties)
     return _tie_order_cpu(int(n_pixels), ties, int(seed), int(stream)).clone().to(device)
 
@@ -188,7 +194,8 @@ def topk_mask(maps: torch.Tensor, k: float = 0.05, ties: Ties = "random", seed: 
 
 def topk_agreement(a: torch.Tensor, b: torch.Tensor, k: float = 0.05, ties: Ties = "random",
                    seed: int = 0) -> torch.Tensor:
-    """Top-k agreement ``|A ∩ B| / n`` of maps ``a`` and ``b`` (same shape ``[..., H, W]``) → float32 ``[...]``.
+    """Top-k agreement ``|A ∩ B| / n`` of maps ``a`` and ``b`` (same shape ``[..., H, W]``) → float32
+    ``[...]``.
 
     ``A``, ``B``: the top-k sets (``n = ⌊k·H·W⌋`` pixels each).  NaN where either map is constant
     (``ties="random"``); count those with :func:`count_nan` and report them as excluded.
@@ -196,7 +203,8 @@ def topk_agreement(a: torch.Tensor, b: torch.Tensor, k: float = 0.05, ties: Ties
     _check_maps(a, "a")
     _check_maps(b, "b")
     if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same shape [..., H, W], got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(f"a and b must have the same shape [..., H, W], got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
     if a.device != b.device:
         raise ValueError(f"a is on {a.device} but b is on {b.device}")
     n = topk_count(k, a.shape[-2], a.shape[-1])
@@ -221,7 +229,8 @@ def count_nan(values: torch.Tensor | np.ndarray | pd.Series | Sequence[float]) -
 
 
 def positive_area(maps: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
-    """Number of pixels > 0 of each map ``[..., H, W]`` → integer ``[...]`` (the input's kind: torch or numpy)."""
+    """Number of pixels > 0 of each map ``[..., H, W]`` → integer ``[...]`` (the input's kind: torch or
+    numpy)."""
     t = _check_maps(torch.as_tensor(maps) if isinstance(maps, np.ndarray) else maps)
     area = (t > 0).flatten(-2).sum(-1)
     return area.cpu().numpy() if isinstance(maps, np.ndarray) else area
@@ -247,7 +256,8 @@ def partly_degenerate(maps: torch.Tensor | np.ndarray, k: float = 0.05) -> torch
 
 
 def degenerate_counts(maps: torch.Tensor | np.ndarray, k: float = 0.05) -> dict[str, int]:
-    """``{"n_maps", "n_constant", "n_partly_degenerate"}`` over maps ``[..., H, W]`` (see :func:`partly_degenerate`)."""
+    """``{"n_maps", "n_constant", "n_partly_degenerate"}`` over maps ``[..., H, W]`` (see
+    :func:`partly_degenerate`)."""
     t = _check_maps(torch.as_tensor(maps) if isinstance(maps, np.ndarray) else maps)
     flat = t.flatten(-2)
     constant = flat.amax(-1) <= flat.amin(-1)
@@ -255,10 +265,12 @@ def degenerate_counts(maps: torch.Tensor | np.ndarray, k: float = 0.05) -> dict[
             "n_partly_degenerate": int(partly_degenerate(t, k).sum())}
 
 
-def _evidence(maps: torch.Tensor, masks: torch.Tensor, k: float, ties: Ties, seed: int, what: str) -> torch.Tensor:
+def _evidence(maps: torch.Tensor, masks: torch.Tensor, k: float, ties: Ties, seed: int,
+              what: str) -> torch.Tensor:
     _check_maps(maps)
     if not isinstance(masks, torch.Tensor):
-        raise TypeError(f"{what} masks must be a torch.Tensor [..., H, W] of bool, got {type(masks).__name__}")
+        raise TypeError(f"{what} masks must be a torch.Tensor [..., H, W] of bool, got "
+                        f"{type(masks).__name__}")
     if masks.dtype != torch.bool:
         raise TypeError(f"{what} masks must be boolean, got dtype {masks.dtype}")
     if masks.dim() < 2 or tuple(masks.shape[-2:]) != tuple(maps.shape[-2:]):
@@ -272,7 +284,8 @@ def _evidence(maps: torch.Tensor, masks: torch.Tensor, k: float, ties: Ties, see
         shape = None
     if shape != maps.shape:
         raise ValueError(
-            f"{what} masks of shape {tuple(masks.shape)} do not broadcast to the maps' shape {tuple(maps.shape)}"
+            f"{what} masks of shape {tuple(masks.shape)} do not broadcast to the maps' shape "
+            f"{tuple(maps.shape)}"
         )
     n = topk_count(k, maps.shape[-2], maps.shape[-1])
     top, valid = topk_mask(maps, k, ties, seed, stream=0)
@@ -358,19 +371,21 @@ def _fill_images(images: torch.Tensor, fill: Fill, blur_sigma: float | None) -> 
     if value.dim() == 0:
         value = value.expand(C)
     if value.shape != (C,):
-        raise ValueError(f"a fill value must be a number or one value per channel ({C}), got shape {tuple(value.shape)}")
+        raise ValueError(f"a fill value must be a number or one value per channel ({C}), got shape "
+                         f"{tuple(value.shape)}")
     return value.view(1, C, 1, 1).expand_as(images)
 
 
-def _blanked_probs(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, ks: Sequence[float], fill: Fill,
-                   target: torch.Tensor | Sequence[int] | None, ties: Ties, seed: int, batch_size: int,
-                   blur_sigma: float | None):
+def _blanked_probs(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, ks: Sequence[float],
+                   fill: Fill, target: torch.Tensor | Sequence[int] | None, ties: Ties, seed: int,
+                   batch_size: int, blur_sigma: float | None):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
         raise ValueError(
             "images must be a floating tensor [B, C, H, W], got "
-            + (f"shape {tuple(images.shape)}, dtype {images.dtype}" if isinstance(images, torch.Tensor) else type(images).__name__)
+            + (f"shape {tuple(images.shape)}, dtype {images.dtype}" if isinstance(images, torch.Tensor)
+               else type(images).__name__)
         )
     if not bool(torch.isfinite(images).all()):
         raise ValueError("images contain NaN or Inf values")
@@ -405,7 +420,8 @@ def _blanked_probs(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, k
             if tgt.is_floating_point() or tgt.dtype == torch.bool:
                 raise TypeError(f"target must hold integer class indices, got dtype {tgt.dtype}")
             if tuple(tgt.shape) != tuple(lead):
-                raise ValueError(f"target must have the maps' leading shape {tuple(lead)}, got {tuple(tgt.shape)}")
+                raise ValueError(f"target must have the maps' leading shape {tuple(lead)}, got "
+                                 f"{tuple(tgt.shape)}")
             tgt = tgt.long().reshape(B, T)
             if int(tgt.min()) < 0 or int(tgt.max()) >= probs.shape[1]:
                 raise ValueError(f"target holds a class index outside 0..{probs.shape[1] - 1}")
@@ -453,8 +469,8 @@ def confidence_drop(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, 
 
 def deletion_curve(model: nn.Module, images: torch.Tensor, maps: torch.Tensor,
                    ks: Iterable[float] = DELETION_KS, fill: Fill = "mean",
-                   target: torch.Tensor | Sequence[int] | None = None, *, ties: Ties = "random", seed: int = 0,
-                   batch_size: int = 256, blur_sigma: float | None = None) -> DeletionCurve:
+                   target: torch.Tensor | Sequence[int] | None = None, *, ties: Ties = "random",
+                   seed: int = 0, batch_size: int = 256, blur_sigma: float | None = None) -> DeletionCurve:
     """:func:`confidence_drop` at every k of ``ks`` (nested top-k sets), all ks batched into shared forwards.
 
     Returns ``p_after``, ``drop``, ``relative_drop`` with a last dimension ``[K]`` and the normalised

@@ -119,7 +119,8 @@ def _conflict(reject: bool, sign_reject: bool, median: float, threshold: float, 
     H0's side of the threshold (≥ it for ``"less"``, ≤ it for ``"greater"``)."""
     if not ran:
         return False
-    wrong_side = (alternative == "less" and median >= threshold) or (alternative == "greater" and median <= threshold)
+    wrong_side = (alternative == "less" and median >= threshold) or (alternative == "greater"
+                                                                     and median <= threshold)
     return bool(reject != sign_reject or (reject and wrong_side))
 
 
@@ -346,7 +347,8 @@ def paired_fidelity_both_ways(method_drops: Any, case_drops: Any, ids_method: An
     behaviour); row ``"excluded"``: those images removed.  Columns: ``constant_pairs, n_constant_method,
     n_constant_case, n_pairs_excluded`` then the :class:`PairedFidelity` fields (``n`` = pairs tested).
     """
-    kept = paired_fidelity_test(method_drops, case_drops, ids_method, ids_case, alpha)  # validates the pairing
+    # validates the pairing
+    kept = paired_fidelity_test(method_drops, case_drops, ids_method, ids_case, alpha)
     dm, dc = _as_1d(method_drops, "method_drops"), _as_1d(case_drops, "case_drops")
     im, ic = _ids(ids_method, "ids_method"), _ids(ids_case, "ids_case")
     cm = _flags(constant_method, "constant_method", len(dm))

@@ -124,7 +124,8 @@ _SCRIPT = """(function () {
     for (var i = 0; i < slots.length; i++) { slots[i].src = data.images[view.images[i]]; }
     while (rows.firstChild) { rows.removeChild(rows.firstChild); }
     view.numbers.forEach(function (pair) {
-      var tr = document.createElement("tr"), th = document.createElement("th"), td = document.createElement("td");
+      var tr = document.createElement("tr"), th = document.createElement("th"),
+          td = document.createElement("td");
       th.textContent = pair[0]; td.textContent = pair[1];
       th.style.cssText = "text-align:left;padding:0.1em 1em 0.1em 0;font-weight:600";
       tr.appendChild(th); tr.appendChild(td); rows.appendChild(tr);
@@ -195,7 +196,8 @@ class StaticExplorer:
     def data(self) -> dict[str, Any]:
         """The JSON blob the script reads: ``controls`` (option labels), ``images`` (data URIs), ``views``
         (``"i|j|…"`` → image indices and number rows)."""
-        return {"controls": [list(c.options) for c in self.controls], "images": self._images, "views": self._views}
+        return {"controls": [list(c.options) for c in self.controls], "images": self._images,
+                "views": self._views}
 
     # ------------------------------------------------------------------ rendering
 
@@ -206,14 +208,17 @@ class StaticExplorer:
             name = html.escape(c.name)
             if c.kind == "range":
                 parts.append(
-                    f'<label style="display:inline-flex;flex-wrap:wrap;align-items:center;gap:0.2em 0.4em">{name} '
-                    f'<input type="range" data-control="{j}" min="0" max="{len(c.options) - 1}" step="1" '
-                    f'value="{start}" aria-label="{name}" style="max-width:12em"/> '
-                    f'<span data-readout="{j}">{html.escape(c.options[start])}</span></label>')
+                    '<label style="display:inline-flex;flex-wrap:wrap;align-items:center;gap:0.2em '
+                    f'0.4em">{name} <input type="range" data-control="{j}" min="0" '
+                    f'max="{len(c.options) - 1}" step="1" value="{start}" aria-label="{name}" '
+                    'style="max-width:12em"/> <span '
+                    f'data-readout="{j}">{html.escape(c.options[start])}</span></label>')
             else:
-                opts = "".join(f'<option value="{i}"{" selected" if i == start else ""}>{html.escape(o)}</option>'
+                opts = "".join(f'<option value="{i}"{" selected" if i == start else ""}>'
+                               f'{html.escape(o)}</option>'
                                for i, o in enumerate(c.options))
-                parts.append(f'<label style="white-space:nowrap">{name} <select data-control="{j}">{opts}</select>'
+                parts.append(f'<label style="white-space:nowrap">{name} <select '
+                             f'data-control="{j}">{opts}</select>'
                              "</label>")
         return '<div class="casekit-explorer-controls" style="display:flex;flex-wrap:wrap;gap:0.4em 1.5em;' \
                f'margin-bottom:0.5em">{"".join(parts)}</div>'
@@ -239,7 +244,8 @@ class StaticExplorer:
         """The whole explorer: markup for the initial view, the JSON views and the script."""
         view = self._views["|".join(map(str, self.initial))]
         blob = json.dumps(self.data(), separators=(",", ":")).replace("<", "\\u003c")
-        title = f'<p style="font-weight:600;margin:0 0 0.4em">{html.escape(self.title)}</p>' if self.title else ""
+        title = (f'<p style="font-weight:600;margin:0 0 0.4em">{html.escape(self.title)}</p>' if self.title
+                 else "")
         return (
             f'<div class="{EXPLORER_CLASS}" id="{self.id}" style="max-width:100%;overflow-x:auto">{title}'
             f"{self._controls_html()}{self._images_html(view)}{self.legend}"
@@ -322,16 +328,17 @@ def colour_scale(cmap: str = "jet", label: str = "map value", steps: int = 9) ->
     stops = ", ".join("#" + "".join(f"{int(255 * c + 0.5):02x}" for c in cm(t)[:3])
                       for t in np.linspace(0, 1, steps))
     return ('<div style="display:flex;align-items:center;gap:0.4em;font-size:0.85em;margin:0.3em 0">'
-            f"{html.escape(label)}: 0<span style=\"display:inline-block;width:10em;max-width:40vw;height:0.8em;"
+            f"{html.escape(label)}: 0<span "
+            "style=\"display:inline-block;width:10em;max-width:40vw;height:0.8em;"
             f'background:linear-gradient(to right, {stops})"></span>1</div>')
 
 
 # --------------------------------------------------------------------------- from the live explorers
 
 
-def static_saliency(explorer: Any, *, images: Iterable[int] | None = None, methods: Sequence[str] | None = None,
-                    ranks: Sequence[int] = (1, 2), size: int = 160, fmt: str = "jpeg",
-                    image_width: int = 160, progress: bool = False) -> StaticExplorer:
+def static_saliency(explorer: Any, *, images: Iterable[int] | None = None,
+                    methods: Sequence[str] | None = None, ranks: Sequence[int] = (1, 2), size: int = 160,
+                    fmt: str = "jpeg", image_width: int = 160, progress: bool = False) -> StaticExplorer:
     """Every ``images`` × ``methods`` × target rank of a :class:`~casekit.report.widgets.SaliencyExplorer`,
     at the explorer's current layer, K, contrast strategy and k (default: all its images and methods); the
     page opens on the live explorer's current image (if among ``images``) and method.  Images: JPEG
@@ -352,8 +359,8 @@ def static_saliency(explorer: Any, *, images: Iterable[int] | None = None, metho
     from ..evaluation import metrics
 
     if images is None and explorer._n > MAX_DEFAULT_IMAGES:
-        raise ValueError(f"the explorer holds {explorer._n} images; pass images=... (e.g. the chapter's sample) — "
-                         f"every image costs the maps of {len(explorer.methods)} methods")
+        raise ValueError(f"the explorer holds {explorer._n} images; pass images=... (e.g. the chapter's "
+                         f"sample) — every image costs the maps of {len(explorer.methods)} methods")
     ids = list(range(explorer._n)) if images is None else [int(i) for i in images]
     bad = [i for i in ids if not 0 <= i < explorer._n]
     if bad or not ids:
@@ -381,13 +388,17 @@ def static_saliency(explorer: Any, *, images: Iterable[int] | None = None, metho
             for c, (rank, t) in enumerate(zip(ranks, targets)):
                 mask, valid = metrics.topk_mask(maps[c], k, explorer.ties, explorer.seed, stream=min(c, 1))
                 m = mask.numpy()[..., None]
-                top = encode_image(shown * m + shown * (1 - m) * 0.25, size=size, fmt=fmt) if bool(valid) else None
-                rows = _saliency_numbers(explorer, i, label, order, probs, t, rank, ranks, contrast, c, agree, k)
+                top = (encode_image(shown * m + shown * (1 - m) * 0.25, size=size, fmt=fmt) if bool(valid)
+                       else None)
+                rows = _saliency_numbers(explorer, i, label, order, probs, t, rank, ranks, contrast, c, agree,
+                                         k)
                 if parts is not None and "unique" in parts and label is not None and t == label:
-                    ev = float(metrics.unique_evidence(maps[c], parts["unique"], k, explorer.ties, explorer.seed))
+                    ev = float(metrics.unique_evidence(maps[c], parts["unique"], k, explorer.ties,
+                                                       explorer.seed))
                     rows.append(("top-k pixels on the true class's unique part",
                                  _evidence_text(ev, parts["unique"], k)))
-                views[(a, b, c)] = View([plain, encode_image(overlay(shown, maps[c].numpy()), size=size, fmt=fmt),
+                views[(a, b, c)] = View([plain,
+                                         encode_image(overlay(shown, maps[c].numpy()), size=size, fmt=fmt),
                                          top], rows)
     controls = [Control("image", [_image_label(explorer, i) for i in ids], "range"),
                 Control("method", [DISPLAY_NAMES.get(m, m) for m in meths]),
@@ -395,13 +406,15 @@ def static_saliency(explorer: Any, *, images: Iterable[int] | None = None, metho
     start = (ids.index(int(explorer.image.value)) if int(explorer.image.value) in ids else 0,
              meths.index(explorer.method.value) if explorer.method.value in meths else 0, 0)
     return StaticExplorer(controls, views, slots=["image", "map over the image", f"top {k:.0%} pixels"],
-                          title=f"Saliency maps of the top-{ranks[0]} and top-{ranks[1]} classes (layer {layer})",
+                          title=f"Saliency maps of the top-{ranks[0]} and top-{ranks[1]} classes (layer "
+                                f"{layer})",
                           image_width=image_width, legend=colour_scale(), initial=start)
 
 
 def _evidence_text(share: float, unique: Any, k: float) -> str:
-    """``"41.0% (chance 6.3%, ceiling 100.0%)"``: chance = the unique part's area ``|U| / (H·W)`` (the expected
-    share of a random top-k set), ceiling = ``min(1, |U| / ⌊k·H·W⌋)`` (the most a top-k set can hold)."""
+    """``"41.0% (chance 6.3%, ceiling 100.0%)"``: chance = the unique part's area ``|U| / (H·W)`` (the
+    expected share of a random top-k set), ceiling = ``min(1, |U| / ⌊k·H·W⌋)`` (the most a top-k set can
+    hold)."""
     from ..evaluation import metrics
 
     h, w = unique.shape[-2:]
@@ -417,12 +430,14 @@ def _image_label(explorer: Any, i: int) -> str:
 
 
 def _saliency_numbers(explorer: Any, i: int, label: int | None, order: Any, probs: Any, t: int, rank: int,
-                      ranks: Sequence[int], contrast: Any, c: int, agree: float, k: float) -> list[tuple[str, str]]:
+                      ranks: Sequence[int], contrast: Any, c: int, agree: float,
+                      k: float) -> list[tuple[str, str]]:
     pred = int(order[0])
     rows = [("image", f"{i}")]
     if label is not None:
         verdict = "correct" if pred == label else "misclassified"
-        rows.append(("true class · prediction", f"{explorer._name(label)} · {explorer._name(pred)} ({verdict})"))
+        rows.append(("true class · prediction",
+                     f"{explorer._name(label)} · {explorer._name(pred)} ({verdict})"))
     rows.append((f"target (top-{rank})", f"{explorer._name(t)}, p = {float(probs[t]):.3f}"))
     if contrast is not None:
         rows.append(("CASE contrast classes", ", ".join(explorer._name(int(v)) for v in contrast[c])))
@@ -449,7 +464,8 @@ def static_agreement(explorer: Any, *, dpi: int = 80, colors: int | None = 32) -
         agreement = group["agreement"].to_numpy(dtype=float)
         r = stats.class_sensitivity_test(agreement, threshold=explorer.threshold)
         finite = agreement[~np.isnan(agreement)]
-        title = " · ".join(DISPLAY_NAMES.get(v, str(v)) if f == "method" else str(v) for f, v in zip(facets, key))
+        title = " · ".join(DISPLAY_NAMES.get(v, str(v)) if f == "method" else str(v)
+                           for f, v in zip(facets, key))
         png = _histogram_png(finite, explorer.bins, explorer.threshold, title, dpi, colors)
         views[idx] = View([png], _agreement_numbers(r, int(np.isnan(agreement).sum())))
     controls = [Control(f, [DISPLAY_NAMES.get(v, str(v)) if f == "method" else str(v) for v in opts])
@@ -464,7 +480,8 @@ def _agreement_numbers(r: Any, excluded: int) -> list[tuple[str, str]]:
     from .format import check, fmt_ci, p_phrase
 
     if r.reason:
-        return [("images in the test", f"{r.n} ({excluded} constant maps excluded)"), ("test", f"none: {r.reason}")]
+        return [("images in the test", f"{r.n} ({excluded} constant maps excluded)"),
+                ("test", f"none: {r.reason}")]
     return [("images in the test", f"{r.n} ({excluded} constant maps excluded, {r.n_zero} at the threshold)"),
             ("median agreement [95% CI]", fmt_ci(r.median, r.ci_low, r.ci_high)),
             (f"Wilcoxon, H1: median < {r.threshold:.0%}", p_phrase(r.p)),
@@ -481,7 +498,8 @@ def _histogram_png(finite: np.ndarray, bins: np.ndarray, threshold: float, title
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     ax.hist(finite * 100, bins=bins * 100, color="#4c72b0", edgecolor="white")
-    ax.axvline(threshold * 100, color="#d55e00", linestyle="--", linewidth=1.5, label=f"{threshold:.0%} threshold")
+    ax.axvline(threshold * 100, color="#d55e00", linestyle="--", linewidth=1.5,
+               label=f"{threshold:.0%} threshold")
     ax.set_xlim(0, 100)
     ax.set_xlabel(f"top-k agreement (%), {len(finite)} images")
     ax.set_ylabel("images")
@@ -494,8 +512,8 @@ def _histogram_png(finite: np.ndarray, bins: np.ndarray, threshold: float, title
         return buf.getvalue()
     img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
     out = io.BytesIO()
-    img.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(out, "PNG",
-                                                                                                   optimize=True)
+    img.quantize(colors=colors, method=Image.Quantize.MEDIANCUT,
+                 dither=Image.Dither.NONE).save(out, "PNG", optimize=True)
     return out.getvalue()
 
 

@@ -183,7 +183,8 @@ def collapsed(short: Block, long: Block, summary: str = "Show all rows") -> Bloc
 
 
 def _text_grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A fixed-width plain-text table (columns left-aligned, two spaces apart; a cell's line breaks → ", ")."""
+    """A fixed-width plain-text table (columns left-aligned, two spaces apart; a cell's line breaks
+    → ", ")."""
     rows = [[c.replace("\n", ", ") for c in r] for r in rows]
     width = [max([len(h), *(len(r[j]) for r in rows)]) for j, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, width)).rstrip(),
@@ -192,8 +193,9 @@ def _text_grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, bold: Sequence[Sequence[bool]] | None,
-                numeric: Sequence[bool], caption: str | None, row_header: bool) -> str:
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], *,
+                bold: Sequence[Sequence[bool]] | None, numeric: Sequence[bool], caption: str | None,
+                row_header: bool) -> str:
     def cell(tag: str, text: str, j: int, strong: bool = False) -> str:
         align = "right" if numeric[j] else "left"
         lines = text.split("\n")  # a line break inside a cell; short lines never wrap (the box scrolls)
@@ -210,7 +212,8 @@ def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, bold: S
         tds = [cell("th" if (row_header and j == 0) else "td", c, j, bool(bold and bold[i][j]))
                for j, c in enumerate(r)]
         body.append("<tr>" + "".join(tds) + "</tr>")
-    cap = f'<caption style="caption-side:top;text-align:left">{html.escape(caption)}</caption>' if caption else ""
+    cap = (f'<caption style="caption-side:top;text-align:left">{html.escape(caption)}</caption>' if caption
+           else "")
     return (f'<table class="{TABLE_CLASS}" style="border-collapse:collapse;font-size:0.9em">{cap}'
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
@@ -221,9 +224,9 @@ P_COLUMNS = ("p", "p_holm", "p_one_sided", "p_two_sided", "p_value", "p_adjusted
 #: Shown names of the project's column names (anything else keeps its own name).
 HEADERS: dict[str, str] = {
     "n_excluded": "excluded", "n_degenerate": "degenerate", "n_zero": "at threshold", "ci_low": "CI low",
-    "ci_high": "CI high", "p_holm": "p (Holm)", "p_one_sided": "p (one-sided)", "p_two_sided": "p (two-sided)",
-    "reject": "rejects H0", "reject_holm": "rejects H0 (Holm)", "share_below": "share below threshold",
-    "layer_name": "layer (name)", "sd": "SD", "d_z": "d_z",
+    "ci_high": "CI high", "p_holm": "p (Holm)", "p_one_sided": "p (one-sided)",
+    "p_two_sided": "p (two-sided)", "reject": "rejects H0", "reject_holm": "rejects H0 (Holm)",
+    "share_below": "share below threshold", "layer_name": "layer (name)", "sd": "SD", "d_z": "d_z",
 }
 
 
@@ -235,7 +238,8 @@ def _redundant_columns(df: pd.DataFrame) -> list[str]:
     for c in cols:
         if not isinstance(c, str):
             continue
-        if c.islower() and c.capitalize() in cols and c.capitalize() != c or c.endswith("_fmt") and c[:-4] in cols:
+        if (c.islower() and c.capitalize() in cols and c.capitalize() != c
+                or c.endswith("_fmt") and c[:-4] in cols):
             drop.append(c)
     seen: list[str] = []
     for c in cols:
@@ -248,7 +252,8 @@ def _redundant_columns(df: pd.DataFrame) -> list[str]:
     return drop
 
 
-def _column_formatter(name: str, series: pd.Series, percent: Iterable[str], digits: int) -> Callable[[Any], str]:
+def _column_formatter(name: str, series: pd.Series, percent: Iterable[str],
+                      digits: int) -> Callable[[Any], str]:
     if name in percent:
         return fmt_pct
     if name in P_COLUMNS or (isinstance(name, str) and name.startswith("p_") and "fmt" not in name
@@ -297,10 +302,12 @@ def table(df: pd.DataFrame | pd.Series, *, columns: Sequence[str] | None = None,
     fmts = [formats.get(c) or _column_formatter(c, df[c], percent, digits) for c in columns]
     header = [str(names.get(c, c)) for c in columns]
     rows = [[f(v) for f, v in zip(fmts, rec)] for rec in df[list(columns)].itertuples(index=False, name=None)]
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in columns]
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+               for c in columns]
     mask = None
     if bold is not None:
-        mask = [[bool(bold[c].iloc[i]) if c in bold.columns else False for c in columns] for i in range(len(df))]
+        mask = [[bool(bold[c].iloc[i]) if c in bold.columns else False for c in columns]
+                for i in range(len(df))]
 
     def render(n: int | None) -> Block:
         rs = rows[:n] if n is not None else rows
@@ -338,7 +345,8 @@ def pivot(full: pd.DataFrame, *, rows: str = "Method", columns: str = "Model",
     body = [[str(rk), *(text.get((rk, ck), "–") for ck in col_keys)] for rk in row_keys]
     mask = [[False, *(strong.get((rk, ck), False) for ck in col_keys)] for rk in row_keys] if bold else None
     numeric = [False] * len(header)
-    return scroll(Block(_html_table(header, body, bold=mask, numeric=numeric, caption=caption, row_header=True),
+    return scroll(Block(_html_table(header, body, bold=mask, numeric=numeric, caption=caption,
+                                    row_header=True),
                         _text_grid(header, body)))
 
 
@@ -354,15 +362,16 @@ def fidelity_pivot(full3: pd.DataFrame, *, caption: str | None = None) -> Block:
     return pivot(full3, cell=_fidelity_cell, bold="highest", caption=caption)
 
 
-def sensitivity_table(full: pd.DataFrame, *, by: Sequence[str] = ("Model", "Method"), max_rows: int | None = None,
-                      caption: str | None = None) -> Block:
+def sensitivity_table(full: pd.DataFrame, *, by: Sequence[str] = ("Model", "Method"),
+                      max_rows: int | None = None, caption: str | None = None) -> Block:
     """A class-sensitivity frame (``table1_full``, ``table2_full``, ``seed_agreement``) long and readable:
     ``by`` columns, n, excluded, median [95 % CI], p, p (Holm), rejects H0 ✓/✗."""
     frame = pd.DataFrame({c: full[c] for c in by})
     frame["n"] = full["n"]
     if "n_excluded" in full:
         frame["excluded"] = full["n_excluded"]
-    frame["median [95% CI]"] = [fmt_ci(r["median"], r["ci_low"], r["ci_high"]) for r in full.to_dict("records")]
+    frame["median [95% CI]"] = [fmt_ci(r["median"], r["ci_low"], r["ci_high"])
+                                for r in full.to_dict("records")]
     frame["p"] = full["p"]
     if "p_holm" in full:
         frame["p (Holm)"] = full["p_holm"]
@@ -378,6 +387,7 @@ def claims_table(claims: pd.DataFrame, *, columns: Sequence[str] | None = None, 
                  max_rows: int | None = None) -> Block:
     """A claims frame (``section, claim, paper says, this run, supported``) with ✓/✗/— verdicts."""
     cols = list(columns) if columns is not None else [c for c in claims.columns]
-    fmts = {c: check for c in cols if c == "supported" or claims[c].map(lambda v: isinstance(v, (bool, np.bool_))
-                                                                         or _missing(v)).all()}
+    fmts = {c: check for c in cols
+            if c == "supported" or claims[c].map(lambda v: isinstance(v, (bool, np.bool_))
+                                                 or _missing(v)).all()}
     return table(claims, columns=cols, formats=fmts, caption=caption, max_rows=max_rows, keep_duplicates=True)

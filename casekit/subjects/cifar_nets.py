@@ -1,8 +1,10 @@
-"""Architectures of the pretrained CIFAR-10 reference networks (``ck.reference``), written from their descriptions.
+"""Architectures of the pretrained CIFAR-10 reference networks (``ck.reference``), written from their
+descriptions.
 
 Each class reproduces the module names of its published checkpoint, so ``load_state_dict`` matches key by key:
 
-* :class:`CifarResNet` — He et al. (2016), depth 6n+2, option-A (parameter-free) shortcuts (akamaster's files);
+* :class:`CifarResNet` — He et al. (2016), depth 6n+2, option-A (parameter-free) shortcuts (akamaster's
+  files);
 * :class:`DenseNetBC` — pre-activation DenseNet-BC-40-12 (Huang et al. 2017; the HazyResearch file);
 * :class:`ShuffleNetV2Cifar` — ShuffleNetV2 ×0.5 with a CIFAR stem (Ma et al. 2018; chenyaofo's file);
 * :class:`CaptumLeNet` — the small LeNet-style CNN of Captum's CIFAR-10 tutorial.
@@ -29,7 +31,8 @@ def _check_int(name: str, value: object, low: int) -> None:
 
 
 class _ShortcutA(nn.Module):
-    """He et al.'s parameter-free "option A" shortcut: every second pixel, channels zero-padded equally on both sides."""
+    """He et al.'s parameter-free "option A" shortcut: every second pixel, channels zero-padded equally on
+    both sides."""
 
     def __init__(self, pad: int) -> None:
         super().__init__()
@@ -57,8 +60,8 @@ class _BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """The CIFAR ResNet of He et al. (2016), depth 6n+2: ``conv1``/``bn1``, ``layer1..3`` (n blocks each, widths
-    16/32/64, stride 2 at the start of layer2 and layer3), global average pool, ``linear``."""
+    """The CIFAR ResNet of He et al. (2016), depth 6n+2: ``conv1``/``bn1``, ``layer1..3`` (n blocks each,
+    widths 16/32/64, stride 2 at the start of layer2 and layer3), global average pool, ``linear``."""
 
     def __init__(self, depth: int = 20, num_classes: int = 10) -> None:
         super().__init__()
@@ -97,7 +100,8 @@ def cifar_resnet(depth: int = 20, num_classes: int = 10) -> CifarResNet:
 
 
 class _Bottleneck(nn.Module):
-    """BN, ReLU, 1×1 conv (→ 4k), BN, ReLU, 3×3 conv (→ k); output ``cat([x, new])`` (input channels first)."""
+    """BN, ReLU, 1×1 conv (→ 4k), BN, ReLU, 3×3 conv (→ k); output ``cat([x, new])`` (input channels
+    first)."""
 
     def __init__(self, in_channels: int, growth: int) -> None:
         super().__init__()
@@ -134,12 +138,12 @@ class _Transition(nn.Module):
 
 
 class DenseNetBC(nn.Module):
-    """Pre-activation DenseNet-BC for 32×32 inputs: ``conv1`` (3×3 → 2k), three dense blocks of ``(depth-4)/6``
-    bottleneck layers with transitions halving channels and resolution in between, then the final BatchNorm
-    ``bn1`` (torchvision's ``norm5``), ReLU, global average pool, ``fc``.
+    """Pre-activation DenseNet-BC for 32×32 inputs: ``conv1`` (3×3 → 2k), three dense blocks of
+    ``(depth-4)/6`` bottleneck layers with transitions halving channels and resolution in between, then the
+    final BatchNorm ``bn1`` (torchvision's ``norm5``), ReLU, global average pool, ``fc``.
 
-    Depth 40, growth k = 12: channels 24 → 96 → 48 → 120 → 60 → 132, maps 32 → 16 → 8; CAM's feature map is the
-    output of ``block3`` [132, 8, 8].
+    Depth 40, growth k = 12: channels 24 → 96 → 48 → 120 → 60 → 132, maps 32 → 16 → 8; CAM's feature map is
+    the output of ``block3`` [132, 8, 8].
     """
 
     def __init__(self, depth: int = 40, growth: int = 12, num_classes: int = 10) -> None:
@@ -171,7 +175,7 @@ class DenseNetBC(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-# --------------------------------------------------------------------------- ShuffleNetV2 (Ma et al. 2018, CIFAR stem)
+# ------------------------------------------------------------------ ShuffleNetV2 (Ma et al. 2018, CIFAR stem)
 
 
 def channel_shuffle(x: torch.Tensor, groups: int = 2) -> torch.Tensor:
@@ -181,19 +185,21 @@ def channel_shuffle(x: torch.Tensor, groups: int = 2) -> torch.Tensor:
 
 
 def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(c_out)]
+    return [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(c_out)]
 
 
 class _ShuffleUnit(nn.Module):
-    """Stride 2: ``cat(branch1(x), branch2(x))``; stride 1: ``cat(x1, branch2(x2))`` with ``x1, x2`` the two channel
-    halves (``branch1`` empty).  A channel shuffle with 2 groups follows."""
+    """Stride 2: ``cat(branch1(x), branch2(x))``; stride 1: ``cat(x1, branch2(x2))`` with ``x1, x2`` the two
+    channel halves (``branch1`` empty).  A channel shuffle with 2 groups follows."""
 
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()
         h = c_out // 2
         self.stride = stride
         if stride == 2:
-            self.branch1 = nn.Sequential(*_conv_bn(c_in, c_in, 3, 2, groups=c_in), *_conv_bn(c_in, h, 1), nn.ReLU())
+            self.branch1 = nn.Sequential(*_conv_bn(c_in, c_in, 3, 2, groups=c_in), *_conv_bn(c_in, h, 1),
+                                         nn.ReLU())
             first = c_in
         else:
             if c_in != c_out:
@@ -201,7 +207,8 @@ class _ShuffleUnit(nn.Module):
             self.branch1 = nn.Sequential()
             first = h
         self.branch2 = nn.Sequential(
-            *_conv_bn(first, h, 1), nn.ReLU(), *_conv_bn(h, h, 3, stride, groups=h), *_conv_bn(h, h, 1), nn.ReLU()
+            *_conv_bn(first, h, 1), nn.ReLU(), *_conv_bn(h, h, 3, stride, groups=h), *_conv_bn(h, h, 1),
+            nn.ReLU()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -214,15 +221,15 @@ class _ShuffleUnit(nn.Module):
 
 
 class ShuffleNetV2Cifar(nn.Module):
-    """ShuffleNetV2 with a CIFAR stem (3×3 conv, stride 1, no max pool): ``conv1`` → ``stage2..4`` (4, 8, 4 units,
-    the first of each with stride 2) → ``conv5`` (1×1 conv → BN → ReLU) → global average pool → ``fc``.
+    """ShuffleNetV2 with a CIFAR stem (3×3 conv, stride 1, no max pool): ``conv1`` → ``stage2..4`` (4, 8, 4
+    units, the first of each with stride 2) → ``conv5`` (1×1 conv → BN → ReLU) → global average pool → ``fc``.
 
-    ×0.5 widths (24, 48, 96, 192, 1024); maps 32 → 16 → 8 → 4; ``conv5.0`` is the last convolution [1024, 4, 4] and
-    ``conv5.1`` the final BatchNorm.
+    ×0.5 widths (24, 48, 96, 192, 1024); maps 32 → 16 → 8 → 4; ``conv5.0`` is the last convolution [1024, 4,
+    4] and ``conv5.1`` the final BatchNorm.
     """
 
-    def __init__(self, widths: tuple[int, ...] = (24, 48, 96, 192, 1024), repeats: tuple[int, ...] = (4, 8, 4),
-                 num_classes: int = 10) -> None:
+    def __init__(self, widths: tuple[int, ...] = (24, 48, 96, 192, 1024),
+                 repeats: tuple[int, ...] = (4, 8, 4), num_classes: int = 10) -> None:
         super().__init__()
         if len(widths) != 5 or len(repeats) != 3:
             raise ValueError(f"widths needs 5 entries and repeats 3, got {widths} and {repeats}")

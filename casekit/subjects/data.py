@@ -1,12 +1,13 @@
-"""Datasets of the paper profile: ImageNet validation images, CIFAR-100 and the shared CIFAR-10 reference images.
+"""Datasets of the paper profile: ImageNet validation images, CIFAR-100 and the shared CIFAR-10 reference
+images.
 
 Nothing here downloads.  A dataset that is not on the machine stops with one
 :class:`MissingDataError` that names what is missing, where casekit looked and
 how to provide it.
 
 Where casekit looks by default (:func:`data_root`): ``$CASEKIT_DATA`` if set,
-else the checkout's ``data/`` folder (else ``~/.casekit/data`` for an installed casekit), with ``imagenet/val``
-and ``cifar100`` below it (``data/README.md`` has the whole layout).
+else the checkout's ``data/`` folder (else ``~/.casekit/data`` for an installed casekit), with
+``imagenet/val`` and ``cifar100`` below it (``data/README.md`` has the whole layout).
 Every loader also takes an explicit ``root``.
 
 ImageNet label order is torchvision's: class ``i`` is the ``i``-th WordNet id
@@ -78,7 +79,8 @@ _FLAT_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.(jpeg|jpg|png)$", re.IGNORECA
 
 
 class MissingDataError(FileNotFoundError):
-    """A dataset (or one of its files) is not on this machine; the message says where casekit looked and how to get it."""
+    """A dataset (or one of its files) is not on this machine; the message says where casekit looked and how
+    to get it."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -92,8 +94,9 @@ class MissingDataError(FileNotFoundError):
 
 
 def data_root() -> Path:
-    """casekit's data folder: ``$CASEKIT_DATA`` if set, else the ``data/`` folder of the checkout casekit runs from
-    (:func:`casekit._io.checkout_root`), else ``~/.casekit/data`` (an installed casekit).  Not created here.
+    """casekit's data folder: ``$CASEKIT_DATA`` if set, else the ``data/`` folder of the checkout casekit runs
+    from (:func:`casekit._io.checkout_root`), else ``~/.casekit/data`` (an installed casekit).  Not created
+    here.
 
     Layout (``data/README.md``): ``reference/cifar10/`` (the pretrained CIFAR-10 networks and the 2,000 shared
     images), ``cifar10/`` (the official CIFAR-10 archive), ``torchvision/`` (optional copies of the paper's
@@ -126,26 +129,30 @@ def _shared_candidates() -> list[Path]:
     return found
 
 
-def shared_reference_dir(name: str = "cifar10", root: str | os.PathLike | None = None, need: str | None = None) -> Path:
-    """The folder ``shared/reference/<name>``: ``root`` if given, else ``$CASEKIT_SHARED/reference/<name>`` if that
-    variable is set, else the first ``shared/reference/<name>`` found walking up from the current directory and
-    from the package location.  ``need`` (a file name) must exist inside it."""
+def shared_reference_dir(name: str = "cifar10", root: str | os.PathLike | None = None,
+                         need: str | None = None) -> Path:
+    """The folder ``shared/reference/<name>``: ``root`` if given, else ``$CASEKIT_SHARED/reference/<name>`` if
+    that variable is set, else the first ``shared/reference/<name>`` found walking up from the current
+    directory and from the package location.  ``need`` (a file name) must exist inside it."""
     if root is not None:
         candidates = [Path(root).expanduser()]
         origin = "the root= argument"
     else:
         candidates = [c / "reference" / name for c in _shared_candidates()]
-        origin = "$CASEKIT_SHARED" if os.environ.get("CASEKIT_SHARED") else "every parent of the current directory and of the casekit package"
+        origin = ("$CASEKIT_SHARED" if os.environ.get("CASEKIT_SHARED")
+                  else "every parent of the current directory and of the casekit package")
     for cand in candidates:
         if cand.is_dir() and (need is None or (cand / need).is_file()):
             return cand
-    what = f"{need} in the shared reference folder '{name}'" if need else f"the shared reference folder '{name}'"
+    what = (f"{need} in the shared reference folder '{name}'" if need
+            else f"the shared reference folder '{name}'")
     shown = ", ".join(str(c) for c in candidates[:6]) + (", ..." if len(candidates) > 6 else "")
     raise MissingDataError(
         f"casekit: {what} was not found.\n"
         f"  looked in ({origin}): {shown}\n"
-        f"  to provide it: pass root=<folder holding {need or 'the files'}>, or set CASEKIT_SHARED=<folder> so that "
-        f"<folder>/reference/{name}/{need or ''} exists (in the casekit workspace it is ../shared next to the repository)."
+        f"  to provide it: pass root=<folder holding {need or 'the files'}>, or set CASEKIT_SHARED=<folder> "
+        f"so that <folder>/reference/{name}/{need or ''} exists (in the casekit workspace it is ../shared "
+        "next to the repository)."
     )
 
 
@@ -153,7 +160,8 @@ def reference_cifar10_images(
     root: str | os.PathLike | None = None, normalize: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """The 2,000 real CIFAR-10 test images of ``shared/reference/cifar10`` (first 200 of each class), found in
-    ``root``, else in ``$CASEKIT_DATA/reference/cifar10`` or a shared folder (``ck.reference.images`` is the newer form).
+    ``root``, else in ``$CASEKIT_DATA/reference/cifar10`` or a shared folder (``ck.reference.images`` is the
+    newer form).
 
     Returns ``(images [N, 3, 32, 32] float32, labels [N] int64, class_names)``; images are in [0, 1], or
     ``(x - mean) / std`` with the README's mean/std (ImageNet statistics) when ``normalize``.
@@ -168,7 +176,8 @@ def reference_cifar10_images(
     with np.load(folder / "cifar10_test_jpeg_2000.npz") as npz:
         raw, labels, classes = npz["images"], npz["labels"], [str(c) for c in npz["classes"]]
     if raw.ndim != 4 or raw.shape[1:] != (32, 32, 3) or raw.dtype != np.uint8:
-        raise ValueError(f"{folder / 'cifar10_test_jpeg_2000.npz'}: expected uint8 images [N, 32, 32, 3], got {raw.dtype} {raw.shape}")
+        raise ValueError(f"{folder / 'cifar10_test_jpeg_2000.npz'}: expected uint8 images [N, 32, 32, 3], "
+                         f"got {raw.dtype} {raw.shape}")
     images = torch.from_numpy(raw).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
     if normalize:
         mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
@@ -196,7 +205,8 @@ def imagenet_preprocess(resize: int = 256, crop: int = 224) -> Callable[[Image.I
 
 
 def imagenet_wnids() -> list[str]:
-    """The 1,000 ILSVRC-2012 wnids in torchvision's class-index order (sorted), read from timm's packaged list."""
+    """The 1,000 ILSVRC-2012 wnids in torchvision's class-index order (sorted), read from timm's packaged
+    list."""
     try:
         from importlib.resources import files
 
@@ -204,9 +214,9 @@ def imagenet_wnids() -> list[str]:
     except (ModuleNotFoundError, FileNotFoundError) as err:
         raise MissingDataError(
             "casekit: the list of the 1,000 ImageNet wnids was not found.\n"
-            "  looked in: timm's packaged file timm/data/_info/imagenet_synsets.txt (timm is not installed or lacks it)\n"
-            "  to provide it: pip install timm, or pass wnids=<the 1,000 wnids in sorted order> "
-            "(e.g. the sorted folder names of a complete ImageFolder train/ or val/ tree)."
+            "  looked in: timm's packaged file timm/data/_info/imagenet_synsets.txt (timm is not installed "
+            "or lacks it)\n  to provide it: pip install timm, or pass wnids=<the 1,000 wnids in sorted "
+            "order> (e.g. the sorted folder names of a complete ImageFolder train/ or val/ tree)."
         ) from err
     wnids = text.split()
     if len(wnids) != 1000 or wnids != sorted(wnids):
@@ -215,8 +225,8 @@ def imagenet_wnids() -> list[str]:
 
 
 def imagenet_categories() -> list[str]:
-    """Human-readable names of the 1,000 classes in torchvision's index order (from torchvision's weight metadata,
-    available offline)."""
+    """Human-readable names of the 1,000 classes in torchvision's index order (from torchvision's weight
+    metadata, available offline)."""
     from torchvision.models import ResNet50_Weights
 
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
@@ -275,13 +285,14 @@ def _imagenet_missing(root: Path, origin: str, detail: str) -> MissingDataError:
     return MissingDataError(
         f"casekit: ImageNet validation images not found: {detail}\n"
         f"  looked in: {root} ({origin})\n"
-        "  to provide it: download the ILSVRC-2012 validation set (image-net.org, needs an account) on a machine with "
-        "internet, then either\n"
+        "  to provide it: download the ILSVRC-2012 validation set (image-net.org, needs an account) on a "
+        "machine with internet, then either\n"
         "    - ImageFolder layout: <root>/<wnid>/*.JPEG (e.g. after the usual valprep.sh), or\n"
-        "    - flat layout: <root>/ILSVRC2012_val_00000001.JPEG ... plus a label file: LOC_val_solution.csv (Kaggle), "
-        "val.txt ('filename label' lines, label = wnid or 0-based sorted-wnid index), or the devkit's "
-        "ILSVRC2012_validation_ground_truth.txt with devkit=<ILSVRC2012_devkit_t12 folder>;\n"
-        f"  copy it here and pass root=<folder>, or put it at $CASEKIT_DATA/imagenet/val (now {data_root() / 'imagenet' / 'val'})."
+        "    - flat layout: <root>/ILSVRC2012_val_00000001.JPEG ... plus a label file: LOC_val_solution.csv "
+        "(Kaggle), val.txt ('filename label' lines, label = wnid or 0-based sorted-wnid index), or the "
+        "devkit's ILSVRC2012_validation_ground_truth.txt with devkit=<ILSVRC2012_devkit_t12 folder>;\n"
+        "  copy it here and pass root=<folder>, or put it at $CASEKIT_DATA/imagenet/val (now "
+        f"{data_root() / 'imagenet' / 'val'})."
     )
 
 
@@ -300,15 +311,16 @@ def _parse_devkit_meta(devkit: str | os.PathLike) -> dict[int, str]:
                 break
     if not path.is_file():
         raise MissingDataError(
-            f"casekit: the ImageNet devkit's meta.mat was not found.\n  looked in: {devkit} (and its data/meta.mat)\n"
-            "  to provide it: download ILSVRC2012_devkit_t12.tar.gz (image-net.org) and pass devkit=<the extracted folder "
-            "or the .tar.gz>, or pass id_to_wnid=<wnids in ILSVRC2012_ID order>."
+            f"casekit: the ImageNet devkit's meta.mat was not found.\n  looked in: {devkit} (and its "
+            "data/meta.mat)\n  to provide it: download ILSVRC2012_devkit_t12.tar.gz (image-net.org) and pass "
+            "devkit=<the extracted folder or the .tar.gz>, or pass id_to_wnid=<wnids in ILSVRC2012_ID order>."
         )
     if path.name.endswith((".tar.gz", ".tgz", ".tar")):
         with tarfile.open(path) as tar:
             member = next((m for m in tar.getmembers() if m.name.endswith("data/meta.mat")), None)
             if member is None:
-                raise ValueError(f"{path}: no data/meta.mat inside this archive; is it ILSVRC2012_devkit_t12.tar.gz?")
+                raise ValueError(f"{path}: no data/meta.mat inside this archive; is it "
+                                 "ILSVRC2012_devkit_t12.tar.gz?")
             blob = io.BytesIO(tar.extractfile(member).read())  # type: ignore[union-attr]
         synsets = sio.loadmat(blob, squeeze_me=True)["synsets"]
     else:
@@ -331,21 +343,24 @@ def _read_label_file(
             match = re.search(r"(\d{8})", row["ImageId"])
             tokens = (row.get("PredictionString") or "").split()
             if match is None or not tokens:
-                raise ValueError(f"{path}: cannot read the row {row!r} (expected ImageId,PredictionString '<wnid> x y x y ...')")
+                raise ValueError(f"{path}: cannot read the row {row!r} (expected ImageId,PredictionString "
+                                 "'<wnid> x y x y ...')")
             out[int(match.group(1))] = tokens[0]
         return out
     lines = [ln.split() for ln in text.splitlines() if ln.strip()]
-    if lines and all(len(tok) == 1 for tok in lines):  # devkit ground truth: one ILSVRC2012_ID per image, in file order
+    # devkit ground truth: one ILSVRC2012_ID per image, in file order
+    if lines and all(len(tok) == 1 for tok in lines):
         if id_to_wnid is None:
             if devkit is None:
-                guess = path.parent.parent  # .../ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt
+                # .../ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt
+                guess = path.parent.parent
                 if (guess / "data" / "meta.mat").is_file():
                     devkit = guess
             if devkit is None:
                 raise ValueError(
                     f"{path} holds ILSVRC2012_IDs (devkit ground truth); they are not class indices. Pass "
-                    "devkit=<ILSVRC2012_devkit_t12 folder or .tar.gz> (its data/meta.mat maps IDs to wnids) or "
-                    "id_to_wnid=<the wnids in ILSVRC2012_ID order>."
+                    "devkit=<ILSVRC2012_devkit_t12 folder or .tar.gz> (its data/meta.mat maps IDs to wnids) "
+                    "or id_to_wnid=<the wnids in ILSVRC2012_ID order>."
                 )
             mapping: Mapping[int, str] = _parse_devkit_meta(devkit)
         elif isinstance(id_to_wnid, Mapping):
@@ -355,7 +370,8 @@ def _read_label_file(
         for number, (token,) in enumerate(lines, start=1):
             ilsvrc_id = int(token)
             if ilsvrc_id not in mapping:
-                raise ValueError(f"{path}, line {number}: ILSVRC2012_ID {ilsvrc_id} is not in the ID → wnid mapping")
+                raise ValueError(f"{path}, line {number}: ILSVRC2012_ID {ilsvrc_id} is not in the ID → wnid "
+                                 "mapping")
             out[number] = mapping[ilsvrc_id]
         return out
     for number, tokens in enumerate(lines, start=1):  # "filename label" (whitespace or comma separated)
@@ -365,7 +381,8 @@ def _read_label_file(
             raise ValueError(f"{path}, line {number}: expected 'filename label', got {' '.join(tokens)!r}")
         match = re.search(r"(\d{8})", tokens[0])
         if match is None:
-            raise ValueError(f"{path}, line {number}: {tokens[0]!r} is not an ILSVRC2012_val_XXXXXXXX file name")
+            raise ValueError(f"{path}, line {number}: {tokens[0]!r} is not an ILSVRC2012_val_XXXXXXXX file "
+                             "name")
         label = tokens[1]
         out[int(match.group(1))] = label if _WNID.match(label) else int(label)
     return out
@@ -384,12 +401,12 @@ def imagenet_val(
     Layouts (detected automatically):
 
     * **ImageFolder**: ``root/<wnid>/*.JPEG``; a subset of the 1,000 classes is fine.
-    * **flat** (official): ``root/ILSVRC2012_val_00000001.JPEG ...`` with a label file, ``labels=`` or found in
-      ``root`` or its parent: ``LOC_val_solution.csv`` (Kaggle: ``ImageId,PredictionString``, first wnid),
+    * **flat** (official): ``root/ILSVRC2012_val_00000001.JPEG ...`` with a label file, ``labels=`` or found
+      in ``root`` or its parent: ``LOC_val_solution.csv`` (Kaggle: ``ImageId,PredictionString``, first wnid),
       ``val.txt`` (``filename label`` per line; label a wnid or a 0-based index in sorted-wnid order, as in
-      Caffe's val.txt), or the devkit's ``ILSVRC2012_validation_ground_truth.txt`` (1-based ILSVRC2012_IDs, which
-      are *not* the sorted order: they are mapped via ``devkit=``'s ``data/meta.mat`` or ``id_to_wnid``).
-      The dataset holds the images present on disk; each must have a label.
+      Caffe's val.txt), or the devkit's ``ILSVRC2012_validation_ground_truth.txt`` (1-based ILSVRC2012_IDs,
+      which are *not* the sorted order: they are mapped via ``devkit=``'s ``data/meta.mat`` or
+      ``id_to_wnid``). The dataset holds the images present on disk; each must have a label.
 
     ``transform``: ``"paper"`` (default) = :func:`imagenet_preprocess`, ``None`` = PIL images, or a callable.
     ``wnids``: the 1,000 wnids in index order (default :func:`imagenet_wnids`).
@@ -408,16 +425,19 @@ def imagenet_val(
     class_dirs = [p for p in entries if p.is_dir() and _WNID.match(p.name)]
     flat_files = [p for p in entries if p.is_file() and _FLAT_NAME.match(p.name)]
     if class_dirs and flat_files:
-        raise ValueError(f"{base} mixes wnid folders and flat ILSVRC2012_val_* files; keep one layout per folder")
+        raise ValueError(f"{base} mixes wnid folders and flat ILSVRC2012_val_* files; keep one layout per "
+                         "folder")
 
     def full_wnids() -> list[str]:
         if wnids is not None:
             out = [str(w) for w in wnids]
             if len(out) != 1000 or len(set(out)) != 1000:
-                raise ValueError(f"wnids must list 1000 distinct wnids, got {len(out)} ({len(set(out))} distinct)")
+                raise ValueError(f"wnids must list 1000 distinct wnids, got {len(out)} ({len(set(out))} "
+                                 "distinct)")
             return out
         if len(class_dirs) == 1000 and not flat_files:
-            return [p.name for p in class_dirs]  # a complete ImageFolder tree: sorted folder names are the order
+            # a complete ImageFolder tree: sorted folder names are the order
+            return [p.name for p in class_dirs]
         return imagenet_wnids()
 
     if class_dirs:
@@ -430,15 +450,18 @@ def imagenet_val(
             files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             samples += [(p, index[folder.name]) for p in files]
         if not samples:
-            raise _imagenet_missing(base, origin, f"{len(class_dirs)} wnid folders but no .JPEG/.jpg/.png images in them")
+            raise _imagenet_missing(base, origin,
+                                    f"{len(class_dirs)} wnid folders but no .JPEG/.jpg/.png images in them")
         return ImageNetVal(samples, order, transform, base, "imagefolder", "folder names")
 
     if not flat_files:
-        raise _imagenet_missing(base, origin, "no <wnid>/ folders and no ILSVRC2012_val_XXXXXXXX.JPEG files in it")
+        raise _imagenet_missing(base, origin,
+                                "no <wnid>/ folders and no ILSVRC2012_val_XXXXXXXX.JPEG files in it")
     if labels is not None:
         label_path = Path(labels).expanduser()
         if not label_path.is_file():
-            raise MissingDataError(f"casekit: the ImageNet label file {label_path} does not exist (passed as labels=).")
+            raise MissingDataError(f"casekit: the ImageNet label file {label_path} does not exist (passed as "
+                                   "labels=).")
     else:
         names = ("LOC_val_solution.csv", "val.txt", "ILSVRC2012_validation_ground_truth.txt")
         places = [base, base.parent]
@@ -448,10 +471,11 @@ def imagenet_val(
         label_path = next((p for p in tried if p.is_file()), None)  # type: ignore[assignment]
         if label_path is None:
             raise MissingDataError(
-                f"casekit: found {len(flat_files)} flat ImageNet validation images in {base} but no label file.\n"
-                f"  looked for: {', '.join(str(p) for p in tried)}\n"
+                f"casekit: found {len(flat_files)} flat ImageNet validation images in {base} but no label "
+                f"file.\n  looked for: {', '.join(str(p) for p in tried)}\n"
                 "  to provide it: pass labels=<LOC_val_solution.csv | val.txt ('filename label') | "
-                "ILSVRC2012_validation_ground_truth.txt with devkit=...>, or move the images into <wnid>/ folders."
+                "ILSVRC2012_validation_ground_truth.txt with devkit=...>, or move the images into <wnid>/ "
+                "folders."
             )
     by_number = _read_label_file(label_path, id_to_wnid, devkit)
     order = full_wnids()
@@ -466,7 +490,8 @@ def imagenet_val(
         label = by_number[number]
         if isinstance(label, str):
             if label not in index:
-                raise ValueError(f"{label_path}: {label!r} (for {path.name}) is not one of the 1,000 ILSVRC-2012 wnids")
+                raise ValueError(f"{label_path}: {label!r} (for {path.name}) is not one of the 1,000 "
+                                 "ILSVRC-2012 wnids")
             label = index[label]
         elif not 0 <= label < 1000:
             raise ValueError(f"{label_path}: class index {label} for {path.name} is outside 0..999")
@@ -481,10 +506,12 @@ def imagenet_val(
 
 
 def split_indices(n_total: int, n_heldout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split ``range(n_total)`` at random into ``(heldout, pool)``: disjoint, together all indices, each sorted.
+    """Split ``range(n_total)`` at random into ``(heldout, pool)``: disjoint, together all indices, each
+    sorted.
 
-    ``heldout`` (``n_heldout`` indices) is for the confusion matrix behind the contrast sets; evaluation images are
-    drawn from ``pool`` only, so no evaluation image shaped its own contrast set.  Same seed → same split.
+    ``heldout`` (``n_heldout`` indices) is for the confusion matrix behind the contrast sets; evaluation
+    images are drawn from ``pool`` only, so no evaluation image shaped its own contrast set.  Same seed → same
+    split.
     """
     for name, value in (("n_total", n_total), ("n_heldout", n_heldout), ("seed", seed)):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -498,9 +525,11 @@ def split_indices(n_total: int, n_heldout: int, seed: int) -> tuple[torch.Tensor
 
 
 def subset_loader(
-    dataset: Dataset, indices: Sequence[int] | torch.Tensor | None = None, batch_size: int = 64, num_workers: int = 0
+    dataset: Dataset, indices: Sequence[int] | torch.Tensor | None = None, batch_size: int = 64,
+    num_workers: int = 0
 ) -> DataLoader:
-    """A DataLoader over ``dataset[indices]`` in the given order (no shuffling), e.g. for ``ck.confusion_matrix``."""
+    """A DataLoader over ``dataset[indices]`` in the given order (no shuffling), e.g. for
+    ``ck.confusion_matrix``."""
     subset = dataset if indices is None else Subset(dataset, [int(i) for i in indices])
     return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
@@ -516,11 +545,12 @@ def correct_sample(
     num_workers: int = 0,
     progress: bool = True,
 ) -> torch.Tensor:
-    """The first ``n`` images, in a seeded random order of ``pool`` (default: all of ``dataset``), that ``model``
-    classifies correctly (top-1 = label) — the paper's "N random validation images, correctly classified only".
+    """The first ``n`` images, in a seeded random order of ``pool`` (default: all of ``dataset``), that
+    ``model`` classifies correctly (top-1 = label) — the paper's "N random validation images, correctly
+    classified only".
 
-    Returns a LongTensor of ``n`` dataset indices in the order they were drawn.  Same model, data and seed → same
-    indices.  Raises ``ValueError`` if the pool holds fewer than ``n`` correctly classified images.
+    Returns a LongTensor of ``n`` dataset indices in the order they were drawn.  Same model, data and seed →
+    same indices.  Raises ``ValueError`` if the pool holds fewer than ``n`` correctly classified images.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
@@ -533,9 +563,11 @@ def correct_sample(
     if candidates.unique().numel() != candidates.numel():
         raise ValueError("pool holds repeated indices")
     if n > candidates.numel():
-        raise ValueError(f"asked for n={n} correctly classified images but the pool has only {candidates.numel()} images")
+        raise ValueError(f"asked for n={n} correctly classified images but the pool has only "
+                         f"{candidates.numel()} images")
     order = candidates[torch.randperm(candidates.numel(), generator=torch.Generator().manual_seed(seed))]
-    loader = DataLoader(Subset(dataset, order.tolist()), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(Subset(dataset, order.tolist()), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers)
     from ..cam.hooks import evaluation_mode
 
     chosen: list[int] = []
@@ -556,8 +588,8 @@ def correct_sample(
     bar.close()
     if len(chosen) < n:
         raise ValueError(
-            f"only {len(chosen)} of the {candidates.numel()} pool images are classified correctly; asked for n={n}. "
-            "Use a larger pool or a smaller n."
+            f"only {len(chosen)} of the {candidates.numel()} pool images are classified correctly; asked for "
+            f"n={n}. Use a larger pool or a smaller n."
         )
     return torch.tensor(chosen, dtype=torch.long)
 
@@ -577,14 +609,15 @@ class CIFAR100Folder(CIFAR100):
     """torchvision's ``CIFAR100`` reading an existing ``cifar-100-python`` folder; never downloads.
 
     torchvision's constructor verifies the md5 of *both* the train and the test file and of ``meta`` even with
-    ``download=False, train=False``, so a folder that is not the complete official release (the tiny fake folders
-    of the tests, say) is refused with "Dataset not found or corrupted".  Here the check covers only the split being
-    read plus ``meta``; ``verify_md5=False`` turns it into an existence check, meant only for folders you made
-    yourself.  :func:`cifar100` checks the files first and explains what is wrong.
+    ``download=False, train=False``, so a folder that is not the complete official release (the tiny fake
+    folders of the tests, say) is refused with "Dataset not found or corrupted".  Here the check covers only
+    the split being read plus ``meta``; ``verify_md5=False`` turns it into an existence check, meant only for
+    folders you made yourself.  :func:`cifar100` checks the files first and explains what is wrong.
     """
 
     def __init__(
-        self, root: str | os.PathLike, train: bool = False, transform: Callable | None = None, verify_md5: bool = True
+        self, root: str | os.PathLike, train: bool = False, transform: Callable | None = None,
+        verify_md5: bool = True
     ) -> None:
         self.verify_md5 = verify_md5
         super().__init__(root, train=train, transform=transform, download=False)
@@ -605,7 +638,8 @@ class CIFAR100Folder(CIFAR100):
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
     def download(self) -> None:
-        raise RuntimeError("casekit's CIFAR100Folder never downloads; see casekit.data.cifar100 for how to get the data")
+        raise RuntimeError("casekit's CIFAR100Folder never downloads; see casekit.data.cifar100 for how to "
+                           "get the data")
 
 
 def cifar100_transform(train: bool, image_size: int = 224) -> Callable[[Image.Image], torch.Tensor]:
@@ -638,10 +672,10 @@ def cifar100(
 ) -> Dataset:
     """CIFAR-100 through torchvision from a local folder (never downloads), items ``(image, fine_label)``.
 
-    ``root`` holds ``cifar-100-python/{train,test,meta}`` (the extracted python-version tarball; ``root`` may also be
-    that folder itself); default ``data_root()/cifar100``.  ``transform="paper"`` applies
-    :func:`cifar100_transform` (augmentation when ``augment``, default ``train``).  ``verify_md5=False`` only for
-    folders you made yourself (see :class:`CIFAR100Folder`).
+    ``root`` holds ``cifar-100-python/{train,test,meta}`` (the extracted python-version tarball; ``root`` may
+    also be that folder itself); default ``data_root()/cifar100``.  ``transform="paper"`` applies
+    :func:`cifar100_transform` (augmentation when ``augment``, default ``train``).  ``verify_md5=False`` only
+    for folders you made yourself (see :class:`CIFAR100Folder`).
     """
     if root is None:
         base, origin = data_root() / "cifar100", _data_root_origin()
@@ -653,17 +687,20 @@ def cifar100(
     folder = base / "cifar-100-python"
     missing = [name for name in (split, "meta") if not (folder / name).is_file()]
     if missing:
-        tarball = next((p for p in (base / "cifar-100-python.tar.gz", base.parent / "cifar-100-python.tar.gz") if p.is_file()), None)
-        hint = f"  found the tarball {tarball}: extract it with  tar -xzf {tarball} -C {base}\n" if tarball else ""
+        tarball = next((p for p in (base / "cifar-100-python.tar.gz",
+                                    base.parent / "cifar-100-python.tar.gz") if p.is_file()), None)
+        hint = (f"  found the tarball {tarball}: extract it with  tar -xzf {tarball} -C {base}\n" if tarball
+                else "")
         raise MissingDataError(
-            f"casekit: CIFAR-100 ({split} split) not found: missing {', '.join(str(folder / m) for m in missing)}\n"
-            f"  looked in: {base} ({origin})\n{hint}"
+            f"casekit: CIFAR-100 ({split} split) not found: missing "
+            f"{', '.join(str(folder / m) for m in missing)}\n  looked in: {base} ({origin})\n{hint}"
             "  to provide it: on a machine with internet run\n"
-            f"      python -c \"import torchvision; torchvision.datasets.CIFAR100('{base}', download=True)\"\n"
-            f"    or download {CIFAR100_URL} (md5 {CIFAR100_TGZ_MD5}) and extract it into {base} "
+            f"      python -c \"import torchvision; torchvision.datasets.CIFAR100('{base}', "
+            f"download=True)\"\n    or download {CIFAR100_URL} (md5 {CIFAR100_TGZ_MD5}) and extract it into "
+            f"{base} "
             "(giving cifar-100-python/{train,test,meta});\n"
-            f"    then copy that folder here and pass root=<folder>, or set CASEKIT_DATA so that $CASEKIT_DATA/cifar100 "
-            f"holds it (now {data_root() / 'cifar100'})."
+            "    then copy that folder here and pass root=<folder>, or set CASEKIT_DATA so that "
+            f"$CASEKIT_DATA/cifar100 holds it (now {data_root() / 'cifar100'})."
         )
     cls = CIFAR100Folder
     if verify_md5:
@@ -673,9 +710,9 @@ def cifar100(
             got = _md5(folder / name)
             if got != expected[name]:
                 raise ValueError(
-                    f"{folder / name} has md5 {got}, not the official {expected[name]}: the file is corrupted or not "
-                    f"the official CIFAR-100 release. Re-extract {CIFAR100_URL}, or pass verify_md5=False if you made "
-                    "this folder yourself."
+                    f"{folder / name} has md5 {got}, not the official {expected[name]}: the file is "
+                    f"corrupted or not the official CIFAR-100 release. Re-extract {CIFAR100_URL}, or pass "
+                    "verify_md5=False if you made this folder yourself."
                 )
     if transform == "paper":
         transform = cifar100_transform(train=train if augment is None else augment, image_size=image_size)
@@ -686,7 +723,8 @@ def cifar100(
 
 def write_fake_cifar100(root: str | os.PathLike, n_train: int = 8, n_test: int = 8, seed: int = 0) -> Path:
     """Write a tiny folder in the CIFAR-100 python layout (random 32×32 images, labels ``i % 100``) under
-    ``root/cifar-100-python`` and return ``root``; for tests and offline dry runs with ``verify_md5=False``."""
+    ``root/cifar-100-python`` and return ``root``; for tests and offline dry runs with
+    ``verify_md5=False``."""
     rng = np.random.default_rng(seed)
     folder = Path(root) / "cifar-100-python"
     folder.mkdir(parents=True, exist_ok=True)
@@ -701,7 +739,8 @@ def write_fake_cifar100(root: str | os.PathLike, n_train: int = 8, n_test: int =
         }
         with open(folder / name, "wb") as fh:
             pickle.dump(entry, fh)
-    meta = {"fine_label_names": [f"class_{i:02d}" for i in range(100)], "coarse_label_names": [f"super_{i:02d}" for i in range(20)]}
+    meta = {"fine_label_names": [f"class_{i:02d}" for i in range(100)],
+            "coarse_label_names": [f"super_{i:02d}" for i in range(20)]}
     with open(folder / "meta", "wb") as fh:
         pickle.dump(meta, fh)
     return Path(root)

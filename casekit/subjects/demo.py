@@ -29,7 +29,8 @@ denormalize = synthetic.denormalize
 def dataset(
     split: str = "test", seed: int = 0, size: int | None = None, progress: bool = True
 ) -> synthetic.SyntheticDataset:
-    """One split (``"train"``, ``"val"``, ``"test"``) of the default benchmark; ``size`` images (default: the split's size).
+    """One split (``"train"``, ``"val"``, ``"test"``) of the default benchmark; ``size`` images (default: the
+    split's size).
 
     Items are ``(image, label, masks)``: normalised float ``[3, H, W]``, int, and bool ``[H, W]`` masks under
     ``"unique"`` and ``"shared"``; ``.raw(i)`` gives the displayable image in [0, 1].
@@ -38,7 +39,8 @@ def dataset(
 
 
 def trained(family: str, seed: int = 0, progress: bool = True) -> zoo.Trained:
-    """Everything about one zoo member: model, layer roles, validation confusion, accuracies, training time."""
+    """Everything about one zoo member: model, layer roles, validation confusion, accuracies, training
+    time."""
     return zoo.get(family, seed, data=CONFIG, progress=progress)
 
 

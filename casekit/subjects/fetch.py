@@ -7,11 +7,12 @@ Every external input is listed in the manifest ``data/manifest.json`` (file name
 2. ``<shared>/<shared_path>`` for a ``shared`` folder beside or above the checkout or the current directory
    (or ``$CASEKIT_SHARED``);
 3. a download from the upstream URL — or from ``$CASEKIT_MIRROR/<path>`` (a web server over a copy of a
-   ``$CASEKIT_DATA`` folder) — into ``$CASEKIT_DATA/<path>``, with the sha256 (else md5) checked before the file
-   is moved into place, so no half or wrong file is ever left.  ``$CASEKIT_OFFLINE=1`` turns downloads off.
+   ``$CASEKIT_DATA`` folder) — into ``$CASEKIT_DATA/<path>``, with the sha256 (else md5) checked before the
+   file is moved into place, so no half or wrong file is ever left.  ``$CASEKIT_OFFLINE=1`` turns downloads
+   off.
 
-What cannot be found nor downloaded ends in one :class:`~casekit.subjects.data.MissingDataError` that names every
-missing file, every place casekit looked, and the URLs.
+What cannot be found nor downloaded ends in one :class:`~casekit.subjects.data.MissingDataError` that names
+every missing file, every place casekit looked, and the URLs.
 
 ``python -m casekit.subjects.fetch cifar10`` downloads a profile's files ahead of time.
 """
@@ -62,8 +63,9 @@ class DownloadError(OSError):
 
 
 def manifest_path() -> Path | None:
-    """``data/manifest.json`` of the checkout casekit runs from, or ``$CASEKIT_DATA/manifest.json``; ``None`` if
-    neither exists (an installed casekit without its checkout: local files are still found, nothing downloads)."""
+    """``data/manifest.json`` of the checkout casekit runs from, or ``$CASEKIT_DATA/manifest.json``; ``None``
+    if neither exists (an installed casekit without its checkout: local files are still found, nothing
+    downloads)."""
     places = []
     root = checkout_root()
     if root is not None:
@@ -82,7 +84,8 @@ def manifest(path: str | os.PathLike | None = None) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("files"), list):
         raise ValueError(f"{where}: a casekit manifest is a JSON object with a 'files' list")
     for item in data["files"]:
-        missing = {"name", "profile", "path", "url", "sha256", "md5", "size", "licence", "download"} - set(item)
+        missing = {"name", "profile", "path", "url", "sha256", "md5", "size", "licence",
+                   "download"} - set(item)
         if missing:
             raise ValueError(f"{where}: entry {item.get('name', '?')!r} lacks {sorted(missing)}")
     return data
@@ -115,8 +118,8 @@ def offline() -> bool:
 
 
 def reachable(url: str, timeout: float = 10.0) -> str | None:
-    """``None`` if a TCP connection to ``url``'s host opens within ``timeout`` seconds (or a proxy is configured,
-    which urllib would use), else the reason it did not — a cheap test before a long download."""
+    """``None`` if a TCP connection to ``url``'s host opens within ``timeout`` seconds (or a proxy is
+    configured, which urllib would use), else the reason it did not — a cheap test before a long download."""
     import socket
     from urllib.parse import urlparse
 
@@ -132,8 +135,8 @@ def reachable(url: str, timeout: float = 10.0) -> str | None:
 
 
 def source_url(item: Mapping[str, Any], mirror: str | None = None) -> str | None:
-    """Where ``item`` is downloaded from: ``<mirror>/<path>`` if a mirror (argument, else ``$CASEKIT_MIRROR``) is
-    set, else the upstream ``url`` (``None`` when there is none)."""
+    """Where ``item`` is downloaded from: ``<mirror>/<path>`` if a mirror (argument, else ``$CASEKIT_MIRROR``)
+    is set, else the upstream ``url`` (``None`` when there is none)."""
     mirror = mirror if mirror is not None else os.environ.get("CASEKIT_MIRROR") or None
     if mirror:
         return mirror.rstrip("/") + "/" + item["path"]
@@ -171,8 +174,8 @@ def download(
     timeout: float = DEFAULT_TIMEOUT,
     progress: bool = True,
 ) -> Path:
-    """Download ``url`` to ``dest`` (atomically: a temporary file beside it, moved into place only after the size
-    and the sha256 — else md5 — matched).  Raises :class:`DownloadError` when the transfer fails and
+    """Download ``url`` to ``dest`` (atomically: a temporary file beside it, moved into place only after the
+    size and the sha256 — else md5 — matched).  Raises :class:`DownloadError` when the transfer fails and
     :class:`ChecksumError` on a hash mismatch; in both cases neither ``dest`` nor a temporary file is left."""
     dest = Path(dest)
     item = {"name": dest.name, "sha256": sha256, "md5": md5, "size": size}
@@ -182,7 +185,8 @@ def download(
             try:
                 with urllib.request.urlopen(request, timeout=timeout) as response, open(tmp, "wb") as out:
                     total = int(response.headers.get("Content-Length") or 0) or size
-                    with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+                    with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
+                              disable=not progress) as bar:
                         for chunk in iter(lambda: response.read(_CHUNK), b""):
                             out.write(chunk)
                             bar.update(len(chunk))
@@ -263,7 +267,8 @@ def ensure(
 
 def _missing_message(missing: list[tuple[dict[str, Any], list[str], str]], mirror: str | None,
                      corrupt: list[str]) -> str:
-    origin = "$CASEKIT_DATA" if os.environ.get("CASEKIT_DATA") else "the default; set $CASEKIT_DATA to change it"
+    origin = ("$CASEKIT_DATA" if os.environ.get("CASEKIT_DATA")
+              else "the default; set $CASEKIT_DATA to change it")
     lines = [f"casekit: {len(missing)} input file(s) are not on this machine and could not be downloaded: "
              + ", ".join(item["name"] for item, _, _ in missing)]
     for item, tried, why in missing:
@@ -276,8 +281,8 @@ def _missing_message(missing: list[tuple[dict[str, Any], list[str], str]], mirro
         lines.append(f"    download: {why}")
     lines.extend(f"  also: {c}" for c in corrupt)
     lines.append(
-        f"  to provide them: on a machine with internet run  python -m casekit.subjects.fetch <profile or names>  "
-        f"(or download the URLs and check the sha256 in data/manifest.json), then copy the files to "
+        "  to provide them: on a machine with internet run  python -m casekit.subjects.fetch <profile or "
+        f"names>  (or download the URLs and check the sha256 in data/manifest.json), then copy the files to "
         f"{data_root()}/<path in the manifest> ({origin}); or set CASEKIT_SHARED to a folder holding "
         "reference/cifar10/, or CASEKIT_MIRROR to a web server holding a copy of a data folder.")
     return "\n".join(lines)

@@ -40,7 +40,8 @@ __all__ = [
 
 
 class MissingWeightsError(FileNotFoundError):
-    """A weight file is not on this machine; the message says which, where casekit looked and how to provide it."""
+    """A weight file is not on this machine; the message says which, where casekit looked and how to provide
+    it."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -63,7 +64,8 @@ class PaperModel:
 
 PAPER_MODELS: dict[str, PaperModel] = {
     "resnet50": PaperModel(
-        "ResNet-50", "resnet50", {"final_conv": "layer4.2.conv3"}, "resnet50.tv_in1k", {"final_conv": "layer4.2.conv3"}
+        "ResNet-50", "resnet50", {"final_conv": "layer4.2.conv3"}, "resnet50.tv_in1k",
+        {"final_conv": "layer4.2.conv3"}
     ),
     "vgg19_bn": PaperModel(
         "VGG-19", "vgg19_bn", {"final_conv": "features.49"}, "vgg19_bn.tv_in1k", {"final_conv": "features.49"}
@@ -73,7 +75,8 @@ PAPER_MODELS: dict[str, PaperModel] = {
         "densenet201",
         {"final_conv": "features.denseblock4.denselayer32.conv2", "norm5": "features.norm5"},
         "densenet201.tv_in1k",
-        # timm's norm5 is a BatchNormAct2d: its output is already ReLU'd (torchvision applies the ReLU after it).
+        # timm's norm5 is a BatchNormAct2d: its output is already ReLU'd (torchvision applies the ReLU after
+        # it).
         {"final_conv": "features.denseblock4.denselayer32.conv2", "norm5": "features.norm5"},
     ),
     "convnext_large": PaperModel(
@@ -93,7 +96,8 @@ _ALIASES = {
 
 
 def paper_model_spec(name: str) -> tuple[str, PaperModel]:
-    """``(key, spec)`` for a paper model given as ``"resnet50"``, ``"ResNet-50"``, ``"vgg19"``, ``"ConvNeXt-Large"``, ..."""
+    """``(key, spec)`` for a paper model given as ``"resnet50"``, ``"ResNet-50"``, ``"vgg19"``,
+    ``"ConvNeXt-Large"``, ..."""
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
     key = _ALIASES.get(re.sub(r"[^a-z0-9]", "", name.lower()))
@@ -124,11 +128,12 @@ def missing_torchvision_weights(
     display: str, builder: str, name: str, url: str, path: Path, reason: str | None = None
 ) -> MissingWeightsError:
     torch_home = os.environ.get("TORCH_HOME")
-    origin = f"$TORCH_HOME={torch_home}" if torch_home else "torch.hub's default; set $TORCH_HOME to change it"
+    origin = (f"$TORCH_HOME={torch_home}" if torch_home
+              else "torch.hub's default; set $TORCH_HOME to change it")
     why = reason or "not attempted (casekit only checks files here)"
     return MissingWeightsError(
-        f"casekit: the pretrained weights of {display} (torchvision {builder}, {name}) are not on this machine.\n"
-        f"  missing file: {path.name}\n"
+        f"casekit: the pretrained weights of {display} (torchvision {builder}, {name}) are not on this "
+        f"machine.\n  missing file: {path.name}\n"
         f"  looked in: {path.parent} ({origin}), {data_root() / 'torchvision'} ($CASEKIT_DATA/torchvision)\n"
         f"  casekit did not download it: {why}\n"
         f"  to provide it: on a machine with internet download\n      {url}\n"
@@ -138,8 +143,9 @@ def missing_torchvision_weights(
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from a ``.pth``/``.pt``/``.bin`` (``torch.load(weights_only=True)``) or ``.safetensors`` file;
-    unwraps ``{"state_dict": ...}`` / ``{"model": ...}`` and strips a DataParallel ``module.`` prefix."""
+    """A state dict from a ``.pth``/``.pt``/``.bin`` (``torch.load(weights_only=True)``) or ``.safetensors``
+    file; unwraps ``{"state_dict": ...}`` / ``{"model": ...}`` and strips a DataParallel ``module.``
+    prefix."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -151,12 +157,14 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = state[key]
             break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state dict (name → tensor), nor one under 'state_dict' or 'model'")
+        raise ValueError(f"{path} does not hold a state dict (name → tensor), nor one under 'state_dict' or "
+                         "'model'")
     return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
 # torchvision's own DenseNet checkpoints use old key names ("denselayer1.norm.1"); its loader renames them.
-_DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+                               r"((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
 
 def _load_local(model: nn.Module, path: Path, builder: str) -> None:
@@ -174,7 +182,8 @@ def _load_local(model: nn.Module, path: Path, builder: str) -> None:
 
 
 def _looks_like_path(weights: str) -> bool:
-    return os.sep in weights or "/" in weights or weights.endswith((".pth", ".pt", ".bin", ".safetensors", ".th"))
+    return os.sep in weights or "/" in weights or weights.endswith((".pth", ".pt", ".bin", ".safetensors",
+                                                                    ".th"))
 
 
 def load_paper_model(
@@ -186,14 +195,14 @@ def load_paper_model(
 ) -> tuple[nn.Module, dict[str, str], Callable]:
     """One of the paper's four models → ``(model in eval mode, layers, preprocess)``.
 
-    ``name``: ``"resnet50"``, ``"vgg19_bn"``, ``"densenet201"``, ``"convnext_large"`` (or their display names).
-    ``weights``: a torchvision weights name or entry (default ``"IMAGENET1K_V1"``, the paper's), ``None`` for the
-    untrained architecture, or a path to a local checkpoint (state dict, ``.pth``/``.safetensors``).
-    ``source="timm"`` builds timm's equivalent (``PAPER_MODELS[...].timm_name``; its ``tv_in1k``/``fb_in1k`` weights
-    are the same ImageNet-1k weights), looking for pretrained weights only in the local Hugging Face cache.
-    ``device="meta"`` (with ``weights=None``) builds parameter-free shells for cheap structural checks.
-    ``preprocess`` is the paper's: Resize 256, CenterCrop 224, ToTensor, ImageNet mean/std (torchvision itself
-    recommends Resize 232 for ConvNeXt-Large; the paper used 256 for all four).
+    ``name``: ``"resnet50"``, ``"vgg19_bn"``, ``"densenet201"``, ``"convnext_large"`` (or their display
+    names). ``weights``: a torchvision weights name or entry (default ``"IMAGENET1K_V1"``, the paper's),
+    ``None`` for the untrained architecture, or a path to a local checkpoint (state dict,
+    ``.pth``/``.safetensors``). ``source="timm"`` builds timm's equivalent (``PAPER_MODELS[...].timm_name``;
+    its ``tv_in1k``/``fb_in1k`` weights are the same ImageNet-1k weights), looking for pretrained weights only
+    in the local Hugging Face cache. ``device="meta"`` (with ``weights=None``) builds parameter-free shells
+    for cheap structural checks. ``preprocess`` is the paper's: Resize 256, CenterCrop 224, ToTensor, ImageNet
+    mean/std (torchvision itself recommends Resize 232 for ConvNeXt-Large; the paper used 256 for all four).
     """
     _, spec = paper_model_spec(name)
     if source not in ("torchvision", "timm"):
@@ -237,7 +246,8 @@ def load_paper_model(
         else:
             entry, path = torchvision_weights_file(spec.builder, str(weights))
             if num_classes != len(entry.meta["categories"]):
-                raise ValueError(f"{entry} has {len(entry.meta['categories'])} classes, not num_classes={num_classes}")
+                raise ValueError(f"{entry} has {len(entry.meta['categories'])} classes, not "
+                                 f"num_classes={num_classes}")
             model = _torchvision_pretrained(spec, builder, entry, path)
         layers = dict(spec.layers)
     model = model.to(device).eval()
@@ -245,8 +255,9 @@ def load_paper_model(
 
 
 def _torchvision_pretrained(spec: PaperModel, builder: Callable, entry: Any, path: Path) -> nn.Module:
-    """torchvision's ``builder(weights=entry)``: from torch.hub's cache, else from ``$CASEKIT_DATA/torchvision``,
-    else downloaded by torchvision (sha256-prefix checked) when the machine is online; else a clear error."""
+    """torchvision's ``builder(weights=entry)``: from torch.hub's cache, else from
+    ``$CASEKIT_DATA/torchvision``, else downloaded by torchvision (sha256-prefix checked) when the machine is
+    online; else a clear error."""
     if path.is_file():
         return builder(weights=entry)  # torch.hub finds the file in its cache and does not download
     copy = data_root() / "torchvision" / path.name
@@ -255,7 +266,8 @@ def _torchvision_pretrained(spec: PaperModel, builder: Callable, entry: Any, pat
 
         prefix = re.search(r"-([0-9a-f]{8,})\.", path.name)
         if prefix and not file_hash(copy).startswith(prefix.group(1)):
-            raise ValueError(f"{copy}: its sha256 does not start with {prefix.group(1)} as torchvision's name requires")
+            raise ValueError(f"{copy}: its sha256 does not start with {prefix.group(1)} as torchvision's "
+                             "name requires")
         model = builder(weights=None, num_classes=len(entry.meta["categories"]))
         _load_local(model, copy, spec.builder)
         return model
@@ -270,7 +282,8 @@ def _torchvision_pretrained(spec: PaperModel, builder: Callable, entry: Any, pat
     raise missing_torchvision_weights(spec.display, spec.builder, entry.name, entry.url, path, reason)
 
 
-def _build_timm(spec: PaperModel, weights: Any, local: Path | None, build_on: torch.device, num_classes: int) -> nn.Module:
+def _build_timm(spec: PaperModel, weights: Any, local: Path | None, build_on: torch.device,
+                num_classes: int) -> nn.Module:
     import timm
 
     if weights is None:
@@ -278,7 +291,8 @@ def _build_timm(spec: PaperModel, weights: Any, local: Path | None, build_on: to
             return timm.create_model(spec.timm_name, pretrained=False, num_classes=num_classes)
     if local is None:
         if str(weights) not in ("IMAGENET1K_V1", "pretrained"):
-            raise ValueError(f"with source='timm', weights must be None, 'IMAGENET1K_V1'/'pretrained' or a path, got {weights!r}")
+            raise ValueError("with source='timm', weights must be None, 'IMAGENET1K_V1'/'pretrained' or a "
+                             f"path, got {weights!r}")
         local = _timm_cached_file(spec)
     model = timm.create_model(
         spec.timm_name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": str(local)}
@@ -287,7 +301,8 @@ def _build_timm(spec: PaperModel, weights: Any, local: Path | None, build_on: to
 
 
 def _timm_cached_file(spec: PaperModel) -> Path:
-    """The file of ``spec.timm_name``'s weights in the local Hugging Face cache, without touching the network."""
+    """The file of ``spec.timm_name``'s weights in the local Hugging Face cache, without touching the
+    network."""
     from huggingface_hub import constants, try_to_load_from_cache
 
     repo = f"timm/{spec.timm_name}"
@@ -298,9 +313,10 @@ def _timm_cached_file(spec: PaperModel) -> Path:
     raise MissingWeightsError(
         f"casekit: the timm weights of {spec.display} ({spec.timm_name}) are not on this machine.\n"
         f"  missing file: model.safetensors of the Hugging Face repository {repo}\n"
-        f"  looked in: {constants.HF_HUB_CACHE} (the Hugging Face cache; $HF_HOME / $HF_HUB_CACHE change it); casekit never downloads.\n"
-        f"  to provide it: on a machine with internet run  huggingface-cli download {repo}  and copy the cache folder "
-        f"here (or set HF_HOME), or pass weights='/path/to/model.safetensors'; weights=None builds the untrained model."
+        f"  looked in: {constants.HF_HUB_CACHE} (the Hugging Face cache; $HF_HOME / $HF_HUB_CACHE change "
+        "it); casekit never downloads.\n  to provide it: on a machine with internet run  huggingface-cli "
+        f"download {repo}  and copy the cache folder here (or set HF_HOME), or pass "
+        "weights='/path/to/model.safetensors'; weights=None builds the untrained model."
     )
 
 
@@ -310,14 +326,17 @@ def _timm_cached_file(spec: PaperModel) -> Path:
 REFERENCE_CIFAR10_CHECKPOINTS = {20: "resnet20-12fca82f.th", 56: "resnet56-4bfd9763.th"}
 
 
-def load_reference_cifar10(depth: int = 20, root: str | Path | None = None) -> tuple[nn.Module, dict[str, str]]:
+def load_reference_cifar10(depth: int = 20,
+                           root: str | Path | None = None) -> tuple[nn.Module, dict[str, str]]:
     """The pretrained CIFAR-10 ResNet-20 or -56 in eval mode, and its layers
-    ``{"final_conv": "layer3.<n-1>.conv2", "layer3": "layer3"}`` — ``ck.reference.model("resnet20")`` in the older
-    form.  ``root``: a folder holding the file; by default casekit looks where :mod:`.fetch` describes.  Inputs:
-    32×32 RGB normalised with ImageNet mean/std (see ``casekit.subjects.data.reference_cifar10_images``).
+    ``{"final_conv": "layer3.<n-1>.conv2", "layer3": "layer3"}`` — ``ck.reference.model("resnet20")`` in the
+    older form.  ``root``: a folder holding the file; by default casekit looks where :mod:`.fetch`
+    describes.  Inputs: 32×32 RGB normalised with ImageNet mean/std (see
+    ``casekit.subjects.data.reference_cifar10_images``).
     """
     if depth not in REFERENCE_CIFAR10_CHECKPOINTS:
-        raise ValueError(f"reference CIFAR-10 checkpoints exist for depth {sorted(REFERENCE_CIFAR10_CHECKPOINTS)}, got {depth!r}")
+        raise ValueError("reference CIFAR-10 checkpoints exist for depth "
+                         f"{sorted(REFERENCE_CIFAR10_CHECKPOINTS)}, got {depth!r}")
     from . import reference
 
     try:

@@ -1,17 +1,21 @@
-"""``ck.reference``: real pretrained CIFAR-10 networks that nobody on this project trained, and CIFAR-10 test images.
+"""``ck.reference``: real pretrained CIFAR-10 networks that nobody on this project trained, and CIFAR-10 test
+images.
 
 >>> model, info = ck.reference.model("densenet40")
 >>> x, y = ck.reference.images()                     # [N, 3, 32, 32] in [0, 1], labels [N]
 >>> logits = model(ck.reference.normalize(x, info))  # the network's own mean/std
 >>> maps = ck.saliency(model, ck.reference.normalize(x[:4], info), info["layers"]["final_conv"], "case", ...)
 
-Networks (:data:`NETWORKS`): ``"resnet20"``, ``"resnet56"`` (He et al. 2016), ``"densenet40"`` (DenseNet-BC-40-12),
-``"shufflenet"`` (ShuffleNetV2 ×0.5) and the optional ``"lenet"`` (Captum's tutorial CNN).  Like the paper's
-torchvision models, a network takes *normalised* inputs, ``(x - info["mean"]) / info["std"]`` per channel, while
-:func:`images` returns pixels in [0, 1] — each network was trained with its own statistics (:func:`normalize`).
+Networks (:data:`NETWORKS`): ``"resnet20"``, ``"resnet56"`` (He et al. 2016), ``"densenet40"``
+(DenseNet-BC-40-12), ``"shufflenet"`` (ShuffleNetV2 ×0.5) and the optional ``"lenet"`` (Captum's tutorial
+CNN).  Like the paper's torchvision models, a network takes *normalised* inputs,
+``(x - info["mean"]) / info["std"]`` per channel, while
+:func:`images` returns pixels in [0, 1] — each network was trained with its own statistics
+(:func:`normalize`).
 
 ``info["layers"]`` maps roles to module names: ``"final_conv"`` (the layer CAM methods explain) and, where the
-network ends in a BatchNorm before its pooled head, ``"norm5"`` (the role of torchvision DenseNet's ``norm5``).
+network ends in a BatchNorm before its pooled head, ``"norm5"`` (the role of torchvision DenseNet's
+``norm5``).
 
 Files are found as :mod:`casekit.subjects.fetch` describes: ``$CASEKIT_DATA/reference/cifar10/``, then a
 ``shared/reference/cifar10`` folder beside or above the checkout, then a hash-checked download.
@@ -66,7 +70,8 @@ class RefNet:
     layers: dict[str, str]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    accuracy_readme: float  # top-1 on the 2,000 shared JPEG test images, as measured in shared/reference/cifar10
+    # top-1 on the 2,000 shared JPEG test images, as measured in shared/reference/cifar10
+    accuracy_readme: float
     accuracy_published: float | None  # top-1 its publisher reports on the full CIFAR-10 test set
     note: str = ""
 
@@ -84,12 +89,12 @@ NETWORKS: dict[str, RefNet] = {
         "DenseNet-BC-40", "DenseNet-BC (Huang et al. 2017)", "pretrained_densenet_4012BC.pth.tar", DenseNetBC,
         {"final_conv": "block3", "norm5": "bn1"},
         (125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255), 0.8225, 0.9316,
-        "final_conv is the output of block3 (132 channels, 8x8); its last convolution block3.layer.5.conv2 makes "
-        "only the 12 newest channels"),
+        "final_conv is the output of block3 (132 channels, 8x8); its last convolution block3.layer.5.conv2 "
+        "makes only the 12 newest channels"),
     "shufflenet": RefNet(
         "ShuffleNetV2 x0.5", "ShuffleNetV2 (Ma et al. 2018)", "cifar10_shufflenetv2_x0_5-1308b4e9.pt",
-        ShuffleNetV2Cifar, {"final_conv": "conv5.0", "norm5": "conv5.1"}, _CIFAR_MEAN, _CIFAR_STD, 0.8335, 0.9013,
-        "maps are 4x4"),
+        ShuffleNetV2Cifar, {"final_conv": "conv5.0", "norm5": "conv5.1"}, _CIFAR_MEAN, _CIFAR_STD, 0.8335,
+        0.9013, "maps are 4x4"),
     "lenet": RefNet(
         "Captum LeNet", "LeNet-style CNN (Captum tutorial)", "cifar_torchvision.pt", CaptumLeNet,
         {"final_conv": "conv2"}, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 0.591, None,
@@ -101,7 +106,8 @@ _ALIASES = {"densenet": "densenet40", "densenetbc40": "densenet40", "shufflenetv
 
 IMAGE_SETS = {
     "jpeg2000": ("cifar10_test_jpeg_2000.npz",
-                 "2,000 CIFAR-10 test images (the first 200 of each class), JPEG-degraded by their publisher"),
+                 "2,000 CIFAR-10 test images (the first 200 of each class), JPEG-degraded by their "
+                 "publisher"),
     "test10000": ("cifar-10-python.tar.gz", "the full official CIFAR-10 test set (10,000 images)"),
 }
 _TEST_BATCH = "cifar-10-batches-py/test_batch"
@@ -154,10 +160,11 @@ def missing(names: Sequence[str] | None = None, image_set: str | None = "jpeg200
 
 
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    # weights_only=True reads both the zip-format files and the old (pre-zip) pickles of these checkpoints: they
-    # hold only tensors, ints and floats, so no code from the file can run.
+    # weights_only=True reads both the zip-format files and the old (pre-zip) pickles of these checkpoints:
+    # they hold only tensors, ints and floats, so no code from the file can run.
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    state = ckpt["state_dict"] if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict) else ckpt
+    state = (ckpt["state_dict"] if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict)
+             else ckpt)
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold a state dict (name → tensor)")
     return {k.removeprefix("module."): v for k, v in state.items()}
@@ -167,11 +174,11 @@ def model(name: str, *, device: str | torch.device = "cpu", root: str | os.PathL
           download: bool | None = None, mirror: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """A pretrained reference network in eval mode and its ``info``.
 
-    ``info``: ``name``, ``display``, ``family``, ``layers`` (role → module name), ``mean``/``std`` (the network's
-    input normalisation; the model takes normalised 32×32 RGB), ``classes``, ``accuracy_readme`` (top-1 fraction on
-    the 2,000 shared images), ``accuracy_published``, ``file``, ``path``, ``sha256``, ``url``, ``licence``,
-    ``licence_file``, ``parameters``, ``note``.  ``root``: a folder holding the file (no other place is tried);
-    ``download``/``mirror`` as in :func:`casekit.subjects.fetch.ensure`.
+    ``info``: ``name``, ``display``, ``family``, ``layers`` (role → module name), ``mean``/``std`` (the
+    network's input normalisation; the model takes normalised 32×32 RGB), ``classes``, ``accuracy_readme``
+    (top-1 fraction on the 2,000 shared images), ``accuracy_published``, ``file``, ``path``, ``sha256``,
+    ``url``, ``licence``, ``licence_file``, ``parameters``, ``note``.  ``root``: a folder holding the file (no
+    other place is tried); ``download``/``mirror`` as in :func:`casekit.subjects.fetch.ensure`.
     """
     key, spec = _spec(name)
     if root is not None:
@@ -188,7 +195,8 @@ def model(name: str, *, device: str | torch.device = "cpu", root: str | os.PathL
     missing_keys = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing_keys or result.unexpected_keys:
         raise ValueError(
-            f"{path} does not fit {spec.display}: missing {missing_keys}, unexpected {result.unexpected_keys}")
+            f"{path} does not fit {spec.display}: missing {missing_keys}, unexpected "
+            f"{result.unexpected_keys}")
     item = fetch.entry(spec.file) if fetch.manifest_path() else {}
     info = {
         "name": key, "display": spec.display, "family": spec.family, "layers": dict(spec.layers),
@@ -264,8 +272,8 @@ def _unpickle_test_batch(blob: bytes, where: str) -> tuple[np.ndarray, np.ndarra
 
 
 def _official_test_set(download: bool | None, mirror: str | None) -> tuple[np.ndarray, np.ndarray, Path]:
-    """The 10,000 official test images: an extracted ``cifar10/cifar-10-batches-py/test_batch``, else read from the
-    archive (found or downloaded), whose ``test_batch`` is then kept extracted for the next call."""
+    """The 10,000 official test images: an extracted ``cifar10/cifar-10-batches-py/test_batch``, else read
+    from the archive (found or downloaded), whose ``test_batch`` is then kept extracted for the next call."""
     extracted = data_root() / "cifar10" / _TEST_BATCH
     if extracted.is_file():
         raw, labels = _unpickle_test_batch(extracted.read_bytes(), str(extracted))
@@ -286,13 +294,14 @@ def _official_test_set(download: bool | None, mirror: str | None) -> tuple[np.nd
     return raw, labels, archive
 
 
-def images(source: str = "auto", *, download: bool | None = None, mirror: str | None = None) -> ReferenceImages:
+def images(source: str = "auto", *, download: bool | None = None,
+           mirror: str | None = None) -> ReferenceImages:
     """CIFAR-10 test images ``(images [N, 3, 32, 32] float32 in [0, 1], labels [N] int64)`` with ``.info``.
 
     ``source``: ``"jpeg2000"`` — the 2,000 shared JPEG-degraded images (the set the README's accuracies are
-    measured on; it cannot be downloaded); ``"test10000"`` — the official test set from ``cifar-10-python.tar.gz``
-    (downloaded with its sha256 checked where online); ``"auto"`` — the 2,000 images where they are on this
-    machine, else the official set.  ``.info["set"]`` says which set was used.
+    measured on; it cannot be downloaded); ``"test10000"`` — the official test set from
+    ``cifar-10-python.tar.gz`` (downloaded with its sha256 checked where online); ``"auto"`` — the 2,000
+    images where they are on this machine, else the official set.  ``.info["set"]`` says which set was used.
     """
     if source not in ("auto", *IMAGE_SETS):
         raise ValueError(f"source must be 'auto', 'jpeg2000' or 'test10000', got {source!r}")
@@ -300,7 +309,8 @@ def images(source: str = "auto", *, download: bool | None = None, mirror: str | 
     chosen = None
     if source in ("auto", "jpeg2000"):
         try:
-            path = fetch.ensure([IMAGE_SETS["jpeg2000"][0]], download_missing=False)[IMAGE_SETS["jpeg2000"][0]]
+            path = fetch.ensure([IMAGE_SETS["jpeg2000"][0]],
+                                download_missing=False)[IMAGE_SETS["jpeg2000"][0]]
             raw, labels = _from_npz(path)
             chosen = "jpeg2000"
         except MissingDataError as err:
@@ -317,15 +327,15 @@ def images(source: str = "auto", *, download: bool | None = None, mirror: str | 
                 "casekit: no CIFAR-10 test images were found or downloaded.\n" + "\n".join(errors)) from None
     x = torch.from_numpy(raw).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
     y = torch.from_numpy(labels.astype(np.int64))
-    info = {"set": chosen, "description": IMAGE_SETS[chosen][1], "n": int(y.numel()), "classes": list(CLASSES),
-            "file": IMAGE_SETS[chosen][0], "path": str(path)}
+    info = {"set": chosen, "description": IMAGE_SETS[chosen][1], "n": int(y.numel()),
+            "classes": list(CLASSES), "file": IMAGE_SETS[chosen][0], "path": str(path)}
     return ReferenceImages(x, y, info)
 
 
 def stratified_split(labels: torch.Tensor, n_heldout_per_class: int | None = None, seed: int = 0
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split image indices into ``(heldout, pool)``, disjoint and each sorted, with ``n_heldout_per_class`` images
-    of every class held out (default: half of each class, rounded down), drawn at random with ``seed``.
+    """Split image indices into ``(heldout, pool)``, disjoint and each sorted, with ``n_heldout_per_class``
+    images of every class held out (default: half of each class, rounded down), drawn at random with ``seed``.
 
     ``heldout`` is for the confusion matrix behind the contrast sets, ``pool`` for the evaluated images, so no
     evaluated image shaped its own contrast set.  Same labels and seed → same split."""

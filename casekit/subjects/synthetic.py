@@ -42,7 +42,8 @@ SIBLING_SHAPES: tuple[str, ...] = ("dot", "plus", "ring", "wedge")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 MAX_GROUPS = len(GROUP_SHAPES) * len(GROUP_TEXTURES)
 
-# Per-channel mean and std of the default training split (measured, rounded; tests/test_synthetic.py checks them).
+# Per-channel mean and std of the default training split (measured, rounded; tests/test_synthetic.py checks
+# them).
 MEAN: tuple[float, float, float] = (0.50, 0.49, 0.48)
 STD: tuple[float, float, float] = (0.19, 0.20, 0.20)
 
@@ -85,8 +86,8 @@ class BenchmarkConfig:
             raise ValueError(f"groups must be between 1 and {MAX_GROUPS}, got {self.groups}")
         if not 2 <= self.siblings <= len(SIBLING_SHAPES):
             raise ValueError(
-                f"siblings must be between 2 and {len(SIBLING_SHAPES)} (unique parts: {', '.join(SIBLING_SHAPES)}), "
-                f"got {self.siblings}"
+                f"siblings must be between 2 and {len(SIBLING_SHAPES)} (unique parts: "
+                f"{', '.join(SIBLING_SHAPES)}), got {self.siblings}"
             )
         if self.size < 32:
             raise ValueError(f"size must be at least 32 pixels, got {self.size}")
@@ -113,7 +114,8 @@ class BenchmarkConfig:
         if self.noise < 0:
             raise ValueError(f"noise must be >= 0, got {self.noise}")
         if set(self.split_sizes) != set(SPLITS) or any(int(n) < 1 for n in self.split_sizes.values()):
-            raise ValueError(f"split_sizes must give a positive size for each of {SPLITS}, got {self.split_sizes}")
+            raise ValueError(f"split_sizes must give a positive size for each of {SPLITS}, got "
+                             f"{self.split_sizes}")
 
     @property
     def num_classes(self) -> int:
@@ -147,11 +149,13 @@ def group_members(config: BenchmarkConfig) -> list[list[int]]:
 
 def group_style(group: int) -> tuple[str, str]:
     """``(shape, texture)`` of a group part."""
-    n = len(GROUP_SHAPES)  # == len(GROUP_TEXTURES): group g < n² gets shape g mod n, texture (g + g // n) mod n
+    # == len(GROUP_TEXTURES): group g < n² gets shape g mod n, texture (g + g // n) mod n
+    n = len(GROUP_SHAPES)
     return GROUP_SHAPES[group % n], GROUP_TEXTURES[(group + group // n) % n]
 
 
-_HUE_NAMES = ("red", "orange", "yellow", "lime", "green", "spring", "cyan", "azure", "blue", "violet", "magenta", "rose")
+_HUE_NAMES = ("red", "orange", "yellow", "lime", "green", "spring", "cyan", "azure", "blue", "violet",
+              "magenta", "rose")
 
 
 def sibling_hue(sibling: int, config: BenchmarkConfig) -> float:
@@ -161,7 +165,8 @@ def sibling_hue(sibling: int, config: BenchmarkConfig) -> float:
 
 def class_names(config: BenchmarkConfig) -> list[str]:
     """Descriptive class names, e.g. ``"striped disk + yellow plus"`` (group part + unique part)."""
-    adjective = {"solid": "plain", "stripes": "striped", "checker": "chequered", "dots": "dotted", "rings": "ringed"}
+    adjective = {"solid": "plain", "stripes": "striped", "checker": "chequered", "dots": "dotted",
+                 "rings": "ringed"}
     names = []
     for g in range(config.groups):
         shape, texture = group_style(g)
@@ -202,7 +207,8 @@ def image_seed(seed: int, split: str, index: int) -> int:
 # radius r fits inside the disc of radius r around its centre.
 
 
-def _frame(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, angle: float) -> tuple[np.ndarray, np.ndarray]:
+def _frame(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float,
+           angle: float) -> tuple[np.ndarray, np.ndarray]:
     dy, dx = yy - cy, xx - cx
     c, s = math.cos(angle), math.sin(angle)
     return c * dx + s * dy, -s * dx + c * dy
@@ -337,7 +343,8 @@ def render(
     waves = np.zeros((S, S))
     for _ in range(2):
         fy, fx = rng.uniform(-3, 3, size=2)
-        waves += rng.uniform(0.03, 0.08) * np.sin(2 * math.pi * (fx * xx + fy * yy) / S + rng.uniform(0, 2 * math.pi))
+        waves += rng.uniform(0.03, 0.08) * np.sin(2 * math.pi * (fx * xx + fy * yy) / S
+                                                  + rng.uniform(0, 2 * math.pi))
     img = np.clip(img + waves[None], 0, 1)
 
     # group part: position, size, rotation, texture period; colours of the group's hue (or random)
@@ -369,10 +376,12 @@ def render(
     if not unique.any():  # a sub-pixel shape: at least its centre pixel
         unique[min(int(ucy), S - 1), min(int(ucx), S - 1)] = True
     if config.unique_colours == "sibling":
-        hue = sibling_hue(sibling, config) + rng.uniform(-config.sibling_hue_jitter, config.sibling_hue_jitter)
+        hue = sibling_hue(sibling, config) + rng.uniform(-config.sibling_hue_jitter,
+                                                         config.sibling_hue_jitter)
         u_col = _hsv(hue, rng.uniform(0.8, 1.0), rng.uniform(0.8, 1.0))
     else:
-        u_col = _contrasting_colour(rng, img[:, min(int(ucy), S - 1), min(int(ucx), S - 1)], config.unique_contrast)
+        u_col = _contrasting_colour(rng, img[:, min(int(ucy), S - 1), min(int(ucx), S - 1)],
+                                    config.unique_contrast)
     u_alpha = rng.uniform(*config.unique_alpha)
 
     # clutter that belongs to no class: thin lines and corners in random colours, drawn last.  A position
@@ -399,7 +408,8 @@ def render(
     unique_vis = unique & ~occluded
     shared_vis = shared & ~unique & ~occluded
     if "shared" not in omit:
-        paint = np.where(pattern, 1.0, 0.0)[None] * col_b[:, None, None] + np.where(pattern, 0.0, 1.0)[None] * col_a[:, None, None]
+        paint = (np.where(pattern, 1.0, 0.0)[None] * col_b[:, None, None]
+                 + np.where(pattern, 0.0, 1.0)[None] * col_a[:, None, None])
         img = np.where(shared[None], paint, img)
     if "unique" not in omit:
         img = np.where(unique[None], u_alpha * u_col[:, None, None] + (1 - u_alpha) * img, img)
@@ -433,7 +443,8 @@ def denormalize(images: torch.Tensor) -> torch.Tensor:
 def generate(
     config: BenchmarkConfig, seed: int, split: str, n: int, progress: bool = True
 ) -> dict[str, torch.Tensor]:
-    """Draw images ``0..n-1`` of a split → ``{"images": uint8 [n,3,H,W], "labels": int64 [n], "parts": uint8 [n,H,W]}``.
+    """Draw images ``0..n-1`` of a split →
+    ``{"images": uint8 [n,3,H,W], "labels": int64 [n], "parts": uint8 [n,H,W]}``.
 
     ``parts`` is 1 on the visible group part, 2 on the visible unique part, 0 elsewhere.
     """

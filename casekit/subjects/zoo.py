@@ -87,7 +87,8 @@ TRAINING: dict[str, TrainSettings] = {
 def check_family(family: str) -> str:
     """``family`` if it is one of :data:`FAMILIES`, else ``ValueError`` naming the valid ones."""
     if not isinstance(family, str) or family.lower() not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; choose one of {', '.join(repr(f) for f in FAMILIES)}")
+        raise ValueError(f"unknown model family {family!r}; choose one of "
+                         f"{', '.join(repr(f) for f in FAMILIES)}")
     return family.lower()
 
 
@@ -118,7 +119,8 @@ def build(family: str, num_classes: int, arch: dict[str, Any] | None = None) -> 
       global *max* pooling in the ``avgpool`` slot (``pool="avg"`` restores the original).  Measured on this
       benchmark: with average pooling the small ConvNeXt learns the group parts but not the small unique
       parts within the CPU budget (52–66 % validation accuracy after 6–12 epochs, siblings at chance); with
-      max pooling it reaches about 94 %.  Its CAM layer ``block.0`` and everything before the head are unchanged.
+      max pooling it reaches about 94 %.  Its CAM layer ``block.0`` and everything before the head are
+      unchanged.
     """
     family = check_family(family)
     a = {**ARCHITECTURES[family], **(arch or {})}
@@ -145,7 +147,8 @@ def build(family: str, num_classes: int, arch: dict[str, Any] | None = None) -> 
         channels = [c for c in cfg if c != "M"][-1]
         m.avgpool = nn.AdaptiveAvgPool2d(1)
         m.classifier = nn.Sequential(
-            nn.Linear(channels, a["hidden"]), nn.ReLU(True), nn.Dropout(a["dropout"]), nn.Linear(a["hidden"], num_classes)
+            nn.Linear(channels, a["hidden"]), nn.ReLU(True), nn.Dropout(a["dropout"]),
+            nn.Linear(a["hidden"], num_classes)
         )
         _init_like_torchvision(m.features)  # VGG's own initialisation: kaiming (fan_out) convs, unit BN,
         for conv in m.features:  # zero conv biases, N(0, 0.01) linear layers
@@ -164,7 +167,8 @@ def build(family: str, num_classes: int, arch: dict[str, Any] | None = None) -> 
             bn_size=a["bn_size"],
             num_classes=num_classes,
         )
-        m.features.conv0 = nn.Conv2d(3, a["num_init_features"], kernel_size=3, stride=2, padding=1, bias=False)
+        m.features.conv0 = nn.Conv2d(3, a["num_init_features"], kernel_size=3, stride=2, padding=1,
+                                     bias=False)
         nn.init.kaiming_normal_(m.features.conv0.weight)
         return m
     channels, layers = list(a["channels"]), list(a["layers"])
@@ -186,7 +190,8 @@ def build(family: str, num_classes: int, arch: dict[str, Any] | None = None) -> 
 
 
 def layer_roles(family: str, arch: dict[str, Any] | None = None) -> dict[str, str]:
-    """Role → dotted layer name; ``"final_conv"`` as in the paper's reference code, and ``"norm5"`` for DenseNet.
+    """Role → dotted layer name; ``"final_conv"`` as in the paper's reference code, and ``"norm5"`` for
+    DenseNet.
 
     ResNet: the last block's last conv (``layer4.J.conv2``); VGG: the last conv (``features.N``);
     DenseNet: the last dense layer's ``conv2``; ConvNeXt: the last block's depthwise conv (``block.0``).
@@ -264,7 +269,8 @@ def training_config(
 
 
 def member_checkpoint(config: dict[str, Any]) -> Path:
-    """Where the zoo member of ``config`` is cached: ``cache_dir("zoo") / "{family}-seed{seed}-{hash}.pt"``."""
+    """Where the zoo member of ``config`` is cached:
+    ``cache_dir("zoo") / "{family}-seed{seed}-{hash}.pt"``."""
     return cache_dir("zoo") / f"{config['family']}-seed{config['seed']}-{config_hash(config)}.pt"
 
 
@@ -284,7 +290,8 @@ def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-def _batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(images: torch.Tensor, labels: torch.Tensor,
+             batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for i in range(0, len(labels), batch_size):
         yield synthetic.normalize(images[i : i + batch_size] / 255.0), labels[i : i + batch_size]
 
@@ -300,7 +307,8 @@ def accuracy(model: nn.Module, dataset: synthetic.SyntheticDataset, batch_size: 
     return correct / len(dataset)
 
 
-def _fresh(config: dict[str, Any], num_classes: int, s: TrainSettings, total_steps: int, device: torch.device):
+def _fresh(config: dict[str, Any], num_classes: int, s: TrainSettings, total_steps: int,
+           device: torch.device):
     """Seeded model, AdamW and one-cycle schedule at step 0."""
     torch.manual_seed(config["seed"])
     model = build(config["family"], num_classes, config["arch"]).to(device)
@@ -310,7 +318,8 @@ def _fresh(config: dict[str, Any], num_classes: int, s: TrainSettings, total_ste
 
 
 def _train(config: dict[str, Any], path: Path, progress: bool, device: torch.device) -> dict[str, Any]:
-    """Train one model; resume from ``*.partial.pt`` if an earlier run was killed.  Returns the checkpoint dict.
+    """Train one model; resume from ``*.partial.pt`` if an earlier run was killed.  Returns the checkpoint
+    dict.
 
     The training state (weights, optimiser, schedule, RNG) is saved atomically after every epoch, and the
     data order of epoch e depends only on (seed, e), so a resumed run ends with the same weights (on a CPU).
@@ -318,7 +327,8 @@ def _train(config: dict[str, Any], path: Path, progress: bool, device: torch.dev
     data = synthetic.BenchmarkConfig(**{k: v for k, v in config["data"].items() if k != "format_version"})
     s = TrainSettings(**config["train"])
     seed = config["seed"]
-    train = synthetic.SyntheticDataset("train", config["data_seed"], data, size=s.train_size, progress=progress)
+    train = synthetic.SyntheticDataset("train", config["data_seed"], data, size=s.train_size,
+                                       progress=progress)
     n = len(train)
     steps_per_epoch = math.ceil(n / s.batch_size)
     model, opt, sched = _fresh(config, data.num_classes, s, s.epochs * steps_per_epoch, device)
@@ -364,7 +374,8 @@ def _train(config: dict[str, Any], path: Path, progress: bool, device: torch.dev
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += float(loss.detach()) * len(idx)
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                            refresh=False)
         seconds += time.perf_counter() - t0
         history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen})
         state = {
