@@ -18,6 +18,9 @@ def test_claims_summary_counts_and_quotes_the_numbers():
     assert text.startswith("Of the 4 statements of the paper checked in chapter X, this run supports 1 ✓, "
                            "contradicts 2 ✗ and cannot decide 1 —.")
     assert "Not supported: claim 1 (this run: v1) (1 more in the table at the end)." in text
+    follow = _frame([False, False])
+    follow.loc[0, "claim"] = "… and also as a fraction."  # a continuation is not quoted when a whole claim is
+    assert "Not supported: claim 1 (this run: v1)" in S.claims_summary(follow)
     assert text.endswith("Supported: claim 0 (this run: v0).")
     assert 2 <= text.count(". ") + 1 <= 4
 
@@ -40,6 +43,10 @@ def test_profile_banner_counts_models_and_images():
     assert text.endswith("This run: 2 models (a, b), 2 images per model.")
     uneven = S.profile_banner("paper", maps.iloc[:4])
     assert "ImageNet" in uneven and "1–2 images per model" in uneven
+    # two seeds of one model, 2 images each: counted per run, not as the union of their samples
+    seeds = pd.DataFrame({"model": ["a"] * 4, "seed": [0, 0, 1, 1], "image_id": [0, 1, 2, 3]})
+    banner = S.profile_banner("demo", seeds)
+    assert banner.endswith("This run: 1 model (a), 2 images per model, seed and layer.")
     assert S.profile_banner("x") == "> **Profile `x`**."  # a new profile is named, never refused
     assert "CIFAR-10" in S.profile_banner("cifar10")
     with pytest.raises(ValueError, match="non-empty string"):

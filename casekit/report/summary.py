@@ -39,16 +39,25 @@ def profile_banner(profile: str, maps: pd.DataFrame | None = None) -> str:
         for col in ("model", "image_id"):
             if col not in maps.columns:
                 raise ValueError(f"maps has no column {col!r}")
-        n = maps.groupby("model")["image_id"].nunique()
+        runs = [c for c in ("model", "seed", "layer") if c in maps.columns]  # one run = one sample
+        n = maps.groupby(runs)["image_id"].nunique()
+        models = list(dict.fromkeys(maps["model"].astype(str)))
         sizes = _plural(int(n.min()), "image") if n.min() == n.max() else f"{n.min()}–{n.max()} images"
-        parts.append(f"This run: {_plural(len(n), 'model')} ({', '.join(map(str, n.index))}), "
-                     f"{sizes} per model.")
+        per = "per model" if runs == ["model"] else "per model, seed and layer"
+        parts.append(f"This run: {_plural(len(models), 'model')} ({', '.join(sorted(models))}), "
+                     f"{sizes} {per}.")
     return "> " + " ".join(parts)
 
 
 def _quote(row: Mapping[str, Any]) -> str:
     text = str(row["claim"]).rstrip(". ")
     return f"{text} (this run: {row['this run']})"
+
+
+def _headline(rows: list[Mapping[str, Any]], idx: list[int]) -> int:
+    """The first of ``idx`` whose claim stands on its own (not a continuation such as "… and also …")."""
+    whole = [i for i in idx if not str(rows[i]["claim"]).lstrip().startswith(("…", "..."))]
+    return (whole or idx)[0]
 
 
 def claims_summary(claims: pd.DataFrame, *, what: str = "this chapter") -> str:
@@ -69,9 +78,9 @@ def claims_summary(claims: pd.DataFrame, *, what: str = "this chapter") -> str:
     rows = claims.to_dict("records")
     if no:
         more = f" ({len(no) - 1} more in the table at the end)" if len(no) > 1 else ""
-        out.append(f"Not supported: {_quote(rows[no[0]])}{more}.")
+        out.append(f"Not supported: {_quote(rows[_headline(rows, no)])}{more}.")
     if yes:
-        out.append(f"Supported: {_quote(rows[yes[0]])}.")
+        out.append(f"Supported: {_quote(rows[_headline(rows, yes)])}.")
     if not yes and not no:
         out.append("The run is too small or lacks the models to decide; see the table at the end.")
     return " ".join(out)
