@@ -18,6 +18,7 @@ import ast
 import copy
 import datetime as _dt
 import fnmatch
+import hashlib
 import json
 import os
 import platform
@@ -750,6 +751,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="execute only the notebooks whose name matches (glob; repeatable); the others' "
                    "executed copies are reused and must exist for the same profile")
     p.add_argument("--html-only", action="store_true", help="execute nothing; build from the executed copies")
+    p.add_argument("--force", action="store_true",
+                   help="execute every notebook, also those whose executed copy is up to date (same "
+                   "notebook, parameters, casekit code and result store as when it was executed)")
     p.add_argument("--dry-run", action="store_true", help="print each notebook's parameters and stop")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel (default: python3 = this Python)")
     p.add_argument("--timeout", type=float, default=None,
@@ -759,6 +763,72 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no per-cell progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="show Sphinx's own output")
     return p
+
+
+FINGERPRINT_KEY = "fingerprint"  # in an executed copy's casekit metadata: what it was executed from
+_IGNORED_IN_STORES = (".lock", ".tmp", ".partial")
+
+
+def code_fingerprint() -> str:
+    """sha256 over casekit's own source files (the code every notebook calls)."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def store_state(results: Path | None) -> str:
+    """sha256 of what a results folder holds: every file's place and size, and the contents of its JSON
+    files (store configs); lock and temporary files are left out. Part files are written once and never
+    changed, so this changes exactly when a notebook adds, recomputes or deletes results."""
+    h = hashlib.sha256()
+    if results is None or not Path(results).is_dir():
+        return h.hexdigest()
+    for path in sorted(Path(results).rglob("*")):
+        if not path.is_file() or path.name.endswith(_IGNORED_IN_STORES) or ".tmp" in path.name:
+            continue
+        rel = path.relative_to(results).as_posix()
+        h.update(f"{rel}\0{path.stat().st_size}\0".encode())
+        if path.suffix == ".json":
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def notebook_fingerprint(plan: Plan, profile: str, tiny: bool, code: str, state: str) -> str:
+    """What an executed copy depends on: the notebook's source cells, its parameters, the profile, casekit's
+    code (``code``) and the state of its result store (``state``)."""
+    import nbformat
+
+    nb = nbformat.read(str(plan.notebook), as_version=4)
+    cells = [[c.cell_type, c.source] for c in nb.cells]
+    blob = json.dumps({"cells": cells, "parameters": plan.parameters, "profile": profile, "tiny": tiny,
+                       "code": code, "state": state}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _up_to_date(path: Path, fingerprint: str) -> bool:
+    """True when the executed copy at ``path`` was made from exactly ``fingerprint`` and shows no error."""
+    import nbformat
+
+    if not path.exists():
+        return False
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+    except Exception:  # unreadable (e.g. a killed write): execute again
+        return False
+    return nb.metadata.get(METADATA_KEY, {}).get(FINGERPRINT_KEY) == fingerprint and not output_problems(nb)
+
+
+def _record_fingerprints(paths: Mapping[Path, str]) -> None:
+    """Write each executed copy's fingerprint into its metadata (at the end of the build, with the result
+    stores as the build left them)."""
+    import nbformat
+
+    for path, fingerprint in paths.items():
+        nb = nbformat.read(str(path), as_version=4)
+        nb.metadata.setdefault(METADATA_KEY, {})[FINGERPRINT_KEY] = fingerprint
+        nbformat.write(nb, str(path))
 
 
 def _reusable(path: Path, profile: str, tiny: bool) -> str | None:
@@ -858,8 +928,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{' (tiny)' if args.tiny else ''}, device {device}, {len(run)} notebook(s) to execute, "
                   f"results in {', '.join(str(results_of[p]) for p in profiles)}", flush=True)
         failures = []
+        code = code_fingerprint()
+        fingerprinted: dict[Path, tuple[Plan, str]] = {}
         for i, (profile, plan) in enumerate(run, 1):
             label = f"{profile}/{plan.name}"
+            target = executed_of[profile] / plan.notebook.name
+            fingerprinted[target] = (plan, profile)
+            state = store_state(results_of.get(profile))
+            if not args.force and _up_to_date(target, notebook_fingerprint(plan, profile, args.tiny, code,
+                                                                           state)):
+                print(f"[{i}/{len(run)}] {label} is up to date (same notebook, parameters, code and "
+                      "results): reused", flush=True)
+                continue
             print(f"[{i}/{len(run)}] {label} …", flush=True)
             try:
                 wall = execute_notebook(plan, executed_of[profile] / plan.notebook.name, kernel=args.kernel,
@@ -872,6 +952,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[{i}/{len(run)}] {label} done in {wall:.1f} s", flush=True)
         if failures:
             raise BookError("\n".join(failures))
+        # what each copy now stands for: the stores as this build leaves them (a later build whose stores,
+        # notebooks and code are the same reuses the copies instead of executing them again)
+        _record_fingerprints({path: notebook_fingerprint(plan, profile, args.tiny, code,
+                                                         store_state(results_of.get(profile)))
+                              for path, (plan, profile) in fingerprinted.items()})
         t_exec = time.perf_counter() - t0
 
         import nbformat

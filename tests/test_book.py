@@ -396,3 +396,33 @@ def test_profile_fact_pages_are_generated_only_where_a_page_includes_them(tmp_pa
     book.assemble_source(repo, src, [], "info", pages=pages)
     assert (src / "book" / pf.GALLERY_PNG).read_bytes() == pages[pf.GALLERY_PNG]
     assert (src / "book" / pf.CLASSES_PAGE).read_text() == pages[pf.CLASSES_PAGE]
+
+
+def test_a_second_build_reuses_up_to_date_chapters(tmp_path):
+    """A chapter is executed again only when its notebook, parameters, casekit's code or its result store
+    changed since the last build (or with --force); otherwise its executed copy is reused."""
+    counter = tmp_path / "executions.txt"
+    repo = make_repo(tmp_path / "repo", {"01_count": [
+        'profile = "demo"\nresults_dir = None\nn_images = 2',
+        f"open({str(counter)!r}, 'a').write('x')",
+    ]})
+    args = ("--tiny", "--profile", "demo", "--build-dir", str(tmp_path / "b"))
+
+    def build(*more: str) -> str:
+        proc = run_driver(*args, *more, repo=repo, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    assert "01_count done" in build() and counter.read_text() == "x"
+    assert "01_count is up to date" in build() and counter.read_text() == "x"  # reused, not executed
+    store = tmp_path / "b" / "results" / "demo-tiny"
+    store.mkdir(parents=True, exist_ok=True)
+    (store / "part-1.parquet").write_bytes(b"new results")  # the result store changed
+    assert "01_count done" in build() and counter.read_text() == "xx"
+    assert "01_count is up to date" in build() and counter.read_text() == "xx"
+    nb = nbformat.read(str(repo / "notebooks" / "01_count.ipynb"), as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("A new paragraph."))  # the notebook changed
+    nbformat.write(nb, str(repo / "notebooks" / "01_count.ipynb"))
+    assert "01_count done" in build() and counter.read_text() == "xxx"
+    assert "01_count done" in build("--force") and counter.read_text() == "xxxx"
+    assert "01_count done" in build("-p", "n_images", "3") and counter.read_text() == "xxxxx"  # parameters

@@ -407,10 +407,17 @@ def page_problems(probe: dict, events: list[dict], origin: str, width: int) -> l
     return [p for found in page_checks(probe, events, origin, width).values() for p in found]
 
 
+def built_pages(built: BookBuild) -> list[str]:
+    """Every page of a build, from the table of contents the driver generated (with each profile's copies of
+    the chapters, e.g. ``notebooks/cifar10/01_diagnostic``); the repository's own toc when there is none."""
+    toc = built.root / "src" / "_toc.yml"
+    return book.toc_files(toc if toc.exists() else REPO / "_toc.yml")
+
+
 def test_every_chapter_renders(site, chrome):
     built, _, base = site
     shots = os.environ.get("CASEKIT_BOOK_SCREENSHOTS")
-    entries = book.toc_files(REPO / "_toc.yml")
+    entries = built_pages(built)
     with urllib.request.urlopen(f"{base}/index.html") as r:  # the site's entry redirects to the first page
         assert f"{entries[0]}.html" in r.read().decode()
     failures = []
@@ -428,8 +435,7 @@ def test_every_chapter_renders(site, chrome):
         if probe["errorAreas"]:
             bad.append(f"{probe['errorAreas']} stderr/error output area(s)")
         if entry.startswith("notebooks/"):
-            executed = nbformat.read(str(built.root / "notebooks" / f"{Path(entry).name}.ipynb"),
-                                     as_version=4)
+            executed = nbformat.read(str(built.root / f"{entry}.ipynb"), as_version=4)
             n_img = sum(1 for i in probe["images"] if i["output"])
             if n_img < expected_images(executed):
                 bad.append(f"{n_img} output images, expected {expected_images(executed)}")
@@ -452,14 +458,16 @@ def readability(site, chrome) -> dict[str, list[str]]:
     (plus ``explorers``: static explorers missing from their page)."""
     built, _, base = site
     found: dict[str, list[str]] = {kind: [] for kind in CHECKS}
-    for entry in book.toc_files(REPO / "_toc.yml"):
+    shots = os.environ.get("CASEKIT_BOOK_SCREENSHOTS")
+    for entry in built_pages(built):
         for width in (WIDE, NARROW):
-            probe, events = visit(chrome, f"{base}/{entry}.html", width=width, readability=True)
+            narrow_shot = shots and width == NARROW  # the 1280 px shots come from test_every_chapter_renders
+            shot = Path(shots) / f"{entry.replace('/', '__')}-{width}px.png" if narrow_shot else None
+            probe, events = visit(chrome, f"{base}/{entry}.html", shot, width=width, readability=True)
             for kind, problems in page_checks(probe, events, base, width).items():
                 found[kind] += [f"{entry}.html: {p}" for p in problems]
         if entry.startswith("notebooks/"):
-            executed = nbformat.read(str(built.root / "notebooks" / f"{Path(entry).name}.ipynb"),
-                                     as_version=4)
+            executed = nbformat.read(str(built.root / f"{entry}.ipynb"), as_version=4)
             if probe["explorers"]["count"] != shown_explorers(executed):
                 found["explorers"].append(f"{entry}.html: {probe['explorers']['count']} static explorers on "
                                           f"the page, expected {shown_explorers(executed)}")
