@@ -200,3 +200,9 @@ def test_load_diagnostic_reads_every_stored_model(tmp_path):
         store.append(rows)
     df = load_diagnostic(tmp_path)
     assert df[["model", "image_id"]].values.tolist() == [["a", 5], ["b", 1], ["b", 2]]
+
+
+def test_overview_numbers_are_shortened_at_item_boundaries():
+    assert overview.shorten("a: 1%; b: 2%", limit=20) == "a: 1%; b: 2%"
+    assert overview.shorten("a: 1%; b: 2%; c: 3%", limit=12) == "a: 1%; b: 2% …"
+    assert overview.shorten("one long item without separators", limit=12) == "one long …"

@@ -207,3 +207,18 @@ def test_html_escapes_cell_text():
     html = fmt.table(pd.DataFrame({"name": ["<b>x</b> & y"]}))._repr_html_()
     assert "&lt;b&gt;x&lt;/b&gt; &amp; y" in html and "<b>x</b>" not in html
     assert re.search(r"<th[^>]*>name</th>", html)
+
+
+def test_settings_lists_a_config_as_two_columns():
+    from casekit.study.config import RunConfig
+
+    config = RunConfig(model="resnet", methods=("gradcam", "case"))
+    block = fmt.settings(config, fields=["model", "methods", "k"])
+    assert "resnet" in block.html and "gradcam, case" in block.html and "0.05" in block.html
+    assert block.text.splitlines()[1:] and "methods" in block.text and "layer" not in block.text
+    assert "sparsity_layers" in fmt.settings(RunConfig(model="vgg")).text  # every field by default
+    assert "(none)" in fmt.settings({"layers": ()}).text
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['nope'\]"):
+        fmt.settings(RunConfig(model="vgg"), fields=["nope"])
+    with pytest.raises(TypeError, match="dataclass instance or a mapping"):
+        fmt.settings(3)

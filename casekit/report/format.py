@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "settings",
     "SCROLL_CLASS",
     "TABLE_CLASS",
     "Block",
@@ -391,3 +392,28 @@ def claims_table(claims: pd.DataFrame, *, columns: Sequence[str] | None = None, 
             if c == "supported" or claims[c].map(lambda v: isinstance(v, (bool, np.bool_))
                                                  or _missing(v)).all()}
     return table(claims, columns=cols, formats=fmts, caption=caption, max_rows=max_rows, keep_duplicates=True)
+
+
+def settings(config: Any, *, fields: Sequence[str] | None = None, caption: str | None = None) -> Block:
+    """A dataclass (e.g. a :class:`~casekit.study.config.RunConfig`) or a mapping as a two-column table
+    ``setting | value`` (tuples joined by ", "), in ``fields`` order (default: every field)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        items = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    elif isinstance(config, Mapping):
+        items = dict(config)
+    else:
+        raise TypeError(f"settings() needs a dataclass instance or a mapping, got {type(config).__name__}")
+    names = list(items) if fields is None else list(fields)
+    unknown = [n for n in names if n not in items]
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; the config has {sorted(items)}")
+
+    def shown(value: Any) -> str:
+        if isinstance(value, (tuple, list)):
+            return ", ".join(map(str, value)) if value else "(none)"
+        return str(value)
+
+    frame = pd.DataFrame({"setting": names, "value": [shown(items[n]) for n in names]})
+    return table(frame, caption=caption)

@@ -87,16 +87,33 @@ def _diagnostic_rows(results: Mapping[str, Results | str],
     return extra
 
 
+def shorten(text: Any, limit: int = 90) -> str:
+    """A number for the overview table: ``text`` whole when it has at most ``limit`` characters, else its
+    leading "; "-separated items that fit, then " …" (the chapter shows the rest)."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    kept: list[str] = []
+    for item in text.split("; "):
+        if len("; ".join([*kept, item])) > limit:
+            break
+        kept.append(item)
+    head = "; ".join(kept) if kept else text[:limit].rsplit(" ", 1)[0]
+    return head + " …"
+
+
 def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def overview_markdown(frame: pd.DataFrame, titles: Mapping[str, str],
-                      chapter_links: Mapping[str, Mapping[str, str]] | None = None) -> str:
+                      chapter_links: Mapping[str, Mapping[str, str]] | None = None, *,
+                      limit: int = 90) -> str:
     """The table as Markdown: ``Claim | Paper reports | This build, <title> …`` with one column per profile
     in ``titles`` (profile → column title), each cell "✓ / ✗ / — and this build's number"; casekit's own
     claims marked. ``chapter_links`` maps a chapter to ``{label: page path}`` (e.g. one page per profile),
-    listed after the claim; without it the claim names its chapter."""
+    listed after the claim; without it the claim names its chapter.  Numbers longer than ``limit``
+    characters are shortened (:func:`shorten`); the linked chapter shows them whole."""
     links = chapter_links or {}
     head = ["Claim", "Paper reports", *[f"This build, {t}" for t in titles.values()]]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -111,6 +128,6 @@ def overview_markdown(frame: pd.DataFrame, titles: Mapping[str, str],
             claim += f" → *{name}*"
         cells = [claim, _cell(row["paper"])]
         for profile in titles:
-            cells.append(f"{row.get(f'{profile} ✓', '—')} {_cell(row.get(profile, '—'))}")
+            cells.append(f"{row.get(f'{profile} ✓', '—')} {_cell(shorten(row.get(profile, '—'), limit))}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
