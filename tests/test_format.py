@@ -135,13 +135,14 @@ def test_pivot_methods_by_models():
     block = fmt.pivot(table1_like())
     parsed = cells(block)
     assert parsed.rows[0] == ["Method", "DenseNet", "ResNet"]
-    assert parsed.rows[1] == ["AblationCAM", "41.2% [10.0, 60.0]p = .023", "55.0% [10.0, 60.0]p = .510"]
-    assert parsed.rows[2] == ["CASE", "20.0% [10.0, 60.0]p < .001", "30.0% [10.0, 60.0]p = .005"]
-    assert sorted(parsed.bold) == sorted(["41.2% [10.0, 60.0]", "p = .023", "20.0% [10.0, 60.0]", "p < .001",
-                                          "30.0% [10.0, 60.0]", "p = .005"])  # the significant cells
+    assert parsed.rows[1] == ["AblationCAM", "41.2%[10.0, 60.0]p = .023", "55.0%[10.0, 60.0]p = .510"]
+    assert parsed.rows[2] == ["CASE", "20.0%[10.0, 60.0]p < .001", "30.0%[10.0, 60.0]p = .005"]
+    # the significant cells are bold
+    assert sorted(parsed.bold) == sorted(["41.2%", "[10.0, 60.0]", "p = .023", "20.0%", "[10.0, 60.0]",
+                                          "p < .001", "30.0%", "[10.0, 60.0]", "p = .005"])
     html = block._repr_html_()
-    # p: 2nd line
-    assert ("white-space:nowrap\"><strong>41.2% [10.0, 60.0]<br>p = .023</strong></td>") in html
+    # the interval: 2nd line, p: 3rd line
+    assert ("white-space:nowrap\"><strong>41.2%<br>[10.0, 60.0]<br>p = .023</strong></td>") in html
     assert "AblationCAM  41.2% [10.0, 60.0], p = .023" in block.text
     with pytest.raises(ValueError, match="repeated"):
         fmt.pivot(pd.concat([table1_like(), table1_like()]))
@@ -162,8 +163,8 @@ def test_fidelity_pivot_cells():
 
 def test_sensitivity_and_claims_tables():
     parsed = cells(fmt.sensitivity_table(table1_like()))
-    assert parsed.rows[0] == ["Model", "Method", "n", "median [95% CI]", "p", "p (Holm)", "rejects H0"]
-    assert parsed.rows[3] == ["ResNet", "AblationCAM", "20", "55.0% [10.0, 60.0]", ".510", "1.000", "✗"]
+    assert parsed.rows[0] == ["Model", "Method", "n", "median [95% CI]", "rejects H0", "p", "p (Holm)"]
+    assert parsed.rows[3] == ["ResNet", "AblationCAM", "20", "55.0% [10.0, 60.0]", "✗", ".510", "1.000"]
     claims = pd.DataFrame({"section": ["RQ1", "RQ2", "RQ2"], "claim": ["a", "b", "c"],
                            "supported": [True, False, None]})
     parsed = cells(fmt.claims_table(claims))

@@ -82,6 +82,9 @@ def test_colours_are_fixed_per_family_and_distinct_per_method():
     assert paper["densenet201"] == paper["densenet201-cifar100"] == "#de8f05"
     assert paper["resnet50"] == "#0173b2"
     assert paper["other"] not in N.FAMILY_COLOURS.values()
+    cifar = N.model_colours(["resnet20", "resnet56", "densenet40", "shufflenet"])
+    assert cifar["resnet20"] == "#0173b2" and cifar["densenet40"] == "#de8f05"
+    assert len(set(cifar.values())) == 4  # two ResNets: the second takes a spare colour
     assert len(set(N.METHOD_COLOURS.values())) == len(N.METHOD_COLOURS) == 6
 
 

@@ -185,8 +185,8 @@ def collapsed(short: Block, long: Block, summary: str = "Show all rows") -> Bloc
 
 def _text_grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A fixed-width plain-text table (columns left-aligned, two spaces apart; a cell's line breaks
-    → ", ")."""
-    rows = [[c.replace("\n", ", ") for c in r] for r in rows]
+    → ", ", or a space before a bracketed interval)."""
+    rows = [[c.replace("\n[", " [").replace("\n", ", ") for c in r] for r in rows]
     width = [max([len(h), *(len(r[j]) for r in rows)]) for j, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, width)).rstrip(),
              "  ".join("-" * w for w in width)]
@@ -338,8 +338,10 @@ def pivot(full: pd.DataFrame, *, rows: str = "Method", columns: str = "Model",
         raise ValueError(f"pivot(): {int(dup.sum())} repeated ({rows}, {columns}) pair(s), e.g. {first}; "
                          "select one layer/seed/comparison first")
     row_keys, col_keys = list(dict.fromkeys(full[rows])), list(dict.fromkeys(full[columns]))
-    # the p-value on its own line: narrow columns without breaking a number
-    text = {(r[rows], r[columns]): cell(r).replace(", p ", "\np ", 1) for r in full.to_dict("records")}
+    # the interval and the p-value on their own lines: narrow columns (four models fit a 1280 px page)
+    # without breaking a number
+    text = {(r[rows], r[columns]): cell(r).replace(", p ", "\np ", 1).replace(" [", "\n[", 1)
+            for r in full.to_dict("records")}
     strong = {(r[rows], r[columns]): bool(r.get(bold)) and not _missing(r.get(bold))
               for r in full.to_dict("records")} if bold else {}
     header = [corner if corner is not None else str(rows), *map(str, col_keys)]
@@ -366,17 +368,17 @@ def fidelity_pivot(full3: pd.DataFrame, *, caption: str | None = None) -> Block:
 def sensitivity_table(full: pd.DataFrame, *, by: Sequence[str] = ("Model", "Method"),
                       max_rows: int | None = None, caption: str | None = None) -> Block:
     """A class-sensitivity frame (``table1_full``, ``table2_full``, ``seed_agreement``) long and readable:
-    ``by`` columns, n, excluded, median [95 % CI], p, p (Holm), rejects H0 ✓/✗."""
+    ``by`` columns, n, excluded, median [95 % CI], rejects H0 ✓/✗, p, p (Holm) (and the sign test)."""
     frame = pd.DataFrame({c: full[c] for c in by})
     frame["n"] = full["n"]
     if "n_excluded" in full:
         frame["excluded"] = full["n_excluded"]
     frame["median [95% CI]"] = [fmt_ci(r["median"], r["ci_low"], r["ci_high"])
                                 for r in full.to_dict("records")]
+    frame["rejects H0"] = full["reject"].astype(object)  # the verdict next to the median it is about
     frame["p"] = full["p"]
     if "p_holm" in full:
         frame["p (Holm)"] = full["p_holm"]
-    frame["rejects H0"] = full["reject"].astype(object)
     if "sign_p" in full:  # the exact sign test of the median and whether it disagrees with the Wilcoxon
         frame["sign test p"] = full["sign_p"]
         frame["conflict"] = full["conflict"].astype(object)

@@ -23,7 +23,8 @@ from ..evaluation.stats import format_p
 
 __all__ = [
     "DISPLAY_NAMES", "MODEL_NAMES", "PAPER_METHOD_ORDER", "BASELINES", "LAYER_ORDER", "APPENDIX_ORDER",
-    "METHOD_COLOURS", "FAMILY_COLOURS", "THRESHOLD_STYLE", "model_display", "method_display", "model_colours",
+    "METHOD_COLOURS", "FAMILY_COLOURS", "MODEL_COLOURS", "THRESHOLD_STYLE", "model_display", "method_display",
+    "model_colours",
     "sort_paper", "sort_layers", "pct", "num", "ptext",
 ]
 
@@ -32,6 +33,9 @@ MODEL_NAMES: dict[str, str] = {
     "resnet": "ResNet", "vgg": "VGG", "densenet": "DenseNet", "convnext": "ConvNeXt",
     "resnet50": "ResNet", "vgg19_bn": "VGG", "densenet201": "DenseNet", "convnext_large": "ConvNeXt",
     "densenet201-cifar100": "DenseNet (CIFAR-100)",
+    # the cifar10 profile's pretrained networks (casekit.subjects.reference)
+    "resnet20": "ResNet-20", "resnet56": "ResNet-56", "densenet40": "DenseNet-BC-40",
+    "shufflenet": "ShuffleNetV2", "lenet": "LeNet",
 }
 #: The paper's row order: display names sorted alphabetically.
 PAPER_METHOD_ORDER: tuple[str, ...] = tuple(sorted(METHODS, key=lambda m: DISPLAY_NAMES[m]))
@@ -48,6 +52,9 @@ METHOD_COLOURS: dict[str, str] = {
 }
 #: The threshold line of every agreement figure (the paper's red dashed 50 % line).
 THRESHOLD_STYLE = {"color": "red", "linestyle": "--", "linewidth": 1.5}
+#: Models that need their own colour: two networks of one family shown side by side (the cifar10 profile's
+#: ResNet-20 in the family's blue, ResNet-56 in sky blue; ShuffleNet in brown).
+MODEL_COLOURS: dict[str, str] = {"resnet56": "#56b4e9", "shufflenet": "#ca9161"}
 # seaborn's "colorblind" palette (10 colours), reordered so that the first four are easy to tell apart
 # (its orange and vermilion are too alike for four models side by side).
 _MODEL_PALETTE: tuple[str, ...] = ("#0173b2", "#de8f05", "#029e73", "#cc78bc", "#fbafe4", "#ca9161",
@@ -77,13 +84,14 @@ def _family_colour(model: str) -> str | None:
 
 
 def model_colours(models: Iterable[str]) -> dict[str, str]:
-    """One colour per model: its family's (:data:`FAMILY_COLOURS`, whatever else is plotted); other models
-    take the palette's remaining colours in the order of their display names."""
+    """One colour per model: its own (:data:`MODEL_COLOURS`) or its family's (:data:`FAMILY_COLOURS`),
+    whatever else is plotted; other models take the palette's remaining colours in the order of their
+    display names."""
     order = sorted(dict.fromkeys(models), key=model_display)
     spare = [c for c in _MODEL_PALETTE if c not in FAMILY_COLOURS.values()]
     out, i = {}, 0
     for m in order:
-        colour = _family_colour(m)
+        colour = MODEL_COLOURS.get(m) or _family_colour(m)
         if colour is None:
             colour, i = spare[i % len(spare)], i + 1
         out[m] = colour
