@@ -223,3 +223,11 @@ def test_settings_lists_a_config_as_two_columns():
         fmt.settings(RunConfig(model="vgg"), fields=["nope"])
     with pytest.raises(TypeError, match="dataclass instance or a mapping"):
         fmt.settings(3)
+
+
+def test_filtered_rows_show_no_positions_and_sign_p_reads_as_a_p_value():
+    df = pd.DataFrame({"run": ["a", "b", "c"], "sign_p": [0.00001, 0.5, 0.04]})
+    parsed = cells(fmt.table(df[df["run"] != "b"]))  # index [0, 2]: positions, not data
+    assert parsed.rows == [["run", "sign test p"], ["a", "< .001"], ["c", ".040"]]
+    named = df.set_index(pd.Index([7, 8, 9], name="image"))
+    assert cells(fmt.table(named)).rows[0] == ["image", "run", "sign test p"]  # a named index is data

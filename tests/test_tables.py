@@ -981,3 +981,15 @@ def test_projection_table_values():
     no_masks = EV.projection_table(hand_example(masks=False))
     assert list(no_masks.columns) == ["image", "target", "class", "contrast classes", "cos(w_u, w̄)",
                                       "‖w⊥‖ / ‖w_u‖"]
+
+
+def test_case_lowest_is_strict_and_says_so_on_a_tie():
+    from casekit.report import claim_checks as C
+
+    t1 = pd.DataFrame({"model": ["a", "a", "b", "b"], "method": ["case", "gradcam"] * 2,
+                       "median": [0.0, 0.0, 0.1, 0.3]})
+    run = C.RunView(None, options={"layer": "final_conv"}, cache={("t1", "final_conv"): t1})
+    out = C.rq1_case_lowest(run)
+    assert out[0] is False  # below every baseline's, as the criterion says: a tie is not below
+    assert "a: CASE 0.0% vs lowest baseline 0.0% (a tie: not below)" in out[1]
+    assert "b: CASE 10.0% vs lowest baseline 30.0%" in out[1] and out[1].count("tie") == 1

@@ -221,13 +221,14 @@ def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], *,
 
 # --------------------------------------------------------------------------- DataFrames
 
-P_COLUMNS = ("p", "p_holm", "p_one_sided", "p_two_sided", "p_value", "p_adjusted")
+P_COLUMNS = ("p", "p_holm", "p_one_sided", "p_two_sided", "p_value", "p_adjusted", "sign_p")
 #: Shown names of the project's column names (anything else keeps its own name).
 HEADERS: dict[str, str] = {
     "n_excluded": "excluded", "n_degenerate": "degenerate", "n_zero": "at threshold", "ci_low": "CI low",
     "ci_high": "CI high", "p_holm": "p (Holm)", "p_one_sided": "p (one-sided)",
     "p_two_sided": "p (two-sided)", "reject": "rejects H0", "reject_holm": "rejects H0 (Holm)",
     "share_below": "share below threshold", "layer_name": "layer (name)", "sd": "SD", "d_z": "d_z",
+    "sign_p": "sign test p",
 }
 
 
@@ -279,7 +280,8 @@ def table(df: pd.DataFrame | pd.Series, *, columns: Sequence[str] | None = None,
     names (default :data:`HEADERS`, else the column's own name); ``percent``: columns holding fractions shown
     as percentages; ``formats``: a formatter per column (overrides the defaults: p-columns via :func:`fmt_p`,
     bool columns via :func:`check`, other numbers via :func:`fmt_num` with ``digits``).
-    A meaningful index (not 0..n−1) becomes the first column(s); the RangeIndex is never shown.
+    A meaningful index (named, or not integers) becomes the first column(s); a RangeIndex or the unnamed
+    integer positions a filter leaves are never shown.
     ``model``/``Model``-style and ``p``/``p_fmt``-style pairs and exact duplicates keep only one column
     unless ``keep_duplicates``.  ``bold``: a bool frame with the shown rows/columns (e.g. significant cells).
     ``max_rows``: show the first rows and fold the full table under ``summary`` (:func:`collapsed`).
@@ -291,7 +293,10 @@ def table(df: pd.DataFrame | pd.Series, *, columns: Sequence[str] | None = None,
     if isinstance(df.columns, pd.MultiIndex):
         df = df.copy()
         df.columns = [" · ".join(str(p) for p in c if str(p)) for c in df.columns]
-    if not isinstance(df.index, pd.RangeIndex) or df.index.name is not None:
+    # row positions left by a filter (an unnamed integer index) say nothing: dropped like a RangeIndex
+    positions = df.index.name is None and not isinstance(df.index, pd.MultiIndex) and \
+        pd.api.types.is_integer_dtype(df.index.dtype)
+    if not positions and (not isinstance(df.index, pd.RangeIndex) or df.index.name is not None):
         df = df.reset_index()
     if columns is None:
         columns = [c for c in df.columns if keep_duplicates or c not in _redundant_columns(df)]
