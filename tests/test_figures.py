@@ -435,3 +435,17 @@ def test_evidence_bars_without_references_empty_and_errors():
         F.evidence_bars(ev.drop(columns="unique_other"))
     with pytest.raises(ValueError, match="no evidence rows for comparison 'true_vs_sibling'"):
         F.evidence_bars(ev, comparison="true_vs_sibling")
+
+
+def test_active_channel_kde_draws_each_model_in_its_book_colour():
+    from matplotlib.colors import to_hex
+
+    from casekit.report.naming import model_colours
+
+    cm = pd.DataFrame({"model": ["vgg"] * 3 + ["convnext"] * 3, "Model": ["VGG"] * 3 + ["ConvNeXt"] * 3,
+                       "mean_active_channels": [1, 2, 3, 4, 6, 5],
+                       "fraction_active": np.linspace(0.1, 0.6, 6)})
+    ax = F.active_channel_kde(cm, hue="Model").axes[0]
+    rugs = [lyr for lyr in ax.lines if lyr.get_marker() == "|"]
+    want = model_colours(["convnext", "vgg"])
+    assert [to_hex(r.get_color()) for r in rugs] == [want["convnext"], want["vgg"]]  # sorted: ConvNeXt, VGG

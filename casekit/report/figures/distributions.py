@@ -22,6 +22,7 @@ from ..naming import (
     LAYER_ORDER,
     METHOD_COLOURS,
     THRESHOLD_STYLE,
+    model_colours,
     model_display,
 )
 from .base import grid_shape, methods_in
@@ -84,8 +85,14 @@ def active_channel_kde(class_means: pd.DataFrame, *, hue: str = "Model", fractio
     x = "fraction_active" if fraction else "mean_active_channels"
     fig = ax.figure if ax is not None else Figure(figsize=(6.4, 3.6), layout="constrained")
     ax = ax if ax is not None else fig.subplots()
-    palette = sns.color_palette("colorblind", n_colors=max(1, class_means[hue].nunique()))
-    for colour, (name, g) in zip(palette, class_means.groupby(hue, sort=True)):
+    groups = list(class_means.groupby(hue, sort=True))
+    if hue in ("Model", "model") and "model" in class_means.columns:  # the book's colour of each model
+        ids = dict(zip(class_means[hue], class_means["model"]))
+        by_id = model_colours(ids.values())
+        palette = [by_id[ids[name]] for name, _ in groups]
+    else:
+        palette = sns.color_palette("colorblind", n_colors=max(1, len(groups)))
+    for colour, (name, g) in zip(palette, groups):
         v = g[x].to_numpy(float)
         label = f"{name} ({len(v)} classes)"
         if len(v) > 1 and np.ptp(v) > 0:
