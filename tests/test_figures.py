@@ -145,7 +145,8 @@ def test_map_grids_show_the_topk_pixels():
     assert png_size(fig) > 1000
 
     fig1 = F.saliency_grid(images, {"gradcam": maps["gradcam"]})
-    axes1 = np.array(fig1.axes).reshape(2, 3)
+    axes1 = np.array(fig1.axes[:6]).reshape(2, 3)
+    assert len(fig1.axes) == 7 and fig1.axes[6].get_ylabel() == "map value"  # one colour bar for every map
     overlay = axes1[1, 2].get_images()[1].get_array()
     np.testing.assert_allclose(overlay, maps["gradcam"][1, 1].numpy())
     with pytest.raises(ValueError, match="must be \\[B=2"):

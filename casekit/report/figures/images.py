@@ -13,6 +13,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from ...cam.engine import DISPLAY_NAMES, canonical_method
@@ -87,6 +89,9 @@ def saliency_grid(images: torch.Tensor, maps: Mapping[str, torch.Tensor], *,
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
+    # one colour scale for every map (all are scaled to [0, 1])
+    scale = ScalarMappable(norm=Normalize(0, 1), cmap=cmap)
+    fig.colorbar(scale, ax=axes[:, 1:].ravel().tolist(), fraction=0.025, pad=0.02, label="map value")
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
