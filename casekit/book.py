@@ -930,6 +930,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         failures = []
         code = code_fingerprint()
         fingerprinted: dict[Path, tuple[Plan, str]] = {}
+        reused = 0
         for i, (profile, plan) in enumerate(run, 1):
             label = f"{profile}/{plan.name}"
             target = executed_of[profile] / plan.notebook.name
@@ -939,6 +940,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                            state)):
                 print(f"[{i}/{len(run)}] {label} is up to date (same notebook, parameters, code and "
                       "results): reused", flush=True)
+                reused += 1
                 continue
             print(f"[{i}/{len(run)}] {label} …", flush=True)
             try:
@@ -995,8 +997,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\ncasekit book: FAILED\n{err}", file=sys.stderr, flush=True)
         return 1
     index = build / "html" / "index.html"
-    print(f"casekit book: {len(run)} notebook(s) executed in {t_exec:.1f} s, HTML built in {t_html:.1f} s, "
-          f"total {time.perf_counter() - t0:.1f} s")
+    print(f"casekit book: {len(run) - reused} notebook(s) executed and {reused} up to date in "
+          f"{t_exec:.1f} s, HTML built in {t_html:.1f} s, total {time.perf_counter() - t0:.1f} s")
     print(f"open {index}")
     return 0
 
