@@ -49,6 +49,8 @@ def test_profile_banner_counts_models_and_images():
     assert banner.endswith("This run: 1 model (a), 2 images per model, seed and layer.")
     assert S.profile_banner("x") == "> **Profile `x`**."  # a new profile is named, never refused
     assert "CIFAR-10" in S.profile_banner("cifar10")
+    real = pd.DataFrame({"model": ["resnet20", "densenet40"], "image_id": [0, 0]})
+    assert "2 models (DenseNet-BC-40, ResNet-20)" in S.profile_banner("cifar10", real)  # display names
     with pytest.raises(ValueError, match="non-empty string"):
         S.profile_banner("")
     with pytest.raises(ValueError, match="unknown chapter"):

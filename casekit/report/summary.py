@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import claims as _claims
+from .naming import model_display
 
 PROFILE_TEXT = {
     "demo": "casekit's synthetic benchmark (64 × 64 px scenes of ten classes with known evidence) and its "
@@ -44,7 +45,8 @@ def profile_banner(profile: str, maps: pd.DataFrame | None = None) -> str:
         models = list(dict.fromkeys(maps["model"].astype(str)))
         sizes = _plural(int(n.min()), "image") if n.min() == n.max() else f"{n.min()}–{n.max()} images"
         per = "per model" if runs == ["model"] else "per model, seed and layer"
-        parts.append(f"This run: {_plural(len(models), 'model')} ({', '.join(sorted(models))}), "
+        names = ", ".join(sorted(model_display(m) for m in models))
+        parts.append(f"This run: {_plural(len(models), 'model')} ({names}), "
                      f"{sizes} {per}.")
     return "> " + " ".join(parts)
 
