@@ -67,6 +67,19 @@ def test_cifar10_subject_heldout_confusion_and_correct_sample(monkeypatch):
     assert torch.equal(torch.as_tensor(subject.pool), pool)
     assert int(subject.confusion.sum()) == len(held) == 1000  # the confusion matrix counts the held-out half
     assert subject.layer_name("final_conv") == "layer3.2.conv2"
+    # equal counts are ordered by the held-out mean softmax probabilities, as on the demo and paper profiles
+    # (before, the cifar10 subject had no tiebreak and 3 of ResNet-20's K = 3 sets were ordered by index)
+    from casekit.cam.contrast import confusion_matrix, contrast_sets
+    from casekit.study import subject as S
+    from casekit.subjects import data as D
+
+    counts, probs = confusion_matrix(subject.model, D.subset_loader(subject.dataset, held, batch_size=100),
+                                     kind="both")
+    assert torch.equal(subject.confusion, counts.long()) and torch.allclose(subject.tiebreak, probs.double())
+    changed = (contrast_sets(counts, 3) != contrast_sets(counts, 3, probs)).any(1)
+    assert int(changed.sum()) == 3
+    monkeypatch.setattr(S, "confusion_matrix", lambda *a, **k: pytest.fail("not read from the cache"))
+    assert torch.equal(load_subject(config).tiebreak, subject.tiebreak)  # a second load reads the cache
     x, y = subject.dataset[int(pool[0])]
     assert torch.allclose(x, R.normalize(raw[int(pool[0])][None], "resnet20")[0])
     ids = sample_images(config, subject)

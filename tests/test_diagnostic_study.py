@@ -210,3 +210,25 @@ def test_projection_and_geometry_tables():
     assert g["kept_q1"] == pytest.approx(np.quantile(np.linspace(0.2, 1.0, 12), 0.25))
     claims = D.measure_claims(rows).set_index("section")
     assert claims.loc["projection", "supported"] is True
+
+
+def test_contrast_sets_follow_the_subject_tiebreak(tmp_path):
+    import json
+
+    import torch
+
+    subject, _ = channel_subject8()
+    C = subject.confusion.shape[0]
+    subject.confusion = torch.eye(C, dtype=torch.long) * 5  # every off-diagonal count ties (at 0)
+    subject.tiebreak = torch.zeros(C, C, dtype=torch.float64)
+    subject.tiebreak[torch.arange(C), (torch.arange(C) + 2) % C] = 1.0  # the tiebreak picks u + 2
+    probs = DS.diagnostic_run(CFG, subject, methods=("gradcam", "case"), ks=(0.05,),
+                              results_dir=tmp_path / "p", progress=False)
+    index = DS.diagnostic_run(CFG.replace(contrast_tiebreak="none"), subject, methods=("gradcam", "case"),
+                              ks=(0.05,), results_dir=tmp_path / "i", progress=False)
+    for rows, rule in ((probs, lambda u: (u + 2) % C), (index, lambda u: 1 if u == 0 else 0)):
+        want = [int(o) == rule(int(u)) for u, o in zip(rows["label"], rows["other_class"])]
+        assert rows["in_contrast"].tolist() == want
+    assert probs["in_contrast"].tolist() != index["in_contrast"].tolist()
+    stored = json.loads(next((tmp_path / "p").glob("*/store.json")).read_text())["config"]
+    assert stored["contrast_decisions"] == {"counts": 0, "tiebreak": C, "index": 0}

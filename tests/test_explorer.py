@@ -35,7 +35,7 @@ def decode(uri: str) -> Image.Image:
     import base64
 
     head, data = uri.split(",", 1)
-    assert head in ("data:image/png;base64", "data:image/jpeg;base64")
+    assert head in ("data:image/png;base64", "data:image/jpeg;base64", "data:image/webp;base64")
     return Image.open(io.BytesIO(base64.b64decode(data)))
 
 
@@ -114,11 +114,11 @@ def test_unique_evidence_with_chance_and_ceiling(saliency):
             assert rows[name] == f"{ev:.1%} (chance 9.4%, ceiling 96.0%)"
     assert label_rows  # the tiny data has correctly ranked labels
 
-def test_saliency_images_are_small_jpegs_of_the_overlay(saliency):
+def test_saliency_images_are_small_webps_of_the_overlay(saliency):
     _, data, _, live, static = saliency
     d = blob(static.html)
     view = d["views"]["0|0|0"]
-    assert d["images"][view["images"][1]].startswith("data:image/jpeg;base64,")
+    assert d["images"][view["images"][1]].startswith("data:image/webp;base64,")
     img = np.asarray(decode(d["images"][view["images"][1]]).convert("RGB"), dtype=float) / 255
     assert img.shape == (16, 16, 3)  # 16 px images are kept at their size (≤ 160); the page scales them up
     x = data[0][0][None]
@@ -127,7 +127,7 @@ def test_saliency_images_are_small_jpegs_of_the_overlay(saliency):
     err = {name: np.abs(img - ex.overlay(shown, m.numpy())).mean() for name, m in (("top-1", maps[0]),
                                                                                   ("top-2", maps[1]))}
     err["image"] = np.abs(img - shown).mean()
-    assert err["top-1"] < 0.1 and err["top-1"] < 0.75 * min(err["top-2"], err["image"]), err  # JPEG: close
+    assert err["top-1"] < 0.1 and err["top-1"] < 0.75 * min(err["top-2"], err["image"]), err  # lossy: close
     assert x.shape[-1] == 16 and static.size_bytes() < 150_000
 
 
@@ -213,6 +213,9 @@ def test_static_explorer_validates_and_escapes():
     assert html.count("</script>") == 2  # the blob's and the code's; the label's is escaped
     assert blob(html)["views"]["0"]["numbers"] == [["n", "</script>"]]
     assert len(blob(html)["images"]) == 2  # the image and the blank stand-in for an empty slot
+    blank = decode(blob(html)["images"][1])
+    blank.load()  # a valid PNG (a broken one shows as a broken-image icon)
+    assert blank.size == (1, 1) and blank.convert("RGBA").getpixel((0, 0))[3] == 0
 
 
 def test_encode_image_sizes_and_formats():
@@ -222,6 +225,15 @@ def test_encode_image_sizes_and_formats():
     jpg = ex.encode_image(rgb, fmt="jpeg", size=100)
     assert jpg[:3] == b"\xff\xd8\xff" and Image.open(io.BytesIO(jpg)).size == (89, 100)
     assert Image.open(io.BytesIO(ex.encode_image(rgb[:64, :64]))).size == (64, 64)
+    webp = ex.encode_image(rgb[:64, :64], fmt="webp")
+    assert webp[:4] == b"RIFF" and webp[8:12] == b"WEBP" and ex.webp_supported()
+    back = np.asarray(Image.open(io.BytesIO(webp)).convert("RGB"), float) / 255
+    assert np.abs(back - rgb[:64, :64]).mean() < 0.2
+    assert ex._data_uri(webp).startswith("data:image/webp;base64,")
+    with pytest.raises(ValueError, match="not a PNG, JPEG or WebP"):
+        ex._data_uri(b"GIF89a....")
+    with pytest.raises(ValueError, match="fmt must be"):
+        ex.encode_image(rgb, fmt="gif")
     with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
         ex.encode_image(np.zeros((4, 4)))
 
@@ -235,3 +247,29 @@ def test_overlay_formula():
     jet = matplotlib.colormaps["jet"]
     assert np.allclose(out[0, 1], 0.5 * 0.2 + 0.5 * np.array(jet(1.0)[:3]))
     assert np.allclose(out[1, 1], 0.5 * 0.2 + 0.5 * np.array(jet(0.0)[:3]))  # NaN → 0
+
+
+def test_prefetch_gives_the_one_image_maps_and_static_views_leave_the_cache(saliency):
+    model, data, sets, _, static = saliency
+    live = SaliencyExplorer(model, data, LAYERS, sets, K=3, k=0.1, image=2)
+    before = set(live._cache)
+    added = live.prefetch([0, 1, 3], "features.2", METHODS, (1, 2), 3)
+    assert len(added) == 3 * len(METHODS)
+    for key in added:
+        _, i, layer, method, targets, contrast = key
+        assert targets == live.resolve_targets(i)
+        con = None if contrast is None else torch.tensor(contrast).reshape(2, 3)
+        if method == "case":
+            assert torch.equal(con, live.contrast_for(i, targets, 3))
+        single = ck.saliency(model, data[i][0][None], layer, method, torch.tensor([targets]),
+                             None if con is None else con[None])[0]
+        assert torch.allclose(live._cache[key], single, atol=1e-5), (i, method)
+    # static_saliency in batches of 2 gives the numbers of one batch and keeps only the live image's maps
+    again = SaliencyExplorer(model, data, LAYERS, sets, K=3, k=0.1, image=2)
+    small = ex.static_saliency(again, batch_size=2)
+    numbers = {key: v["numbers"] for key, v in blob(static.html)["views"].items()}
+    assert {key: v["numbers"] for key, v in blob(small.html)["views"].items()} == numbers
+    kept = {key[1] for key in set(again._cache) - before if key[0] == "maps"}
+    assert kept <= {2}
+    with pytest.raises(ValueError, match="batch_size"):
+        ex.static_saliency(again, batch_size=0)

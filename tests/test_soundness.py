@@ -85,6 +85,29 @@ def test_outdated_store_is_recomputed_not_mixed(tmp_path):
     pd.testing.assert_frame_equal(again.maps, first.maps)
 
 
+def test_store_of_an_older_contrast_rule_is_recomputed_but_another_subject_is_refused(tmp_path):
+    cfg = TINY.replace(n_images=4, methods=("case",), rq2=False, sparsity_layers=())
+    first = run(cfg, _subject(), results_dir=tmp_path, progress=False)
+    meta = first.path / "maps" / "store.json"
+    import json
+    d = json.loads(meta.read_text())
+    stored = dict(d["config"]["contrast_decisions"])
+    assert sum(stored.values()) > 0
+    d["config"]["contrast_decisions"] = {"counts": 0, "tiebreak": 0, "index": sum(stored.values())}
+    meta.write_text(json.dumps(d))  # same run, same subject, slots decided by an older rule
+    with pytest.warns(RuntimeWarning, match="older casekit"):
+        again = run(cfg, _subject(), results_dir=tmp_path, progress=False)
+    assert again.computed_batches == 1
+    pd.testing.assert_frame_equal(again.maps, first.maps)
+    d = json.loads(meta.read_text())
+    assert d["config"]["contrast_decisions"] == stored
+    d["config"]["subject"] = "another-model"
+    d["config"]["contrast_decisions"] = {"counts": 0, "tiebreak": 0, "index": sum(stored.values())}
+    meta.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="recompute=True"):
+        run(cfg, _subject(), results_dir=tmp_path, progress=False)
+
+
 def test_config_fields_validated():
     with pytest.raises(ValueError, match="contrast_tiebreak"):
         RunConfig(model="x", contrast_tiebreak="index")
@@ -300,3 +323,20 @@ def test_projection_study_and_comparison(tmp_path):
         assert r.median == pytest.approx(np.median(x))
     with pytest.raises(ValueError, match="sets"):
         projection_study("tiny", profile="custom", n_images=4, results_dir=tmp_path, projection="full")
+
+
+def test_explorer_contrast_and_images_follow_the_run():
+    from casekit.study.examples import explorer_contrast, explorer_images
+    from casekit.study.subject import sample_images
+
+    cfg = TINY.replace(n_images=4)
+    subject = _subject()
+    assert explorer_contrast(cfg, subject, 2).tolist() == SETS_PROBS  # the run's K = 2 sets, by hand above
+    assert explorer_contrast(cfg.replace(contrast_tiebreak="none"), subject, 2).tolist() == SETS_NONE
+    assert explorer_contrast(cfg, subject, 9).shape == (4, 3)  # at most C − 1 columns
+    sample = sorted(sample_images(cfg, subject))
+    assert explorer_images(cfg, subject) == sample
+    assert explorer_images(cfg, subject, limit=2) == sample[:2]
+    assert explorer_images(cfg, subject, limit=2, include=[sample[3], sample[0]]) == sample[:2] + [sample[3]]
+    with pytest.raises(ValueError, match="limit"):
+        explorer_images(cfg, subject, limit=0)

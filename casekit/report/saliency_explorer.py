@@ -20,6 +20,7 @@ from torch import nn
 
 from ..cam.checks import resolve_layer
 from ..cam.engine import DISPLAY_NAMES, METHODS, canonical_method, explain
+from ..cam.registry import REGISTRY
 from ..evaluation import metrics
 from ..study.batch import logit_contrast_sets
 from .explorer_base import SnapshotBox, table_html
@@ -231,13 +232,60 @@ class SaliencyExplorer(SnapshotBox):
         return logit_contrast_sets(torch.tensor([list(targets)], device=logits.device), logits, K)[0].cpu()
 
     def _maps(self, i: int, layer: str, method: str, targets: tuple[int, int], contrast: torch.Tensor | None):
-        key = ("maps", i, layer, method, targets,
-               None if contrast is None else tuple(contrast.flatten().tolist()))
+        key = self.map_key(i, layer, method, targets, contrast)
         if key not in self._cache:
             con = None if contrast is None else contrast[None].to(self._device)
             result = explain(self.model, self._batch(i), layer, [method], torch.tensor([targets]), con)
             self._cache[key] = result.maps[method][0].cpu()
         return self._cache[key]
+
+    def map_key(self, i: int, layer: str, method: str, targets: tuple[int, ...],
+                contrast: torch.Tensor | None) -> tuple:
+        """The cache key of image ``i``'s maps of ``targets`` under ``method`` (and CASE's ``contrast``)."""
+        return ("maps", i, layer, method, tuple(targets),
+                None if contrast is None else tuple(contrast.flatten().tolist()))
+
+    def prefetch(self, ids: Sequence[int], layer: str, methods: Sequence[str], ranks: Sequence[int],
+                 K: int) -> list[tuple]:
+        """Fill the cache for images ``ids`` at once: their logits from one forward pass, then the maps of
+        the classes at ``ranks`` under every method in ``methods`` from one batched :func:`explain` call
+        (CASE with each target's K contrast classes).  Afterwards :meth:`_maps` of these images is a cache
+        hit.  Returns the map keys added (to evict them after use).  Batched maps equal the one-image maps
+        up to floating point (the engine computes each image of a batch independently)."""
+        ids = [int(i) for i in ids]
+        new = [i for i in ids if ("logits", i) not in self._cache]
+        was_training = self.model.training
+        if new:
+            self.model.eval()
+            try:
+                with torch.no_grad():
+                    x = torch.stack([self._item(i)[0] for i in new]).to(self._device)
+                    for i, z in zip(new, self.model(x).float().cpu()):
+                        self._cache[("logits", i)] = z
+            finally:
+                self.model.train(was_training)
+        targets = []
+        for i in ids:
+            order = torch.argsort(self._logits(i), descending=True, stable=True)
+            targets.append(tuple(int(order[r - 1]) for r in ranks))
+        contrast = [self.contrast_for(i, t, K) for i, t in zip(ids, targets)]
+        plain = [m for m in methods if not REGISTRY[canonical_method(m)].needs_contrast]
+        contrastive = [m for m in methods if REGISTRY[canonical_method(m)].needs_contrast]
+        x = torch.stack([self._item(i)[0] for i in ids]).to(self._device)
+        tgt = torch.tensor(targets, device=self._device)
+        added = []
+        for group, con in ((plain, None), (contrastive, torch.stack(contrast).to(self._device))):
+            if not group:
+                continue
+            result = explain(self.model, x, layer, group, tgt, con if group is contrastive else None)
+            for m in group:
+                name = canonical_method(m)
+                for b, i in enumerate(ids):
+                    key = self.map_key(i, layer, name, targets[b],
+                                       contrast[b] if group is contrastive else None)
+                    self._cache[key] = result.maps[name][b].cpu()
+                    added.append(key)
+        return added
 
     def refresh(self) -> None:
         """Recompute the view from the controls (called on every change)."""

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..cam.contrast import contrast_sets
+from ..cam.contrast import contrast_decisions, contrast_sets, decision_counts
 from ..cam.engine import case_vectors, explain
 from ..cam.registry import canonical_method
 from ..evaluation.diagnostic import DIAGNOSTIC_KS, chance_pairs, in_contrast_set
@@ -182,8 +182,11 @@ def diagnostic_run(config: RunConfig, subject: Subject | None = None, *, methods
             else default_results_dir(config.profile) / DIAGNOSTIC_DIR)
     run_cfg = config.to_dict()
     run_cfg.pop("device")
+    # CASE's contrast sets: the held-out confusion counts, ties by the tiebreak (config.contrast_tiebreak)
+    tiebreak = subject.tiebreak if config.contrast_tiebreak == "probs" else None
+    decisions = decision_counts(contrast_decisions(subject.confusion, config.contrast_k, tiebreak))
     store_cfg = {"run": run_cfg, "methods": list(methods), "ks": list(ks), "fidelity_k": float(fidelity_k),
-                 "subject": subject.fingerprint, "format": DIAGNOSTIC_FORMAT}
+                 "subject": subject.fingerprint, "format": DIAGNOSTIC_FORMAT, "contrast_decisions": decisions}
     store: ResultStore = _open_store(root / config.name, DIAGNOSTIC_KEY, store_cfg, recompute)
     if len(store):
         return store.read()
@@ -191,7 +194,7 @@ def diagnostic_run(config: RunConfig, subject: Subject | None = None, *, methods
     ids = sample_images(config, subject)
     if len(ids) < 2:
         raise ValueError("the chance reference needs at least two images")
-    sets = contrast_sets(subject.confusion, config.contrast_k)
+    sets = contrast_sets(subject.confusion, config.contrast_k, tiebreak)
     arrays = _explain_all(config, subject, ids, methods, sets, fidelity_k, progress)
     store.append(_rows(config, ids, methods, ks, sets, arrays, fidelity_k))
     return store.read()

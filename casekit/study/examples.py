@@ -1,7 +1,8 @@
 """Inputs of the worked examples and figures of chapters 01–03: the maps of a few images exactly as a run
 computes them (:func:`example_maps`), CASE's projection (:func:`case_example`), typical images chosen by a
-fixed rule (:func:`representative_images`), displayable images (:func:`denormalizer`) and the part areas of
-the demo benchmark (:func:`part_areas`).
+fixed rule (:func:`representative_images`), displayable images (:func:`denormalizer`), the part areas of
+the demo benchmark (:func:`part_areas`) and what a chapter's saliency explorer offers
+(:func:`explorer_images`, :func:`explorer_contrast`).
 
 Imports: :mod:`casekit.cam`, :mod:`casekit.subjects`, :mod:`.config`, :mod:`.subject`, :mod:`.batch`,
 :mod:`.runner`, :mod:`.rows`.
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..cam.contrast import contrast_sets
 from ..cam.engine import case_vectors, explain
 from ..subjects import demo, reference
 from ..subjects.data import CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
@@ -23,7 +25,7 @@ from .batch import batch_context, target_fn
 from .config import RunConfig, check_int
 from .rows import agreement_rows
 from .runner import Results
-from .subject import Subject, load_batch, load_subject
+from .subject import Subject, load_batch, load_subject, sample_images
 
 
 def example_maps(config: RunConfig, image_ids: Sequence[int], subject: Subject | None = None,
@@ -48,6 +50,29 @@ def example_maps(config: RunConfig, image_ids: Sequence[int], subject: Subject |
             "target_names": target_names}
 
 
+
+
+def explorer_images(config: RunConfig, subject: Subject, *, limit: int | None = None,
+                    include: Sequence[int] = ()) -> list[int]:
+    """The images a chapter's saliency explorer offers: the run's whole sample (:func:`sample_images`, the
+    images every table of the chapter is computed on) in index order, or its first ``limit`` when given and
+    smaller (a paper-size sample of 1,000 images at 224 px would make the page too heavy), together with
+    ``include`` (e.g. the images of the chapter's figures)."""
+    ids = sorted(sample_images(config, subject))
+    if limit is not None:
+        ids = ids[: check_int(limit, "limit", 1)]
+    return sorted({*ids, *(int(i) for i in include)})
+
+
+def explorer_contrast(config: RunConfig, subject: Subject, k_max: int = 5) -> torch.Tensor:
+    """``LongTensor [C, k_max]``: the contrast sets a run would draw (:func:`casekit.contrast_sets` of the
+    subject's held-out confusion counts, ties broken by its tiebreak when ``config.contrast_tiebreak`` is
+    ``"probs"``); their first K columns are the run's sets for any K ≤ ``k_max``."""
+    if subject.confusion is None:
+        raise ValueError("the subject has no held-out confusion matrix, so it has no contrast sets")
+    k_max = min(check_int(k_max, "k_max", 1), subject.confusion.shape[0] - 1)
+    tiebreak = subject.tiebreak if config.contrast_tiebreak == "probs" else None
+    return contrast_sets(subject.confusion, k_max, tiebreak)
 
 
 def representative_images(data: Any, *, model: str, method: str = "gradcam", n: int = 3,

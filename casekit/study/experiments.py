@@ -41,7 +41,15 @@ from .contrast_study import (
     contrast_study,
     projection_study,
 )
-from .examples import case_example, denormalizer, example_maps, part_areas, representative_images
+from .examples import (
+    case_example,
+    denormalizer,
+    example_maps,
+    explorer_contrast,
+    explorer_images,
+    part_areas,
+    representative_images,
+)
 from .profiles import (
     CIFAR10_N_IMAGES,
     CIFAR10_NOTE,
@@ -72,6 +80,7 @@ __all__ = [
     "layer_activations", "agreement_rows", "fidelity_rows", "degenerate_maps", "example_maps",
     "CONTRAST_STUDY_DIR", "CONTRAST_KEY", "profile_models", "study_config", "contrast_configs",
            "contrast_study", "projection_study",
-    "representative_images", "denormalizer", "case_example", "part_areas",
+    "representative_images", "denormalizer", "case_example", "part_areas", "explorer_images",
+           "explorer_contrast",
     "cifar10_configs", "CIFAR10_N_IMAGES", "CIFAR10_NOTE", "CIFAR10_STUDY_MODELS",
 ]

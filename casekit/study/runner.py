@@ -60,7 +60,8 @@ def _store_config(config: RunConfig, subject: Subject,
 
 def _outdated(path: Path, config: Mapping[str, Any]) -> bool:
     """True when ``path`` is a result store written by an older casekit (another row format than ``config``'s,
-    or a run config without a field of today's :class:`RunConfig`): its rows are recomputed, never mixed."""
+    a run config without a field of today's :class:`RunConfig`, or the same run on the same subject whose
+    contrast slots an older contrast rule decided otherwise): its rows are recomputed, never mixed."""
     try:
         stored = json.loads((path / "store.json").read_text()).get("config")
     except (ValueError, OSError, AttributeError):
@@ -68,7 +69,10 @@ def _outdated(path: Path, config: Mapping[str, Any]) -> bool:
     if not stored or "run" not in stored:
         return False
     fields = set(RunConfig.__dataclass_fields__) - {"device"}
-    return stored.get("row_format") != config.get("row_format") or not fields <= set(stored["run"])
+    if stored.get("row_format") != config.get("row_format") or not fields <= set(stored["run"]):
+        return True
+    same_run = stored["run"] == config.get("run") and stored.get("subject") == config.get("subject")
+    return same_run and stored.get("contrast_decisions") != config.get("contrast_decisions")
 
 
 def _open_store(path: Path, key: tuple[str, ...], config: dict[str, Any], recompute: bool) -> ResultStore:

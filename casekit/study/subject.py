@@ -7,6 +7,7 @@ Imports: :mod:`casekit.cam`, :mod:`casekit.subjects`, :mod:`casekit._io`, :mod:`
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -113,7 +114,7 @@ def _confusion_cached(model: nn.Module, dataset: Dataset, heldout: torch.Tensor,
                       device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The held-out confusion counts and mean softmax probabilities of a paper model (``kind="both"``),
     cached under ``$CASEKIT_CACHE/confusion/<key>.pt``."""
-    path = cache_dir("confusion") / f"{key}.pt"
+    path = cache_dir("confusion") / f"{re.sub(r'[^A-Za-z0-9._-]', '_', key)}.pt"
     both = _load_both(path)
     if both is None:
         def loader():
@@ -203,8 +204,9 @@ def cifar10_split(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.
 
 def _cifar10_subject(config: RunConfig) -> Subject:
     """A pretrained CIFAR-10 network of :mod:`casekit.subjects.reference` on the shared test images (each
-    normalised with the network's own mean/std); confusion matrix from the held-out half
-    (:func:`cifar10_split`).  ``config.heldout`` is not used: the split is half of every class."""
+    normalised with the network's own mean/std); confusion counts and mean softmax probabilities (the
+    tiebreak of equal counts) from the held-out half (:func:`cifar10_split`), cached like a paper model's.
+    ``config.heldout`` is not used: the split is half of every class."""
     if config.seed != 0:
         raise ValueError("the cifar10 profile's networks are single pretrained checkpoints: use seed=0")
     model, info = reference.model(config.model, device=config.device)
@@ -212,10 +214,12 @@ def _cifar10_subject(config: RunConfig) -> Subject:
     raw, labels = loaded
     dataset = TensorDataset(reference.normalize(raw, info), labels)
     heldout, pool = cifar10_split(labels, config.sample_seed)
-    confusion = confusion_matrix(model, data.subset_loader(dataset, heldout, batch_size=250),
-                                 num_classes=len(reference.CLASSES), device=config.device, progress=False)
     fp = f"{model_fingerprint(model)}:{loaded.info['set']}:{len(dataset)}"
-    return Subject(model, dict(info["layers"]), dataset, confusion, None, pool, fp, list(reference.CLASSES))
+    key = (f"cifar10-{config.model}-{model_fingerprint(model)}-{loaded.info['set']}-n{len(dataset)}"
+           f"-half-s{config.sample_seed}")
+    confusion, probs = _confusion_cached(model, dataset, heldout, key, config.device)
+    return Subject(model, dict(info["layers"]), dataset, confusion.long(), None, pool, fp,
+                   list(reference.CLASSES), tiebreak=probs)
 
 
 def load_subject(config: RunConfig) -> Subject:
