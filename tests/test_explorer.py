@@ -174,8 +174,15 @@ def test_agreement_views_cover_every_existing_selection_and_match_the_test():
                                                  f"{r.ci_high * 100:.1f}]")
     assert rows["class-sensitive (rejects H0)"].startswith("✓" if r.reject else "✗")
     assert len({v["images"][0] for v in d["views"].values()}) == 6  # six different histograms
-    w, h = decode(d["images"][0]).size
-    assert w == 400 and h == 208  # 5.0 × 2.6 in at 80 dpi
+    import base64
+    import xml.etree.ElementTree as ET
+
+    head, data = d["images"][0].split(",", 1)
+    assert head == "data:image/svg+xml;base64"  # sharp at any zoom (no dpi to choose)
+    svg = ET.fromstring(base64.b64decode(data))
+    assert (svg.get("width"), svg.get("height")) == ("400", "250")
+    texts = ["".join(t.itertext()) for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    assert "resnet · final_conv · CASE" in texts and "top-k agreement (%), 24 images" in texts
 
 
 def test_agreement_initial_view_follows_the_live_explorer():
@@ -230,7 +237,7 @@ def test_encode_image_sizes_and_formats():
     back = np.asarray(Image.open(io.BytesIO(webp)).convert("RGB"), float) / 255
     assert np.abs(back - rgb[:64, :64]).mean() < 0.2
     assert ex._data_uri(webp).startswith("data:image/webp;base64,")
-    with pytest.raises(ValueError, match="not a PNG, JPEG or WebP"):
+    with pytest.raises(ValueError, match="not a PNG, JPEG, WebP or SVG"):
         ex._data_uri(b"GIF89a....")
     with pytest.raises(ValueError, match="fmt must be"):
         ex.encode_image(rgb, fmt="gif")
@@ -273,3 +280,30 @@ def test_prefetch_gives_the_one_image_maps_and_static_views_leave_the_cache(sali
     assert kept <= {2}
     with pytest.raises(ValueError, match="batch_size"):
         ex.static_saliency(again, batch_size=0)
+
+
+def test_histogram_svg_bars_threshold_and_labels():
+    import xml.etree.ElementTree as ET
+
+    values = np.array([0.02, 0.03, 0.04, 0.31, 0.33, 0.97, 1.0, np.nan])
+    bins = np.linspace(0, 1, 11)
+    svg = ex.histogram_svg(values, bins, 0.5, "a < b & c")
+    root = ET.fromstring(svg)  # well-formed XML (the title is escaped)
+    ns = "{http://www.w3.org/2000/svg}"
+    assert root.get("width") == "400" and root.get("viewBox") == "0 0 400 250"
+    bars = [r for r in root.iter(f"{ns}rect") if r.get("fill") == "#4c72b0"]
+    counts = np.histogram(values[~np.isnan(values)], bins)[0]
+    assert counts.tolist() == [3, 0, 0, 2, 0, 0, 0, 0, 0, 2] and len(bars) == 3  # empty bins draw nothing
+    heights = [float(b.get("height")) for b in bars]
+    assert heights[0] / heights[1] == pytest.approx(3 / 2, rel=0.02) and heights[1] == heights[2]
+    xs = [float(b.get("x")) for b in bars]
+    left, right = 52.0, 388.0  # the plot's x range: 0 % … 100 %
+    assert xs == pytest.approx([left, left + 0.3 * (right - left), left + 0.9 * (right - left)], abs=0.1)
+    line = next(e for e in root.iter(f"{ns}line") if e.get("class") == "threshold")
+    assert float(line.get("x1")) == pytest.approx(left + 0.5 * (right - left), abs=0.1)
+    texts = ["".join(t.itertext()) for t in root.iter(f"{ns}text")]
+    assert "a < b & c" in texts and "50% threshold" in texts
+    assert "top-k agreement (%), 7 images" in texts  # the NaN (a constant map) is not counted
+    ticks = [t for t in texts if t.replace(".", "").isdigit()]
+    assert all("." not in t for t in ticks)  # whole-number count ticks, also for tiny counts
+    assert ex._data_uri(svg).startswith("data:image/svg+xml;base64,")

@@ -46,6 +46,7 @@ __all__ = [
     "View",
     "display_explorer",
     "encode_image",
+    "histogram_svg",
     "overlay",
     "static_agreement",
     "static_saliency",
@@ -86,15 +87,17 @@ class View:
 
 
 def _data_uri(data: bytes) -> str:
-    """``data:image/<kind>;base64,…`` with the kind read from the bytes' signature (JPEG, WebP or PNG)."""
+    """``data:image/<kind>;base64,…`` with the kind read from the bytes' signature (JPEG, WebP, PNG, SVG)."""
     if data[:3] == b"\xff\xd8\xff":
         kind = "jpeg"
     elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         kind = "webp"
     elif data[:8] == b"\x89PNG\r\n\x1a\n":
         kind = "png"
+    elif data[:4] == b"<svg":
+        kind = "svg+xml"
     else:
-        raise ValueError(f"not a PNG, JPEG or WebP image (starts with {data[:12]!r})")
+        raise ValueError(f"not a PNG, JPEG, WebP or SVG image (starts with {data[:12]!r})")
     return f"data:image/{kind};base64,{base64.b64encode(data).decode('ascii')}"
 
 
@@ -504,10 +507,11 @@ def _saliency_numbers(explorer: Any, i: int, label: int | None, order: Any, prob
     return rows
 
 
-def static_agreement(explorer: Any, *, dpi: int = 80, colors: int | None = 32) -> StaticExplorer:
+def static_agreement(explorer: Any) -> StaticExplorer:
     """Every selection of an :class:`~casekit.report.widgets.AgreementExplorer` (each existing combination of
-    its menus: model, layer, method, …): the histogram of top-k agreement (the explorer's bins, threshold
-    line) and the class-sensitivity test (:func:`casekit.evaluation.stats.class_sensitivity_test` at the
+    its menus: model, layer, method, …): the histogram of top-k agreement (:func:`histogram_svg`: the
+    explorer's bins, threshold line; an SVG, so it stays sharp at any zoom and costs about a millisecond)
+    and the class-sensitivity test (:func:`casekit.evaluation.stats.class_sensitivity_test` at the
     explorer's threshold — the same call as the live view)."""
     from ..cam.engine import DISPLAY_NAMES
     from ..evaluation import stats
@@ -524,8 +528,8 @@ def static_agreement(explorer: Any, *, dpi: int = 80, colors: int | None = 32) -
         finite = agreement[~np.isnan(agreement)]
         title = " · ".join(DISPLAY_NAMES.get(v, str(v)) if f == "method" else str(v)
                            for f, v in zip(facets, key))
-        png = _histogram_png(finite, explorer.bins, explorer.threshold, title, dpi, colors)
-        views[idx] = View([png], _agreement_numbers(r, int(np.isnan(agreement).sum())))
+        svg = histogram_svg(finite, explorer.bins, explorer.threshold, title)
+        views[idx] = View([svg], _agreement_numbers(r, int(np.isnan(agreement).sum())))
     controls = [Control(f, [DISPLAY_NAMES.get(v, str(v)) if f == "method" else str(v) for v in opts])
                 for f, opts in zip(facets, options)]
     first = tuple(o.index(explorer.menus[f].value) for f, o in zip(facets, options))
@@ -546,33 +550,69 @@ def _agreement_numbers(r: Any, excluded: int) -> list[tuple[str, str]]:
             ("class-sensitive (rejects H0)", f"{check(r.reject)} (α = {r.alpha:g})")]
 
 
-def _histogram_png(finite: np.ndarray, bins: np.ndarray, threshold: float, title: str, dpi: int,
-                   colors: int | None) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from PIL import Image
+def _nice_step(top: float, ticks: int = 5) -> float:
+    """The smallest step of 1, 2 or 5 × 10^n that covers ``[0, top]`` with at most ``ticks`` intervals."""
+    raw = max(top, 1.0) / ticks
+    base = 10.0 ** math.floor(math.log10(raw))
+    return next(m * base for m in (1, 2, 5, 10) if m * base >= raw)
 
-    fig = Figure(figsize=(5.0, 2.6))
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    ax.hist(finite * 100, bins=bins * 100, color="#4c72b0", edgecolor="white")
-    ax.axvline(threshold * 100, color="#d55e00", linestyle="--", linewidth=1.5,
-               label=f"{threshold:.0%} threshold")
-    ax.set_xlim(0, 100)
-    ax.set_xlabel(f"top-k agreement (%), {len(finite)} images")
-    ax.set_ylabel("images")
-    ax.set_title(title, fontsize=10)
-    ax.legend(loc="upper left", fontsize=8, frameon=False)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    if colors is None:
-        return buf.getvalue()
-    img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-    out = io.BytesIO()
-    img.quantize(colors=colors, method=Image.Quantize.MEDIANCUT,
-                 dither=Image.Dither.NONE).save(out, "PNG", optimize=True)
-    return out.getvalue()
+
+def histogram_svg(values: np.ndarray, bins: np.ndarray, threshold: float, title: str, *,
+                  width: int = 400, height: int = 250) -> bytes:
+    """A histogram of ``values`` (fractions in [0, 1]) over ``bins`` (edges, fractions) as a small SVG
+    drawn for ``width`` × ``height`` CSS px (text 12–14 px, sharp at any zoom): the bars, the
+    ``threshold`` as a dashed line, axes in percent, the number of values in the x label, and ``title``.
+
+    Bar ``i`` spans ``bins[i]..bins[i+1]`` and counts ``numpy.histogram(values, bins)[0][i]``."""
+    v = np.asarray(values, dtype=float)
+    edges = np.asarray(bins, dtype=float)
+    counts = np.histogram(v, bins=edges)[0]
+    left, right, top, bottom = 52.0, width - 12.0, 30.0, height - 46.0
+    room = float(counts.max(initial=0)) * 1.25  # headroom: the legend sits in the top band, above every bar
+    step = max(1.0, _nice_step(room))  # counts: whole-number ticks
+    ymax = step * max(1, math.ceil(room / step))
+
+    def x(f: float) -> float:
+        return left + (right - left) * min(max(f, 0.0), 1.0)
+
+    def y(c: float) -> float:
+        return bottom - (bottom - top) * c / ymax
+
+    esc = html.escape
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" '
+           'font-size="12" fill="#222">',
+           f'<rect width="{width}" height="{height}" fill="#fff"/>',
+           f'<text x="{(left + right) / 2:.1f}" y="18" text-anchor="middle" font-size="14" '
+           f'font-weight="600">{esc(title)}</text>']
+    c = 0.0
+    while c <= ymax + 1e-9:  # y grid and labels
+        out.append(f'<line x1="{left}" x2="{right}" y1="{y(c):.1f}" y2="{y(c):.1f}" stroke="#e5e5e5"/>'
+                   f'<text x="{left - 6}" y="{y(c) + 4:.1f}" text-anchor="end">{c:g}</text>')
+        c += step
+    for n, a, b in zip(counts, edges[:-1], edges[1:]):
+        if n:
+            out.append(f'<rect x="{x(a):.1f}" y="{y(n):.1f}" width="{max(x(b) - x(a) - 1, 0.5):.1f}" '
+                       f'height="{y(0) - y(n):.1f}" fill="#4c72b0"><title>{100 * a:g}–{100 * b:g} %: '
+                       f'{int(n)}</title></rect>')
+    for t in range(0, 101, 20):  # x axis
+        out.append(f'<line x1="{x(t / 100):.1f}" x2="{x(t / 100):.1f}" y1="{bottom}" y2="{bottom + 4}" '
+                   f'stroke="#222"/><text x="{x(t / 100):.1f}" y="{bottom + 17}" '
+                   f'text-anchor="middle">{t}</text>')
+    out.append(f'<line x1="{left}" x2="{right}" y1="{bottom}" y2="{bottom}" stroke="#222"/>'
+               f'<line x1="{left}" x2="{left}" y1="{top}" y2="{bottom}" stroke="#222"/>')
+    tx = x(threshold)
+    out.append(f'<line class="threshold" x1="{tx:.1f}" x2="{tx:.1f}" y1="{top}" y2="{bottom}" '
+               'stroke="#d55e00" stroke-width="2" stroke-dasharray="6 4"/>'
+               f'<line x1="{left + 8}" x2="{left + 30}" y1="{top + 10}" y2="{top + 10}" stroke="#d55e00" '
+               f'stroke-width="2" stroke-dasharray="6 4"/><text x="{left + 36}" y="{top + 14}">'
+               f'{threshold:.0%} threshold</text>')
+    n_finite = int(np.isfinite(v).sum())
+    out.append(f'<text x="{(left + right) / 2:.1f}" y="{height - 8}" text-anchor="middle">top-k agreement '
+               f'(%), {n_finite} images</text>'
+               f'<text transform="translate(14 {(top + bottom) / 2:.1f}) rotate(-90)" '
+               'text-anchor="middle">images</text></svg>')
+    return "".join(out).encode("utf-8")
 
 
 # --------------------------------------------------------------------------- live + static in one output
