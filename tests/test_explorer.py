@@ -307,3 +307,12 @@ def test_histogram_svg_bars_threshold_and_labels():
     ticks = [t for t in texts if t.replace(".", "").isdigit()]
     assert all("." not in t for t in ticks)  # whole-number count ticks, also for tiny counts
     assert ex._data_uri(svg).startswith("data:image/svg+xml;base64,")
+    title = next(t for t in root.iter(f"{ns}text") if "".join(t.itertext()) == "a < b & c")
+    assert title.get("font-size") == "14.0" and title.get("textLength") is None
+    long = ET.fromstring(ex.histogram_svg(values, bins, 0.5, "model · layer · method · comparison · " * 3))
+    t = next(t for t in long.iter(f"{ns}text") if t.get("font-weight") == "600")
+    assert float(t.get("x")) == 200 and float(t.get("textLength")) <= 392  # squeezed into the width, centred
+    mid_title = "convnext · final_conv · AblationCAM · top1_vs_top2"
+    mid = ET.fromstring(ex.histogram_svg(values, bins, 0.5, mid_title))
+    t = next(t for t in mid.iter(f"{ns}text") if t.get("font-weight") == "600")
+    assert 11 <= float(t.get("font-size")) < 14 and t.get("textLength") is None  # a smaller font fits it

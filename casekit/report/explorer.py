@@ -557,6 +557,16 @@ def _nice_step(top: float, ticks: int = 5) -> float:
     return next(m * base for m in (1, 2, 5, 10) if m * base >= raw)
 
 
+def _svg_title(title: str, x: float, room: float, size: float = 14.0, smallest: float = 11.0) -> str:
+    """The bold title line centred at ``x``: 14 px, smaller (down to ``smallest``) for a long title, and
+    squeezed into ``room`` px (``textLength``) if even that is too wide, so it is never cut off."""
+    est = 0.66 * len(title)  # width in em of bold sans text (generous: capitals and "_" are wide)
+    fit = min(size, max(smallest, room / max(est, 1e-9)))
+    squeeze = (f' textLength="{room:.0f}" lengthAdjust="spacingAndGlyphs"' if est * fit > room else "")
+    return (f'<text x="{x:.1f}" y="18" text-anchor="middle" font-size="{fit:.1f}" font-weight="600"'
+            f"{squeeze}>{html.escape(title)}</text>")
+
+
 def histogram_svg(values: np.ndarray, bins: np.ndarray, threshold: float, title: str, *,
                   width: int = 400, height: int = 250) -> bytes:
     """A histogram of ``values`` (fractions in [0, 1]) over ``bins`` (edges, fractions) as a small SVG
@@ -578,13 +588,11 @@ def histogram_svg(values: np.ndarray, bins: np.ndarray, threshold: float, title:
     def y(c: float) -> float:
         return bottom - (bottom - top) * c / ymax
 
-    esc = html.escape
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" '
            'font-size="12" fill="#222">',
            f'<rect width="{width}" height="{height}" fill="#fff"/>',
-           f'<text x="{(left + right) / 2:.1f}" y="18" text-anchor="middle" font-size="14" '
-           f'font-weight="600">{esc(title)}</text>']
+           _svg_title(title, width / 2, width - 8.0)]
     c = 0.0
     while c <= ymax + 1e-9:  # y grid and labels
         out.append(f'<line x1="{left}" x2="{right}" y1="{y(c):.1f}" y2="{y(c):.1f}" stroke="#e5e5e5"/>'
