@@ -316,3 +316,17 @@ def test_histogram_svg_bars_threshold_and_labels():
     mid = ET.fromstring(ex.histogram_svg(values, bins, 0.5, mid_title))
     t = next(t for t in mid.iter(f"{ns}text") if t.get("font-weight") == "600")
     assert 11 <= float(t.get("font-size")) < 14 and t.get("textLength") is None  # a smaller font fits it
+
+
+def test_static_saliency_leaves_every_submodule_mode_as_found(saliency):
+    model, data, sets, _, _ = saliency
+    model.eval()
+    first = next(m for m in model.modules() if m is not model)
+    first.train()  # a mixed model: the top in eval mode, one submodule in training mode
+    before = [(m, m.training) for m in model.modules()]
+    try:
+        live = SaliencyExplorer(model, data, LAYERS, sets, K=3, k=0.1)
+        ex.static_saliency(live, images=[0, 1], batch_size=1)
+        assert [(m, m.training) for m in model.modules()] == before
+    finally:
+        model.eval()

@@ -120,9 +120,8 @@ def rq1_case_lowest(run: RunView) -> Outcome:
         cm = float(g[g["method"] == "case"]["median"].iloc[0])
         lows.append((model_display(model), cm, float(others.min()) if len(others) else math.nan))
     ok = all(cm < om for _, cm, om in lows) if all(not math.isnan(om) for _, _, om in lows) else None
-    tie = {True: " (a tie: not below)", False: ""}
-    return Outcome(ok, "; ".join(f"{m}: CASE {pct(cm)} vs lowest baseline {pct(om)}{tie[cm == om]}"
-                                 for m, cm, om in lows))
+    return Outcome(ok, "; ".join(f"{m}: CASE {pct(cm)} vs lowest baseline {pct(om)}"
+                                 + (" (a tie: not below)" if cm == om else "") for m, cm, om in lows))
 
 
 def rq1_densenet_most(run: RunView) -> Outcome:

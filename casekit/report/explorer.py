@@ -448,7 +448,7 @@ def _saliency_views(explorer: Any, a: int, i: int, meths: Sequence[str], ranks: 
     logits = explorer._logits(i)
     probs = torch.softmax(logits, dim=0)
     order = torch.argsort(logits, descending=True, stable=True)
-    targets = tuple(int(order[r - 1]) for r in ranks)
+    targets = explorer.rank_targets(i, ranks)
     _, label, parts = explorer._item(i)
     shown = explorer._display_image(i)
     plain = encode_image(shown, size=size, fmt=fmt)

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..cam.checks import resolve_layer
 from ..cam.engine import DISPLAY_NAMES, METHODS, canonical_method, explain
+from ..cam.hooks import evaluation_mode
 from ..cam.registry import REGISTRY
 from ..evaluation import metrics
 from ..study.batch import logit_contrast_sets
@@ -194,13 +195,8 @@ class SaliencyExplorer(SnapshotBox):
     def _logits(self, i: int) -> torch.Tensor:
         key = ("logits", i)
         if key not in self._cache:
-            was_training = self.model.training
-            self.model.eval()
-            try:
-                with torch.no_grad():
-                    self._cache[key] = self.model(self._batch(i))[0].float().cpu()
-            finally:
-                self.model.train(was_training)
+            with evaluation_mode(self.model), torch.no_grad():  # every submodule's mode restored after
+                self._cache[key] = self.model(self._batch(i))[0].float().cpu()
         return self._cache[key]
 
     def _display_image(self, i: int) -> np.ndarray:
@@ -253,39 +249,33 @@ class SaliencyExplorer(SnapshotBox):
         hit.  Returns the map keys added (to evict them after use).  Batched maps equal the one-image maps
         up to floating point (the engine computes each image of a batch independently)."""
         ids = [int(i) for i in ids]
-        new = [i for i in ids if ("logits", i) not in self._cache]
-        was_training = self.model.training
-        if new:
-            self.model.eval()
-            try:
-                with torch.no_grad():
-                    x = torch.stack([self._item(i)[0] for i in new]).to(self._device)
-                    for i, z in zip(new, self.model(x).float().cpu()):
-                        self._cache[("logits", i)] = z
-            finally:
-                self.model.train(was_training)
-        targets = []
-        for i in ids:
-            order = torch.argsort(self._logits(i), descending=True, stable=True)
-            targets.append(tuple(int(order[r - 1]) for r in ranks))
-        contrast = [self.contrast_for(i, t, K) for i, t in zip(ids, targets)]
-        plain = [m for m in methods if not REGISTRY[canonical_method(m)].needs_contrast]
-        contrastive = [m for m in methods if REGISTRY[canonical_method(m)].needs_contrast]
         x = torch.stack([self._item(i)[0] for i in ids]).to(self._device)
+        if any(("logits", i) not in self._cache for i in ids):
+            with evaluation_mode(self.model), torch.no_grad():
+                for i, z in zip(ids, self.model(x).float().cpu()):
+                    self._cache.setdefault(("logits", i), z)
+        targets = [self.rank_targets(i, ranks) for i in ids]
+        contrast = [self.contrast_for(i, t, K) for i, t in zip(ids, targets)]
+        names = [canonical_method(m) for m in methods]
         tgt = torch.tensor(targets, device=self._device)
         added = []
-        for group, con in ((plain, None), (contrastive, torch.stack(contrast).to(self._device))):
+        for needs_contrast in (False, True):
+            group = [m for m in names if REGISTRY[m].needs_contrast == needs_contrast]
             if not group:
                 continue
-            result = explain(self.model, x, layer, group, tgt, con if group is contrastive else None)
+            con = torch.stack(contrast).to(self._device) if needs_contrast else None
+            result = explain(self.model, x, layer, group, tgt, con)
             for m in group:
-                name = canonical_method(m)
                 for b, i in enumerate(ids):
-                    key = self.map_key(i, layer, name, targets[b],
-                                       contrast[b] if group is contrastive else None)
-                    self._cache[key] = result.maps[name][b].cpu()
+                    key = self.map_key(i, layer, m, targets[b], contrast[b] if needs_contrast else None)
+                    self._cache[key] = result.maps[m][b].cpu()
                     added.append(key)
         return added
+
+    def rank_targets(self, i: int, ranks: Sequence[int]) -> tuple[int, ...]:
+        """The classes at ``ranks`` (1 = most likely) of image ``i``'s logits."""
+        order = torch.argsort(self._logits(i), descending=True, stable=True)
+        return tuple(int(order[r - 1]) for r in ranks)
 
     def refresh(self) -> None:
         """Recompute the view from the controls (called on every change)."""

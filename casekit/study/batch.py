@@ -36,6 +36,12 @@ from .config import COMPARISONS, TARGETS, RunConfig, k_suffix
 from .subject import Subject, layer_activations, load_batch
 
 
+def run_tiebreak(config: RunConfig, subject: Subject) -> torch.Tensor | None:
+    """How a run orders classes with equal held-out confusion counts: the subject's held-out mean softmax
+    probabilities when ``config.contrast_tiebreak == "probs"`` (then class index), else None (class index)."""
+    return subject.tiebreak if config.contrast_tiebreak == "probs" else None
+
+
 def logit_contrast_sets(targets: torch.Tensor, logits: torch.Tensor, k: int) -> torch.Tensor:
     """Contrast classes from the image's own logits: for each target u, the k highest-logit classes ≠ u, in
     decreasing logit order.  ``targets [B, T]`` (long), ``logits [B, C]`` → ``[B, T, k]`` (long)."""
@@ -110,7 +116,7 @@ def batch_context(config: RunConfig, subject: Subject) -> BatchContext:
             if subject.confusion is None:
                 raise ValueError("CASE with contrast_strategy='confusion' needs the subject's held-out "
                                  "confusion matrix")
-            tiebreak = subject.tiebreak if config.contrast_tiebreak == "probs" else None
+            tiebreak = run_tiebreak(config, subject)
             sets = contrast_sets(subject.confusion, config.contrast_k, tiebreak).to(config.device)
             decisions = decision_counts(contrast_decisions(subject.confusion, config.contrast_k, tiebreak))
 

@@ -28,6 +28,7 @@ from ..cam.engine import case_vectors, explain
 from ..cam.registry import canonical_method
 from ..evaluation.diagnostic import DIAGNOSTIC_KS, chance_pairs, in_contrast_set
 from ..evaluation.metrics import confidence_drop, topk_agreement, unique_evidence
+from .batch import run_tiebreak
 from .config import RunConfig, check_int, default_results_dir, tuple_of_str
 from .profiles import profile_models
 from .runner import _open_store
@@ -182,8 +183,7 @@ def diagnostic_run(config: RunConfig, subject: Subject | None = None, *, methods
             else default_results_dir(config.profile) / DIAGNOSTIC_DIR)
     run_cfg = config.to_dict()
     run_cfg.pop("device")
-    # CASE's contrast sets: the held-out confusion counts, ties by the tiebreak (config.contrast_tiebreak)
-    tiebreak = subject.tiebreak if config.contrast_tiebreak == "probs" else None
+    tiebreak = run_tiebreak(config, subject)  # CASE's sets: held-out counts, ties broken as in a run
     decisions = decision_counts(contrast_decisions(subject.confusion, config.contrast_k, tiebreak))
     store_cfg = {"run": run_cfg, "methods": list(methods), "ks": list(ks), "fidelity_k": float(fidelity_k),
                  "subject": subject.fingerprint, "format": DIAGNOSTIC_FORMAT, "contrast_decisions": decisions}

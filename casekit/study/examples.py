@@ -21,7 +21,7 @@ from ..cam.engine import case_vectors, explain
 from ..subjects import demo, reference
 from ..subjects.data import CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
 from ..subjects.synthetic import denormalize as demo_denormalize
-from .batch import batch_context, target_fn
+from .batch import batch_context, run_tiebreak, target_fn
 from .config import RunConfig, check_int
 from .rows import agreement_rows
 from .runner import Results
@@ -71,8 +71,7 @@ def explorer_contrast(config: RunConfig, subject: Subject, k_max: int = 5) -> to
     if subject.confusion is None:
         raise ValueError("the subject has no held-out confusion matrix, so it has no contrast sets")
     k_max = min(check_int(k_max, "k_max", 1), subject.confusion.shape[0] - 1)
-    tiebreak = subject.tiebreak if config.contrast_tiebreak == "probs" else None
-    return contrast_sets(subject.confusion, k_max, tiebreak)
+    return contrast_sets(subject.confusion, k_max, run_tiebreak(config, subject))
 
 
 def representative_images(data: Any, *, model: str, method: str = "gradcam", n: int = 3,

@@ -214,9 +214,9 @@ def _cifar10_subject(config: RunConfig) -> Subject:
     raw, labels = loaded
     dataset = TensorDataset(reference.normalize(raw, info), labels)
     heldout, pool = cifar10_split(labels, config.sample_seed)
-    fp = f"{model_fingerprint(model)}:{loaded.info['set']}:{len(dataset)}"
-    key = (f"cifar10-{config.model}-{model_fingerprint(model)}-{loaded.info['set']}-n{len(dataset)}"
-           f"-half-s{config.sample_seed}")
+    weights = model_fingerprint(model)
+    fp = f"{weights}:{loaded.info['set']}:{len(dataset)}"
+    key = f"cifar10-{config.model}-{weights}-{loaded.info['set']}-n{len(dataset)}-half-s{config.sample_seed}"
     confusion, probs = _confusion_cached(model, dataset, heldout, key, config.device)
     return Subject(model, dict(info["layers"]), dataset, confusion.long(), None, pool, fp,
                    list(reference.CLASSES), tiebreak=probs)
