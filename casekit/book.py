@@ -45,6 +45,9 @@ DRIVER_PARAMETERS = ("profile", "device", "results_dir", "recompute")
 # `--tiny`: applied to every notebook that declares the name (then the `tiny:` section of
 # notebooks/parameters.yml).
 TINY_PRESET: dict[str, Any] = {"n_images": 4}
+# `--tiny` also sets these for the notebook kernels and the driver's own pages: the demo profile then uses the
+# tiny zoo (`casekit.subjects.demo.zoo_size`), trained in seconds instead of the standard zoo's minutes.
+TINY_ENVIRONMENT: dict[str, str] = {"CASEKIT_DEMO_ZOO": "tiny"}
 
 OVERRIDES_FILE = "notebooks/parameters.yml"
 INJECTED_TAG = "injected-parameters"  # papermill's tag for the cell it adds
@@ -360,6 +363,7 @@ def execute_notebook(plan: Plan, output: Path, *, kernel: str, timeout: float | 
     nb.metadata[METADATA_KEY] = {
         "profile": profile,
         "tiny": tiny,
+        "demo_zoo": os.environ.get("CASEKIT_DEMO_ZOO") or "standard",
         "parameters": plan.parameters,
         "wall_s": round(wall, 1),
         "executed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -733,7 +737,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile", choices=("both", *PROFILES), default="both",
                    help="both (default: demo and cifar10), demo, cifar10 or paper")
-    p.add_argument("--tiny", action="store_true", help="tiny sizes: every notebook runs in seconds (tests)")
+    p.add_argument("--tiny", action="store_true",
+                   help="tiny sizes and the tiny demo zoo (CASEKIT_DEMO_ZOO=tiny): every notebook runs in "
+                   "seconds (tests)")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="set a notebook parameter (VALUE read as YAML); repeatable")
     p.add_argument("--device", default="auto",
@@ -858,6 +864,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # build), each a few lines calling the helpers above, so that the whole build reads top to bottom here.
     args = _parser().parse_args(argv)
     t0 = time.perf_counter()
+    if args.tiny:
+        os.environ.update(TINY_ENVIRONMENT)
     repo = args.repo.resolve()
     build = (args.build_dir or repo / "_build").resolve()
     run: list[tuple[str, Plan]] = []

@@ -14,6 +14,9 @@ REFERENCE_CIFAR10 = SHARED / "reference" / "cifar10"
 
 os.environ.setdefault("CASEKIT_CACHE", str(REPO / ".cache" / "casekit"))
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The suite runs the demo profile on the tiny zoo (seconds to train, see casekit.subjects.demo.zoo_size);
+# tests/test_demo.py checks the standard zoo's accuracy bar on one family (every family where it is cached).
+os.environ["CASEKIT_DEMO_ZOO"] = "tiny"
 
 
 def needs_shared_cifar10():

@@ -29,6 +29,7 @@ class BookBuild:
     stdout: str
     stderr: str
     seconds: float
+    started: float = 0.0  # time.time() when the build began
 
     @property
     def html(self) -> Path:
@@ -52,10 +53,10 @@ def tiny_book(tmp_path_factory: pytest.TempPathFactory) -> BookBuild:
     """``python -m casekit.book --tiny`` into a temporary build folder, once per session."""
     if "tiny" not in _BUILDS:
         root = tmp_path_factory.mktemp("book")
-        start = time.perf_counter()
+        started, start = time.time(), time.perf_counter()
         proc = run_driver("--tiny", "--build-dir", str(root))
         _BUILDS["tiny"] = BookBuild(root, proc.returncode, proc.stdout, proc.stderr,
-                                    time.perf_counter() - start)
+                                    time.perf_counter() - start, started)
     return _BUILDS["tiny"]
 
 
@@ -86,7 +87,7 @@ def test_every_notebook_executes_with_tiny_parameters(built):
         assert f"{path.stem} done in" in built.stdout
         executed = nbformat.read(str(built.root / "notebooks" / path.name), as_version=4)
         meta = executed.metadata[book.METADATA_KEY]
-        assert meta["tiny"] is True and meta["profile"] == "demo"
+        assert meta["tiny"] is True and meta["profile"] == "demo" and meta["demo_zoo"] == "tiny"
         declared = book.declared_parameters(path)
         for name, value in book.TINY_PRESET.items():
             if name in declared:
@@ -99,6 +100,24 @@ def test_every_notebook_executes_with_tiny_parameters(built):
         assert all(c.get("execution_count") for c in executed.cells if c.cell_type == "code"
                    and c.source.strip())
     print(f"tiny book built in {built.seconds:.0f} s")
+
+
+def test_the_tiny_book_trains_no_model_at_the_full_demo_size(built):
+    """The suite's time budget (book/architecture.md, "The test suite's time"): --tiny runs the demo profile
+    on the tiny zoo, so no standard zoo member may be trained (or be half-trained) while the tiny book
+    builds, and every kernel ran with the tiny zoo."""
+    from casekit.subjects import demo, zoo
+
+    assert book.TINY_ENVIRONMENT == {demo.ZOO_ENV: "tiny"}
+    for family, seed in zoo.MEMBERS:
+        path = zoo.member_checkpoint(zoo.training_config(family, seed, demo.CONFIG,
+                                                         settings=zoo.TRAINING[family]))
+        for p in (path, path.with_name(path.stem + ".partial.pt")):
+            assert not p.exists() or p.stat().st_mtime < built.started, \
+                f"the tiny book trained the standard {family} seed {seed} ({p.name})"
+    for path in [*(built.root / "notebooks").glob("*.ipynb"), *(built.root / "notebooks").glob("*/*.ipynb")]:
+        meta = nbformat.read(str(path), as_version=4).metadata[book.METADATA_KEY]
+        assert meta["demo_zoo"] == "tiny", path.name
 
 
 def test_book_is_built_from_the_executed_copies(built):

@@ -9,9 +9,16 @@
 The model seed picks the training run (weights init, data order); every model is
 trained on the same data (data seed 0) and its confusion matrix comes from the
 validation split, which is disjoint from the test split the experiments explain.
+
+Two zoo sizes share the data and the architectures (:func:`zoo_size`): ``"standard"``, what the book's
+demo profile runs, and ``"tiny"`` (``CASEKIT_DEMO_ZOO=tiny``: the test suite and ``python -m casekit.book
+--tiny``), trained for seconds.  Their checkpoints, confusion matrices and result stores never mix: each is
+keyed by its training config or its weights.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import nn
@@ -24,6 +31,14 @@ DENSENET_SEEDS: tuple[int, ...] = zoo.DENSENET_SEEDS
 CONFIG = synthetic.BenchmarkConfig()
 groups: list[list[int]] = synthetic.group_members(CONFIG)  # [[0, 1], [2, 3], ...]: classes of each group
 denormalize = synthetic.denormalize
+#: The environment variable that picks the zoo size (:data:`casekit.subjects.zoo.ZOO_SIZES`).
+ZOO_ENV = "CASEKIT_DEMO_ZOO"
+
+
+def zoo_size() -> str:
+    """The demo zoo size this process uses: ``$CASEKIT_DEMO_ZOO`` (``"standard"`` when unset or empty;
+    ``"tiny"`` for tests).  An unknown value is refused, naming the valid ones."""
+    return zoo.check_zoo_size(os.environ.get(ZOO_ENV) or "standard")
 
 
 def dataset(
@@ -39,9 +54,10 @@ def dataset(
 
 
 def trained(family: str, seed: int = 0, progress: bool = True) -> zoo.Trained:
-    """Everything about one zoo member: model, layer roles, validation confusion, accuracies, training
-    time."""
-    return zoo.get(family, seed, data=CONFIG, progress=progress)
+    """Everything about one zoo member of the current :func:`zoo_size`: model, layer roles, validation
+    confusion, accuracies, training time."""
+    family = zoo.check_family(family)
+    return zoo.get(family, seed, data=CONFIG, settings=zoo.ZOO_SIZES[zoo_size()][family], progress=progress)
 
 
 def model(family: str, seed: int = 0, progress: bool = True) -> tuple[nn.Module, dict[str, str]]:
@@ -75,5 +91,6 @@ def siblings(label: int) -> list[int]:
 
 
 def train_all(progress: bool = True) -> list[zoo.Trained]:
-    """Train (or load) the whole zoo: the four families with seed 0 and DenseNet seeds 1–4."""
-    return zoo.train_all(data=CONFIG, progress=progress)
+    """Train (or load) the whole zoo of the current :func:`zoo_size`: the four families with seed 0 and
+    DenseNet seeds 1–4."""
+    return zoo.train_all(data=CONFIG, progress=progress, size=zoo_size())

@@ -84,6 +84,21 @@ TRAINING: dict[str, TrainSettings] = {
 }
 
 
+#: The tiny zoo (``--tiny`` books and the test suite, :func:`casekit.subjects.demo.zoo_size`): the same data,
+#: architectures and seeds, trained on the first 1,000 training images for 2 epochs — a few seconds per
+#: member on 2 cores, far from the standard zoo's accuracy (enough for every code path, not for a finding).
+TINY_TRAINING: dict[str, TrainSettings] = {f: TrainSettings(epochs=2, train_size=1000) for f in TRAINING}
+#: Zoo sizes by name: the training settings of each family.
+ZOO_SIZES: dict[str, dict[str, TrainSettings]] = {"standard": TRAINING, "tiny": TINY_TRAINING}
+
+
+def check_zoo_size(size: str) -> str:
+    """``size`` if it names a zoo size of :data:`ZOO_SIZES`, else ``ValueError`` naming them."""
+    if size not in ZOO_SIZES:
+        raise ValueError(f"unknown demo zoo size {size!r}; choose one of {', '.join(map(repr, ZOO_SIZES))}")
+    return size
+
+
 def check_family(family: str) -> str:
     """``family`` if it is one of :data:`FAMILIES`, else ``ValueError`` naming the valid ones."""
     if not isinstance(family, str) or family.lower() not in FAMILIES:
@@ -252,7 +267,8 @@ def training_config(
     arch: dict[str, Any] | None = None,
     settings: TrainSettings | None = None,
 ) -> dict[str, Any]:
-    """The full config a checkpoint is keyed by."""
+    """The full config a checkpoint is keyed by (``settings`` default: the family's standard
+    :data:`TRAINING`)."""
     family = check_family(family)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
@@ -460,9 +476,15 @@ def get(
         return _from_checkpoint(ckpt, path, True, device)
 
 
+#: The zoo's members ``(family, seed)``: every family with seed 0, then DenseNet seeds 1–4.
+MEMBERS: tuple[tuple[str, int], ...] = (*((f, 0) for f in FAMILIES),
+                                        *(("densenet", s) for s in DENSENET_SEEDS if s != 0))
+
+
 def train_all(
-    data: synthetic.BenchmarkConfig | None = None, progress: bool = True, device: str | torch.device = "cpu"
+    data: synthetic.BenchmarkConfig | None = None, progress: bool = True, device: str | torch.device = "cpu",
+    size: str = "standard",
 ) -> list[Trained]:
-    """Train (or load) the whole demo zoo: every family with seed 0, and DenseNet seeds 1–4."""
-    members = [(f, 0) for f in FAMILIES] + [("densenet", s) for s in DENSENET_SEEDS if s != 0]
-    return [get(f, s, data=data, progress=progress, device=device) for f, s in members]
+    """Train (or load) the whole demo zoo of ``size`` (:data:`ZOO_SIZES`): every member of :data:`MEMBERS`."""
+    settings = ZOO_SIZES[check_zoo_size(size)]
+    return [get(f, s, data=data, settings=settings[f], progress=progress, device=device) for f, s in MEMBERS]
