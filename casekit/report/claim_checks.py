@@ -13,11 +13,13 @@ Imports: :mod:`casekit.study` (row views), :mod:`casekit.cam` (method names), :m
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import ConstantInputWarning
 
 from ..study.rows import fidelity_rows
 from .analyses import (
@@ -168,7 +170,9 @@ def seeds_stable_ranking(run: RunView) -> Outcome:
     if sa is None:
         return Outcome(None, f"{len(seeds)} seed(s) in this run")
     wide = sa.pivot(index="method", columns="seed", values="mean")
-    rho = wide.corr(method="spearman").to_numpy()
+    with warnings.catch_warnings():  # a constant column (e.g. all seeds at 0 %) has no ρ: NaN, said below
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        rho = wide.corr(method="spearman").to_numpy()
     iu = np.triu_indices_from(rho, 1)
     mean_rho = float(np.nanmean(rho[iu])) if len(iu[0]) else math.nan
     return Outcome(None if math.isnan(mean_rho) else bool(mean_rho >= 0.8),

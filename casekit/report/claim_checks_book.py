@@ -10,8 +10,10 @@ Imports: :mod:`casekit.study` (row views), :mod:`casekit.cam` (method names), :m
 from __future__ import annotations
 
 import math
+import warnings
 
 import pandas as pd
+from scipy.stats import ConstantInputWarning
 
 from ..cam.engine import METHODS
 from ..study.rows import degenerate_maps
@@ -192,7 +194,9 @@ def _evidence(run: RunView) -> tuple[list[str], list[str], list[bool | None], li
         t1.append(f"{model_display(model)}: CASE {pct(case)}, best {best['Method']} "
                   f"{pct(best['unique_top1'])}")
         s1.append(bool(best["method"] == "case"))
-        rho = g["median_agreement"].corr(g["unique_top1"], method="spearman")
+        with warnings.catch_warnings():  # constant values have no ρ: NaN, "untested" below
+            warnings.simplefilter("ignore", ConstantInputWarning)
+            rho = g["median_agreement"].corr(g["unique_top1"], method="spearman")
         t2.append(f"{model_display(model)}: ρ = {rho:.2f}")
         s2.append(None if math.isnan(rho) else bool(rho < 0))
     run.cache["evidence"] = (t1, t2, s1, s2)
