@@ -29,7 +29,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = ("demo", "paper", "cifar10")
@@ -370,6 +370,61 @@ def execute_notebook(plan: Plan, output: Path, *, kernel: str, timeout: float | 
     }
     nbformat.write(nb, str(output))
     return wall
+
+
+def study_dependencies(run: Sequence[tuple[str, Plan]]) -> dict[int, int]:
+    """Which job of ``run`` waits for which: in each profile, every notebook that declares ``results_dir``
+    after the first one that does waits for that first one (it computes the profile's shared study; the
+    others read it).  Notebooks without a results folder (the quickstart) wait for nothing.  → ``{job:
+    the job it waits for}``."""
+    first: dict[str, int] = {}
+    after: dict[int, int] = {}
+    for i, (profile, plan) in enumerate(run):
+        if "results_dir" not in plan.declared:
+            continue
+        if profile in first:
+            after[i] = first[profile]
+        else:
+            first[profile] = i
+    return after
+
+
+def execute_all(jobs: Sequence[tuple[int, Callable[[], float]]], after: Mapping[int, int], workers: int,
+                report: Callable[[int, str, float | None], None]) -> list[str]:
+    """Run the callables of ``jobs`` (``(index, fn)``, ``fn() -> seconds``), at most ``workers`` at a time,
+    each only once the job it waits for (``after``) has finished; a job whose prerequisite failed is not run.
+    ``report(index, "done" | "FAILED" | "skipped", seconds)`` is called as each ends.  → the failure
+    messages (:class:`BookError` texts), in the jobs' order."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    pending = dict(jobs)
+    done: set[int] = set()
+    failed: dict[int, str] = {}
+    running: dict[Any, int] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        while pending or running:
+            for i in list(pending):
+                dep = after.get(i)
+                if dep in failed:
+                    failed[i] = f"not executed: it reads the study of a notebook that failed (job {dep + 1})"
+                    report(i, "skipped", None)
+                    del pending[i]
+                elif (dep is None or dep in done) and len(running) < max(1, workers):
+                    running[pool.submit(pending.pop(i))] = i
+            if not running:
+                continue
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                i = running.pop(future)
+                try:
+                    seconds = future.result()
+                except BookError as err:
+                    failed[i] = str(err)
+                    report(i, "FAILED", None)
+                else:
+                    done.add(i)
+                    report(i, "done", seconds)
+    return [failed[i] for i in sorted(failed)]
 
 
 def page_copy(executed: Mapping[str, Any]) -> Any:
@@ -761,6 +816,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="execute every notebook, also those whose executed copy is up to date (same "
                    "notebook, parameters, casekit code and result store as when it was executed)")
     p.add_argument("--dry-run", action="store_true", help="print each notebook's parameters and stop")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="execute up to N notebooks at a time (default 1); a profile's chapters start once "
+                   "its first chapter, which computes the shared study, has finished")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel (default: python3 = this Python)")
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds per cell before it fails (default: none)")
@@ -866,6 +924,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     if args.tiny:
         os.environ.update(TINY_ENVIRONMENT)
+    if args.jobs < 1:
+        print(f"casekit book: --jobs must be >= 1, got {args.jobs}", file=sys.stderr)
+        return 2
     repo = args.repo.resolve()
     build = (args.build_dir or repo / "_build").resolve()
     run: list[tuple[str, Plan]] = []
@@ -935,31 +996,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"casekit book: profile(s) {', '.join(p for p in profiles if p not in not_built)}"
                   f"{' (tiny)' if args.tiny else ''}, device {device}, {len(run)} notebook(s) to execute, "
                   f"results in {', '.join(str(results_of[p]) for p in profiles)}", flush=True)
-        failures = []
         code = code_fingerprint()
         fingerprinted: dict[Path, tuple[Plan, str]] = {}
         reused = 0
-        for i, (profile, plan) in enumerate(run, 1):
+        todo: list[tuple[int, Callable[[], float]]] = []
+        for i, (profile, plan) in enumerate(run):
             label = f"{profile}/{plan.name}"
             target = executed_of[profile] / plan.notebook.name
             fingerprinted[target] = (plan, profile)
             state = store_state(results_of.get(profile))
             if not args.force and _up_to_date(target, notebook_fingerprint(plan, profile, args.tiny, code,
                                                                            state)):
-                print(f"[{i}/{len(run)}] {label} is up to date (same notebook, parameters, code and "
+                print(f"[{i + 1}/{len(run)}] {label} is up to date (same notebook, parameters, code and "
                       "results): reused", flush=True)
                 reused += 1
                 continue
-            print(f"[{i}/{len(run)}] {label} …", flush=True)
-            try:
-                wall = execute_notebook(plan, executed_of[profile] / plan.notebook.name, kernel=args.kernel,
-                                        timeout=args.timeout, progress=args.progress, profile=profile,
-                                        tiny=args.tiny)
-            except BookError as err:
-                failures.append(str(err))
-                print(f"[{i}/{len(run)}] {label} FAILED", flush=True)
-                continue
-            print(f"[{i}/{len(run)}] {label} done in {wall:.1f} s", flush=True)
+
+            def job(plan: Plan = plan, profile: str = profile, label: str = label, i: int = i) -> float:
+                print(f"[{i + 1}/{len(run)}] {label} …", flush=True)
+                return execute_notebook(plan, executed_of[profile] / plan.notebook.name, kernel=args.kernel,
+                                        timeout=args.timeout, progress=args.progress and args.jobs == 1,
+                                        profile=profile, tiny=args.tiny)
+            todo.append((i, job))
+
+        def report(i: int, how: str, seconds: float | None) -> None:
+            label = f"{run[i][0]}/{run[i][1].name}"
+            print(f"[{i + 1}/{len(run)}] {label} " + (f"done in {seconds:.1f} s" if how == "done" else how),
+                  flush=True)
+
+        if args.jobs > 1:  # each kernel one share of the cores
+            os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
+        failures = execute_all(todo, study_dependencies(run), args.jobs, report)
         if failures:
             raise BookError("\n".join(failures))
         # what each copy now stands for: the stores as this build leaves them (a later build whose stores,

@@ -54,7 +54,7 @@ def tiny_book(tmp_path_factory: pytest.TempPathFactory) -> BookBuild:
     if "tiny" not in _BUILDS:
         root = tmp_path_factory.mktemp("book")
         started, start = time.time(), time.perf_counter()
-        proc = run_driver("--tiny", "--build-dir", str(root))
+        proc = run_driver("--tiny", "--jobs", "2", "--build-dir", str(root))
         _BUILDS["tiny"] = BookBuild(root, proc.returncode, proc.stdout, proc.stderr,
                                     time.perf_counter() - start, started)
     return _BUILDS["tiny"]
