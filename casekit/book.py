@@ -342,6 +342,7 @@ def execute_notebook(plan: Plan, output: Path, *, kernel: str, timeout: float | 
             progress_bar=progress,
             execution_timeout=timeout,
             extra_arguments=["--IPKernelApp.log_level=CRITICAL"],  # no kernel chatter in the driver's output
+            request_save_on_cell_execute=False,  # one write at the end (pages with explorers weigh megabytes)
         )
     except PapermillExecutionError as err:
         raise BookError(
@@ -624,10 +625,29 @@ def profile_toc(toc: Mapping[str, Any], profiles: Sequence[str], per_profile: It
     return toc
 
 
-def not_built_page(profile: str, reasons: Sequence[str]) -> str:
-    """The page that stands in for a profile's chapters when its inputs are missing."""
+def shown_paths(text: str, repo: Path = REPO) -> str:
+    """``text`` with every absolute path written as a published page may show it: relative to the checkout
+    (``data/…``, ``../shared/…``) when it lies beside it, else ``…/<parent>/<name>``; never a machine
+    path."""
+    import re
+
+    def short(match: re.Match) -> str:
+        path = Path(match.group(0))
+        for base, prefix in ((repo, ""), (repo.parent, "../")):
+            try:
+                return prefix + path.relative_to(base).as_posix()
+            except ValueError:
+                continue
+        return "…/" + "/".join(path.parts[-2:])
+
+    return re.sub(r"(?<![\w.~/:-])/[^\s'\"<>),]+", short, text)
+
+
+def not_built_page(profile: str, reasons: Sequence[str], repo: Path = REPO) -> str:
+    """The page that stands in for a profile's chapters when its inputs are missing (the places casekit
+    looked in written relative to the checkout, :func:`shown_paths`)."""
     title = PROFILE_TITLES.get(profile, profile)
-    body = "\n".join(reasons)
+    body = shown_paths("\n".join(reasons), repo)
     return (f"# Not built: the {profile} profile ({title})\n\n"
             f"This build has **no {title} chapters**: the inputs the {profile} profile needs were neither "
             "found on this machine nor downloaded, so nothing was run for it and no number of this book "
@@ -812,6 +832,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="execute only the notebooks whose name matches (glob; repeatable); the others' "
                    "executed copies are reused and must exist for the same profile")
     p.add_argument("--html-only", action="store_true", help="execute nothing; build from the executed copies")
+    p.add_argument("--execute-only", action="store_true",
+                   help="execute the notebooks and stop: no generated pages, no HTML (e.g. a CI that only "
+                   "checks that every chapter runs)")
     p.add_argument("--force", action="store_true",
                    help="execute every notebook, also those whose executed copy is up to date (same "
                    "notebook, parameters, casekit code and result store as when it was executed)")
@@ -1035,6 +1058,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                          store_state(results_of.get(profile)))
                               for path, (plan, profile) in fingerprinted.items()})
         t_exec = time.perf_counter() - t0
+        if args.execute_only:
+            print(f"casekit book: {len(run) - reused} notebook(s) executed and {reused} up to date in "
+                  f"{t_exec:.1f} s; no HTML (--execute-only)", flush=True)
+            return 0
 
         import nbformat
         import yaml
@@ -1052,7 +1079,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      for p in profiles}
         chapters = {p: [plan.name for plan in plans_of[p]] for p in built}
         pages = {"_claims_table.md": claims_table_markdown(claims_in, profiles, chapters)}
-        pages.update({f"not_built_{p}.md": not_built_page(p, [why]) for p, why in not_built.items()})
+        pages.update({f"not_built_{p}.md": not_built_page(p, [why], repo) for p, why in not_built.items()})
         t_facts = time.perf_counter()
         facts = profile_fact_pages(repo, built, not_built, results_of)
         if facts:

@@ -425,7 +425,7 @@ def test_a_second_build_reuses_up_to_date_chapters(tmp_path):
         'profile = "demo"\nresults_dir = None\nn_images = 2',
         f"open({str(counter)!r}, 'a').write('x')",
     ]})
-    args = ("--tiny", "--profile", "demo", "--build-dir", str(tmp_path / "b"))
+    args = ("--tiny", "--profile", "demo", "--build-dir", str(tmp_path / "b"), "--execute-only")
 
     def build(*more: str) -> str:
         proc = run_driver(*args, *more, repo=repo, timeout=600)
@@ -445,3 +445,4 @@ def test_a_second_build_reuses_up_to_date_chapters(tmp_path):
     assert "01_count done" in build() and counter.read_text() == "xxx"
     assert "01_count done" in build("--force") and counter.read_text() == "xxxx"
     assert "01_count done" in build("-p", "n_images", "3") and counter.read_text() == "xxxxx"  # parameters
+    assert not (tmp_path / "b" / "html").exists()  # --execute-only: the notebooks, no HTML

@@ -3,6 +3,8 @@ book driver's plan for two profiles and the landing page's claims table."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -135,6 +137,12 @@ def test_profile_toc_repeats_chapter_parts_and_says_when_not_built():
     assert book.profile_toc(toc, ("demo",), ["01_a"]) == toc
     page = book.not_built_page("cifar10", ["casekit: resnet20-12fca82f.th is missing"])
     assert "Not built" in page and "resnet20-12fca82f.th is missing" in page
+    # where casekit looked, written relative to the checkout: a published page shows no machine path
+    repo = Path("/tmp/clone")
+    page = book.not_built_page("cifar10", ["looked in: /tmp/clone/data/x.th, /tmp/shared/reference/y.npz, "
+                                           "/home/me/.cache/casekit/z.pt (CASEKIT_CACHE)"], repo)
+    assert "looked in: data/x.th, ../shared/reference/y.npz, …/casekit/z.pt (CASEKIT_CACHE)" in page
+    assert "/tmp/" not in page and "/home/" not in page
 
 
 def test_claims_overview_has_both_profile_columns(monkeypatch):
