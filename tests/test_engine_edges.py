@@ -225,10 +225,15 @@ def test_images_dtype_must_match_the_model():
 def test_registry_derives_the_public_names():
     assert engine.METHODS == ck.METHODS == ("gradcam", "gradcam++", "scorecam", "ablationcam", "layercam",
                                             "case")
-    assert engine.ALL_METHODS == engine.METHODS + ("gradcam-diff",)
-    assert engine.EXTENSION_METHODS == ("gradcam-diff",)
-    assert engine.GRADIENT_METHODS == {"gradcam", "gradcam++", "layercam", "case", "gradcam-diff"}
-    assert engine.CONTRAST_METHODS == {"case", "gradcam-diff"}
+    # invariants, not pinned lists: the paper's six first, every other registered method an extension
+    names = registry.all_methods()
+    assert names[:6] == engine.METHODS and set(names) == set(registry.REGISTRY)
+    assert registry.EXTENSION_METHODS == names[6:] and "gradcam-diff" in names[6:]
+    assert all(registry.REGISTRY[m].role == "extension" for m in names[6:])
+    assert registry.GRADIENT_METHODS == {m for m in names if registry.REGISTRY[m].needs_gradients}
+    assert {"case", "gradcam-diff"} <= registry.CONTRAST_METHODS
+    assert registry.CONTRAST_METHODS == {m for m in names if registry.REGISTRY[m].needs_contrast}
+    assert {"scorecam", "ablationcam"}.isdisjoint(registry.GRADIENT_METHODS)
     assert engine.DISPLAY_NAMES["ablationcam"] == "AblationCAM"
     assert engine.DISPLAY_NAMES["gradcam-diff"] == "Grad-CAM (diff)"
     for name, spec in registry.REGISTRY.items():
@@ -245,5 +250,6 @@ def test_contrast_rules_follow_the_registry():
     x, t = torch.randn(1, 3, 32, 32), torch.tensor([1])
     with pytest.raises(ValueError, match="method 'gradcam-diff' needs contrast"):
         ck.saliency(model, x, "layer3", "gradcam-diff", t)
-    with pytest.raises(ValueError, match="contrast is only used by method 'case' and 'gradcam-diff'"):
+    with pytest.raises(ValueError, match="contrast is only used by method 'case' and 'gradcam-diff' and "
+                                         "'finercam-contrast'"):
         ck.saliency(model, x, "layer3", "layercam", t, torch.tensor([[[2]]]))

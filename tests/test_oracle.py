@@ -124,7 +124,9 @@ def test_oracle_resnet18_gradient_free(resnet18, layer, size):
     # one image: the oracle needs C full forward passes per image and target
     torch.manual_seed(1)
     result = _check_all(resnet18, layer, torch.randn(1, 3, size, size), GRADIENT_FREE)
-    assert result.ablation_mode == "broadcast"  # residual additions broadcast over the ablated batch
+    # layer4's output reaches fc through pooling only: closed form; after layer3.0.bn1 convolutions follow,
+    # and the residual additions broadcast over the ablated batch
+    assert result.ablation_mode == {"layer4": "separable", "layer3.0.bn1": "broadcast"}[layer]
 
 
 def test_oracle_densenet121_conv2(densenet121):
@@ -132,7 +134,7 @@ def test_oracle_densenet121_conv2(densenet121):
     images = torch.randn(2, 3, 96, 96)
     _check_all(densenet121, "features.denseblock4.denselayer16.conv2", images, GRADIENT_BASED)
     result = _check_all(densenet121, "features.denseblock4.denselayer16.conv2", images[:1], GRADIENT_FREE)
-    assert result.ablation_mode == "repeat"  # the dense block concatenates: no broadcast
+    assert result.ablation_mode == "separable"  # concatenated, then norm5, ReLU, pooling: channel by channel
 
 
 def test_oracle_densenet121_norm5(densenet121):
@@ -141,7 +143,7 @@ def test_oracle_densenet121_norm5(densenet121):
     _check_all(densenet121, "features.norm5", images, GRADIENT_BASED)
     # the gradient-free methods cost 1024 forwards per image and target in the oracle: one of each
     result = _check_all(densenet121, "features.norm5", images[:1], GRADIENT_FREE, n_targets=1)
-    assert result.ablation_mode == "broadcast"  # after the last concatenation the tail broadcasts
+    assert result.ablation_mode == "separable"  # ReLU and pooling after norm5: channel by channel
 
 
 @needs_shared_cifar10()

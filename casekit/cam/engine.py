@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence, Union
+from typing import Callable, Iterable, Mapping, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,7 @@ from .checks import (
     resolve_layer,
 )
 from .hooks import LayerCapture, ReshapeTransform, as_feature_map, channel_positions, evaluation_mode
+from .perturbation import autocast
 from .registry import (
     ALL_METHODS,
     CONTRAST_METHODS,
@@ -45,16 +46,20 @@ from .registry import (
     REGISTRY,
     MapInputs,
     MethodSpec,
+    all_methods,
     canonical_method,
+    method_params,
 )
 
 __all__ = [
     "ALL_METHODS", "CONTRAST_METHODS", "DISPLAY_NAMES", "EXTENSION_METHODS", "GRADIENT_METHODS", "METHODS",
-    "REGISTRY", "MethodSpec", "canonical_method", "CAMResult", "finalize_maps", "class_gradients", "explain",
+    "REGISTRY", "MethodSpec", "canonical_method", "CAMResult", "finalize_maps", "method_dtypes",
+    "class_gradients", "explain",
     "saliency", "CASEVectors", "case_vectors",
 ]
 
 TargetSpec = Union[torch.Tensor, Sequence[int], Callable[[torch.Tensor], torch.Tensor]]
+AmpSpec = Union[torch.dtype, Mapping[str, Union[torch.dtype, None]], None]
 ContrastSpec = Union[torch.Tensor, Callable[[torch.Tensor, torch.Tensor], torch.Tensor], None]
 
 # How many one-hot rows one vmapped backward pass takes at most (bounds memory).
@@ -75,7 +80,11 @@ class CAMResult:
     contrast: torch.Tensor | None  # [B, T, K]
     activations: torch.Tensor  # [B, C, h, w]
     layer: str
-    ablation_mode: str | None = None  # how Ablation-CAM ran the tail: "broadcast" or "repeat"
+    ablation_mode: str | None = None  # how Ablation-CAM ran the tail: "separable", "broadcast" or "repeat"
+    #: method -> the raw map [B, T, h, w] at the layer's resolution, before :func:`finalize_maps` (float32)
+    raw: dict[str, torch.Tensor] | None = None
+    #: method -> the autocast dtype its own forwards ran under (None: float32)
+    amp: dict[str, torch.dtype | None] | None = None
 
 
 def finalize_maps(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -99,8 +108,11 @@ def finalize_maps(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return torch.where(ok, (cam - lo) / torch.where(ok, span, torch.ones_like(span)), torch.zeros_like(cam))
 
 
-def class_gradients(logits: torch.Tensor, activations: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """``∂ logits[b, classes[b, m]] / ∂ A[b]`` for all m in one batched backward pass → ``[B, M, C, h, w]``.
+def class_gradients(logits: torch.Tensor, activations: torch.Tensor, classes: torch.Tensor,
+                    rows: torch.Tensor | None = None) -> torch.Tensor:
+    """``∂ logits[b, classes[b, m]] / ∂ A[b]`` for all m in one batched backward pass → ``[B, M, C, h, w]``;
+    with ``rows [B, R, C]`` (gradients of functions of the logits), R more: ``Σ_c rows[b, r, c] ∂S_c/∂A[b]``
+    → ``[B, M + R, C, h, w]``.
 
     Images are independent in eval mode, so the gradient of ``Σ_b S_{b, c_bm}``
     with respect to ``A`` holds each image's own gradient.
@@ -113,6 +125,9 @@ def class_gradients(logits: torch.Tensor, activations: torch.Tensor, classes: to
     B, Mrows = classes.shape
     onehot = torch.zeros(Mrows, B, logits.shape[1], device=logits.device, dtype=logits.dtype)
     onehot.scatter_(2, classes.T[..., None], 1.0)
+    if rows is not None:
+        onehot = torch.cat([onehot, rows.transpose(0, 1).to(device=logits.device, dtype=logits.dtype)])
+        Mrows = onehot.shape[0]
     parts = []
     for start in range(0, Mrows, GRAD_ROWS_PER_PASS):
         go = onehot[start : start + GRAD_ROWS_PER_PASS]
@@ -164,9 +179,13 @@ def _forward(
     contrast: ContrastSpec,
     need_grad: bool,
     reshape_transform: ReshapeTransform | None = None,
+    amp: torch.dtype | None = None,
+    grad_rows: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None,
 ) -> _Pass:
-    """Validate the inputs, run the forward pass, resolve targets/contrast, and (if ``need_grad``)
-    the one batched backward pass.  Call inside :func:`evaluation_mode`."""
+    """Validate the inputs, run the forward pass (under autocast to ``amp`` when given), resolve
+    targets/contrast, and (if ``need_grad``) the one batched backward pass — also of the rows
+    ``grad_rows(logits, targets, contrast) -> [B, R, C]`` of methods that explain a function of the logits;
+    activations, logits and gradients come back as float32.  Call inside :func:`evaluation_mode`."""
     check_images(images)
     name, module = resolve_layer(model, layer)
     check_device(model, images)
@@ -176,7 +195,7 @@ def _forward(
     B = images.shape[0]
     tgt = None if callable(targets) else as_targets(targets, B)
     capture = LayerCapture(module, name, grad_from_layer=need_grad, reshape_transform=reshape_transform)
-    with capture.attached():
+    with capture.attached(), autocast(images.device, amp):
         torch.set_grad_enabled(False)
         out = model(images)
     if capture.calls == 0:
@@ -197,13 +216,16 @@ def _forward(
     grads = None
     if need_grad:
         classes = tgt if con is None else torch.cat([tgt, con.flatten(1)], dim=1)
+        rows = grad_rows(logits.detach(), tgt, con) if grad_rows is not None else None
         with torch.enable_grad():
-            grads = class_gradients(logits, output, classes).detach()  # [B, M, *layer output]
+            grads = class_gradients(logits, output, classes, rows).detach()  # [B, M (+R), *layer output]
         if reshape_transform is not None:  # ∂S/∂A: the same rearrangement as A's
             grads = torch.stack([as_feature_map(grads[:, m], name, reshape_transform)
                                  for m in range(grads.shape[1])], dim=1)
     torch.set_grad_enabled(False)
-    return _Pass(name, module, A.detach(), output.detach(), logits.detach(), tgt, con, grads)
+    if grads is not None:
+        grads = grads.float()
+    return _Pass(name, module, A.detach().float(), output.detach(), logits.detach().float(), tgt, con, grads)
 
 
 def _check_options(names: list[str], contrast: ContrastSpec, projection: str, batch_size: int) -> None:
@@ -214,7 +236,7 @@ def _check_options(names: list[str], contrast: ContrastSpec, projection: str, ba
         raise ValueError(
             f"method {want[0]!r} needs contrast=[B, T, K] class indices (e.g. from ck.contrast_sets)")
     if not want and contrast is not None:
-        users = " and ".join(repr(m) for m in ALL_METHODS if m in CONTRAST_METHODS)
+        users = " and ".join(repr(m) for m in all_methods() if REGISTRY[m].needs_contrast)
         raise ValueError(
             f"contrast is only used by method {users}; drop it or add one of them to the methods")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -232,55 +254,134 @@ def explain(
     projection: M.Projection = "pooled",
     eps: float = 1e-8,
     batch_size: int = 64,
-    amp_dtype: torch.dtype | None = None,
+    amp_dtype: AmpSpec = None,
     progress: bool = False,
     reshape_transform: ReshapeTransform | None = None,
+    params: Mapping[str, Mapping[str, object]] | None = None,
 ) -> CAMResult:
-    """Maps of several methods (any of :data:`ALL_METHODS`) from one forward and one batched backward pass.
+    """Maps of several methods (any registered one, :func:`casekit.cam.registry.all_methods`) from one forward
+    and one batched backward pass.
 
     ``targets`` may be a ``LongTensor [B]``/``[B, T]`` or a function of the
     logits returning one (e.g. ``lambda z: z.topk(2).indices``); ``contrast`` a
     ``LongTensor [B, T, K]`` or a function ``(targets, logits) -> [B, T, K]``
     (needed by ``"case"`` and ``"gradcam-diff"``).
     ``batch_size`` bounds the masked/ablated forwards of Score-CAM and
-    Ablation-CAM; ``amp_dtype`` (e.g. ``torch.bfloat16``) runs those under autocast.
+    Ablation-CAM.  ``amp_dtype`` (e.g. ``torch.bfloat16``) runs those under autocast; a mapping
+    ``{method: dtype or None}`` sets it per method instead (:func:`method_dtypes`): the gradient methods then
+    share one forward and backward under their common dtype (their targets still come from a float32
+    forward), the gradient-free methods their own masked/ablated forwards.
     ``reshape_transform`` maps a layer output that is not ``[B, C, h, w]`` (a transformer's tokens
     ``[B, tokens, C]``) to one; it is applied to the activations and the gradients, and Ablation-CAM
     ablates a channel in the layer's own layout (as pytorch-grad-cam's ``reshape_transform``).
+    ``params`` sets a method's parameters (``{"finercam": {"alpha": 0.5}}``; defaults in its registry record).
     """
     names = [methods] if isinstance(methods, str) else list(methods)
     if not names:
-        raise ValueError(f"no method given; choose from {', '.join(ALL_METHODS)}")
+        raise ValueError(f"no method given; choose from {', '.join(all_methods())}")
     names = list(dict.fromkeys(canonical_method(m) for m in names))
     _check_options(names, contrast, projection, batch_size)
     specs = [REGISTRY[m] for m in names]
+    given = {canonical_method(k): v for k, v in (params or {}).items()}
+    unused = sorted(set(given) - set(names))
+    if unused:
+        raise ValueError(f"params names method(s) {unused} that this call does not run ({names})")
+    options = {m: method_params(m, given.get(m)) for m in names}
+    amp = method_dtypes(names, amp_dtype)
     need_grad = any(s.needs_gradients for s in specs)
+    grad_amp = _gradient_dtype(names, amp)
+    extra = [s for s in specs if s.grad_output is not None]
+
+    def grad_rows(logits: torch.Tensor, tgt: torch.Tensor, con: torch.Tensor | None) -> torch.Tensor | None:
+        if not extra:
+            return None
+        return torch.cat([s.grad_output(logits, tgt, con, options[s.name]) for s in extra], dim=1)
+
     with evaluation_mode(model):
-        fw = _forward(model, images, layer, targets, contrast, need_grad, reshape_transform)
+        fw = _forward(model, images, layer, targets, contrast, need_grad and grad_amp is None,
+                      reshape_transform, grad_rows=grad_rows)
+        if need_grad and grad_amp is not None:  # the targets of the float32 logits, the gradients at grad_amp
+            fw_amp = _forward(model, images, fw.module, fw.targets, fw.contrast, True, reshape_transform,
+                              grad_amp, grad_rows)
+        else:
+            fw_amp = fw
         A, tgt, con = fw.activations, fw.targets, fw.contrast
         if A.shape[-2:] == (1, 1):
             warnings.warn(
                 f"layer {fw.name!r} has a 1×1 feature map at this input size: every map is constant "
                 "and comes back all zero; choose an earlier layer or larger images",
                 RuntimeWarning, stacklevel=2)
-        x = MapInputs(model, fw.module, images, A, fw.logits, tgt, con, projection=projection, eps=eps,
-                      batch_size=batch_size, amp_dtype=amp_dtype, progress=progress)
-        if reshape_transform is not None and "ablationcam" in names:
-            x.layer_output = fw.layer_output
-            x.channel_positions = channel_positions(reshape_transform, fw.layer_output[:1], fw.name)
         raw: dict[str, torch.Tensor] = {}
-        if fw.grads is not None:
-            B, T = tgt.shape
-            x.target_grads = fw.grads[:, :T]
-            if con is not None:
-                x.contrast_grads = fw.grads[:, T:].reshape(B, T, con.shape[2], *fw.grads.shape[2:])
-            raw.update({s.name: s.raw_map(x) for s in specs if s.needs_gradients})
-            fw.grads = x.target_grads = x.contrast_grads = None  # freed before the gradient-free methods run
-        raw.update({s.name: s.raw_map(x) for s in specs if not s.needs_gradients})
+        notes: dict[str, str] = {}
+        if fw_amp.grads is not None:
+            raw.update(_gradient_maps(model, fw.module, images, fw_amp, tgt, con, specs, extra, options,
+                                      projection, eps, batch_size, progress))
+            fw_amp.grads = None  # freed before the gradient-free methods run
+        for s in specs:
+            if s.needs_gradients:
+                continue
+            x = MapInputs(model, fw.module, images, A, fw.logits, tgt, con, projection=projection, eps=eps,
+                          batch_size=batch_size, amp_dtype=amp[s.name], progress=progress, notes=notes,
+                          params=options[s.name])
+            if reshape_transform is not None and s.name == "ablationcam":
+                x.layer_output = fw.layer_output
+                x.channel_positions = channel_positions(reshape_transform, fw.layer_output[:1], fw.name)
+            raw[s.name] = s.raw_map(x)
 
     size = (images.shape[-2], images.shape[-1])
+    raw = {m: raw[m].float() for m in names}
     maps = {m: finalize_maps(raw[m], size) for m in names}
-    return CAMResult(maps, fw.logits, tgt, con, A, fw.name, x.notes.get("ablation_mode"))
+    return CAMResult(maps, fw.logits, tgt, con, A, fw.name, notes.get("ablation_mode"), raw,
+                     {m: amp[m] for m in names})
+
+
+def _gradient_maps(model: nn.Module, module: nn.Module, images: torch.Tensor, fw: _Pass, tgt: torch.Tensor,
+                   con: torch.Tensor | None, specs: Sequence[MethodSpec], extra: Sequence[MethodSpec],
+                   options: Mapping[str, Mapping[str, object]], projection: str, eps: float, batch_size: int,
+                   progress: bool) -> dict[str, torch.Tensor]:
+    """The raw maps of the gradient methods from one pass's gradients ``[B, T(1 + K) + T·|extra|, ...]``:
+    the targets' first, then the contrast classes', then each ``extra`` method's rows (T each)."""
+    assert fw.grads is not None
+    B, T = tgt.shape
+    K = 0 if con is None else con.shape[2]
+    x = MapInputs(model, module, images, fw.activations, fw.logits, tgt, con, projection=projection, eps=eps,
+                  batch_size=batch_size, progress=progress)
+    x.target_grads = fw.grads[:, :T]
+    if con is not None:
+        x.contrast_grads = fw.grads[:, T:T + T * K].reshape(B, T, K, *fw.grads.shape[2:])
+    out_grads = {s.name: fw.grads[:, T + T * K + i * T: T + T * K + (i + 1) * T] for i, s in enumerate(extra)}
+    raw = {}
+    for s in specs:
+        if s.needs_gradients:
+            x.params, x.output_grads = options[s.name], out_grads.get(s.name)
+            raw[s.name] = s.raw_map(x)
+    return raw
+
+
+def method_dtypes(names: Sequence[str], amp_dtype: AmpSpec) -> dict[str, torch.dtype | None]:
+    """The autocast dtype of each method's own forwards: a plain ``amp_dtype`` applies to the gradient-free
+    methods (Score-CAM's masked, Ablation-CAM's ablated forwards) and leaves the gradient methods in float32;
+    a mapping gives each method its own (a method it does not name: float32; any spelling of a method)."""
+    if amp_dtype is None or isinstance(amp_dtype, torch.dtype):
+        return {m: (None if REGISTRY[m].needs_gradients else amp_dtype) for m in names}
+    if not isinstance(amp_dtype, Mapping):
+        raise TypeError(f"amp_dtype must be a torch.dtype, a mapping method -> dtype, or None, got "
+                        f"{type(amp_dtype).__name__}")
+    given = {canonical_method(k): v for k, v in amp_dtype.items()}
+    bad = {m: v for m, v in given.items() if v is not None and not isinstance(v, torch.dtype)}
+    if bad:
+        raise TypeError(f"amp_dtype values must be torch dtypes or None, got {bad}")
+    return {m: given.get(m) for m in names}
+
+
+def _gradient_dtype(names: Sequence[str], amp: Mapping[str, torch.dtype | None]) -> torch.dtype | None:
+    """The one dtype of the shared forward/backward of the gradient methods (all must agree)."""
+    dtypes = {amp[m] for m in names if REGISTRY[m].needs_gradients}
+    if len(dtypes) > 1:
+        shown = {m: str(amp[m]) for m in names if REGISTRY[m].needs_gradients}
+        raise ValueError("the gradient methods share one forward and backward pass, so they need one "
+                         f"autocast dtype; got {shown}")
+    return dtypes.pop() if dtypes else None
 
 
 @dataclass
@@ -354,6 +455,6 @@ def saliency(
     ``amp_dtype``, ``progress``, ``reshape_transform`` (see :func:`explain`).
     """
     if not isinstance(method, str):
-        raise TypeError(f"method must be one string, one of {ALL_METHODS}; use ck.explain() for several")
+        raise TypeError(f"method must be one string, one of {all_methods()}; use ck.explain() for several")
     m = canonical_method(method)
     return explain(model, images, layer, m, targets, contrast, **options).maps[m]

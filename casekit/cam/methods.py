@@ -1,17 +1,20 @@
-"""Gradient-based CAM formulas as pure functions of activations and gradients.
+"""Gradient-based CAM formulas as pure functions of activations and gradients, and the gradient methods
+(each one decorated function, :func:`casekit.cam.registry.method`, right after its formula).
 
 Shapes: activations ``A [B, C, h, w]``; gradients of target logits
 ``G [B, T, C, h, w]`` (``G[b, t] = dS_{u_bt} / dA_b`` of the raw logit S).
 Every function returns the raw (un-rectified) map ``[B, T, h, w]``; ReLU,
 upsampling and min-max scaling are applied once, in :mod:`casekit.cam.engine`.
-The baselines follow pytorch-grad-cam 1.5 exactly.
+The baselines and the extensions that name an oracle follow pytorch-grad-cam 1.5 exactly.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 import torch
+
+from .registry import MapInputs, method
 
 Projection = Literal["pooled", "full"]
 
@@ -149,3 +152,125 @@ def gradcam_diff(
     """Grad-CAM of the logit difference: ``Σ_c (w_u − w̄)_c A_c`` (rectified later), the plain
     contrastive baseline that CASE's orthogonal projection refines."""
     return weighted_sum(gradcam_diff_weights(target_grads, contrast_grads), activations)
+
+
+# ------------------------------------------------------------------------------------------ the methods
+
+
+@method("gradcam", "Grad-CAM", role="baseline", paper=True, needs_gradients=True, order=10,
+        colour="#0173b2", oracle="GradCAM", formula="Σ_c w_u,c A_c, w_u = mean_ij ∂S_u/∂A", built_in=True)
+def gradcam_method(x: MapInputs) -> torch.Tensor:
+    return gradcam(x.activations, x.target_grads)
+
+
+@method("gradcam++", "Grad-CAM++", role="baseline", paper=True, needs_gradients=True, order=20,
+        colour="#de8f05", oracle="GradCAMPlusPlus", aliases=("gradcampp", "gradcamplusplus"),
+        formula="Σ_c (Σ_ij α_c(i,j) ReLU(g_u,c(i,j))) A_c (pytorch-grad-cam's α)", built_in=True)
+def gradcampp_method(x: MapInputs) -> torch.Tensor:
+    return gradcampp(x.activations, x.target_grads)
+
+
+@method("layercam", "LayerCAM", role="baseline", paper=True, needs_gradients=True, order=50,
+        colour="#56b4e9", oracle="LayerCAM", formula="Σ_c ReLU(g_u,c) ⊙ A_c", built_in=True)
+def layercam_method(x: MapInputs) -> torch.Tensor:
+    return layercam(x.activations, x.target_grads)
+
+
+@method("case", "CASE", role="proposed", paper=True, needs_gradients=True, needs_contrast=True, order=60,
+        colour="#000000", formula="Σ_c w⊥_c A_c, w⊥ = w_u − (w_u·w̄)/(‖w̄‖² + ε) w̄, w̄ = mean_{v∈V(u)} w_v",
+        built_in=True)
+def case_method(x: MapInputs) -> torch.Tensor:
+    return case(x.activations, x.target_grads, x.contrast_grads, x.projection, x.eps)  # type: ignore[arg-type]
+
+
+@method("gradcam-diff", "Grad-CAM (diff)", role="extension", needs_gradients=True, needs_contrast=True,
+        order=100, colour="#949494", aliases=("gradcamdifference",),
+        formula="Σ_c (w_u − w̄)_c A_c = Grad-CAM of the logit S_u − mean_{v∈V(u)} S_v", built_in=True)
+def gradcam_diff_method(x: MapInputs) -> torch.Tensor:
+    return gradcam_diff(x.activations, x.target_grads, x.contrast_grads)
+
+
+@method("hirescam", "HiResCAM", role="extension", needs_gradients=True, order=110, colour="#d55e00",
+        oracle="HiResCAM", formula="Σ_c g_u,c ⊙ A_c (no pooling, no ReLU of the gradient)", built_in=True)
+def hirescam_method(x: MapInputs) -> torch.Tensor:
+    """HiResCAM (Draelos & Carin 2020): the element-wise product of gradient and activation, summed over
+    channels."""
+    return (x.target_grads * x.activations[:, None]).sum(dim=2)
+
+
+def xgradcam_weights(activations: torch.Tensor, grads: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """XGrad-CAM (Fu et al. 2020): ``w_c = Σ_ij g_c(i,j) A_c(i,j) / (Σ_ij A_c(i,j) + ε)`` → ``[B, T, C]``
+    (pytorch-grad-cam: ε = 1e-7)."""
+    num = (grads * activations[:, None]).sum(dim=(-2, -1))
+    return num / (activations.sum(dim=(-2, -1))[:, None] + eps)
+
+
+@method("xgradcam", "XGrad-CAM", role="extension", needs_gradients=True, order=120, colour="#ca9161",
+        oracle="XGradCAM", params={"eps": 1e-7},
+        formula="Σ_c w_c A_c, w_c = Σ_ij g_u,c A_c / (Σ_ij A_c + ε)", built_in=True)
+def xgradcam_method(x: MapInputs) -> torch.Tensor:
+    weights = xgradcam_weights(x.activations, x.target_grads, float(x.params["eps"]))
+    return weighted_sum(weights, x.activations)
+
+
+def finer_comparison(logits: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
+    """Finer-CAM's comparison classes: for each target u the ``k`` classes whose logits are closest to
+    ``S_u`` (``|S_v − S_u|`` ascending, u itself excluded, ties by class index) → ``[B, T, k]``."""
+    C = logits.shape[1]
+    if not 1 <= k <= C - 1:
+        raise ValueError(f"Finer-CAM compares with k classes, 1 <= k <= {C - 1}; got k={k}")
+    S = logits.detach().float()
+    dist = (S[:, None, :] - S.gather(1, targets)[..., None]).abs()  # [B, T, C]
+    dist.scatter_(2, targets[..., None], float("inf"))
+    return dist.argsort(dim=2, stable=True)[..., :k]
+
+
+def finer_target_grad(logits: torch.Tensor, targets: torch.Tensor, comparison: torch.Tensor,
+                      alpha: float) -> torch.Tensor:
+    """∂T/∂S of Finer-CAM's target ``T = Σ_v p_v (S_u − α S_v) / (Σ_v p_v + 1e-9)`` (``p = softmax(S)``,
+    v over ``comparison [B, T, K]``; pytorch-grad-cam's ``FinerWeightedTarget``, the weights p_v inside the
+    gradient) → ``[B, T, C]``: the grad-output rows of one backward pass."""
+    B, T = targets.shape
+    K = comparison.shape[2]
+    with torch.enable_grad():
+        z = logits.detach().float().clone().requires_grad_(True)
+        p = torch.softmax(z, dim=1)
+        zu = z.gather(1, targets)
+        zv = z.gather(1, comparison.reshape(B, T * K)).reshape(B, T, K)
+        pv = p.gather(1, comparison.reshape(B, T * K)).reshape(B, T, K)
+        value = (pv * (zu[..., None] - alpha * zv)).sum(-1) / (pv.sum(-1) + 1e-9)  # [B, T]
+        rows = [torch.autograd.grad(value[:, t].sum(), z, retain_graph=t < T - 1)[0] for t in range(T)]
+    return torch.stack(rows, dim=1).to(logits.dtype)
+
+
+def _finer_logits_rows(logits: torch.Tensor, targets: torch.Tensor, contrast: torch.Tensor | None,
+                       params: Mapping[str, Any]) -> torch.Tensor:
+    return finer_target_grad(logits, targets, finer_comparison(logits, targets, int(params["k"])),
+                             float(params["alpha"]))
+
+
+def _finer_contrast_rows(logits: torch.Tensor, targets: torch.Tensor, contrast: torch.Tensor | None,
+                         params: Mapping[str, Any]) -> torch.Tensor:
+    if contrast is None:
+        raise ValueError("finercam-contrast compares with the contrast classes: pass contrast=[B, T, K]")
+    return finer_target_grad(logits, targets, contrast, float(params["alpha"]))
+
+
+@method("finercam", "Finer-CAM", role="extension", needs_gradients=True, grad_output=_finer_logits_rows,
+        order=130, colour="#e377c2", oracle="FinerCAM", params={"alpha": 1.0, "k": 3},
+        formula="Grad-CAM of T = Σ_v p_v (S_u − α S_v) / Σ_v p_v over the k logits closest to S_u",
+        built_in=True)
+def finercam_method(x: MapInputs) -> torch.Tensor:
+    """Finer-CAM (Zhang et al. 2025, pytorch-grad-cam 1.5.7): Grad-CAM of a contrastive target, the
+    softmax-weighted difference of the target logit and its k most similar logits."""
+    return gradcam(x.activations, x.output_grads)
+
+
+@method("finercam-contrast", "Finer-CAM (V(u))", role="extension", needs_gradients=True,
+        needs_contrast=True, grad_output=_finer_contrast_rows, order=131, colour="#7f3c8d",
+        params={"alpha": 1.0},
+        formula="Finer-CAM's T with the study's contrast classes V(u) in place of the closest logits",
+        built_in=True)
+def finercam_contrast_method(x: MapInputs) -> torch.Tensor:
+    """Finer-CAM compared with CASE's own contrast classes (the held-out confusion matrix's V(u))."""
+    return gradcam(x.activations, x.output_grads)
