@@ -276,3 +276,70 @@ def test_format_p_options_and_errors():
         format_p(-0.1)
     with pytest.raises(ValueError):
         format_p(1.2)
+
+
+# ----------------------------------------------------------------------------- three-way verdicts
+
+
+def test_three_way_verdicts_by_hand():
+    from casekit.evaluation.stats import three_way
+
+    # both tests reject → rejects; only one → conflict (whatever the interval)
+    assert three_way(True, True, 0.2, 0.4, 0.5) == "rejects"
+    assert three_way(True, False, 0.2, 0.4, 0.5) == "conflict"
+    assert three_way(False, True, 0.6, 0.7, 0.5) == "conflict"
+    # neither: the interval decides; on H0's side (≥ 0.5 for H1 "below") → holds; straddling → undecided
+    assert three_way(False, False, 0.5, 0.8, 0.5) == "holds"
+    assert three_way(False, False, 0.324, 0.588, 0.5) == "undecided"  # ResNet-20 LayerCAM at 30 images
+    assert three_way(False, False, 0.46, 0.6, 0.5, margin=0.05) == "holds"
+    assert three_way(False, None, 0.1, 0.4, 0.5, alternative="greater") == "holds"
+    assert three_way(False, None, 0.46, 0.54, 0.5, alternative="two-sided", margin=0.05) == "holds"
+    assert three_way(False, None, 0.44, 0.56, 0.5, alternative="two-sided", margin=0.05) == "undecided"
+    assert three_way(True, None, 0.0, 1.0, 0.5) == "rejects"
+    assert three_way(False, False, float("nan"), float("nan"), 0.5) == "undecided"
+    assert three_way(False, False, 0.6, 0.7, 0.5, ran=False) == "no test"
+
+
+def test_sensitivity_verdict_and_stability():
+    from casekit.evaluation.stats import class_sensitivity_test, sensitivity_stability, sensitivity_verdict
+
+    rng = np.random.default_rng(0)
+    low = rng.uniform(0.0, 0.3, 200)  # every agreement far below 50 %
+    r = class_sensitivity_test(low, n_boot=2000)
+    assert sensitivity_verdict(r) == "rejects"
+    assert sensitivity_stability(low, n_resamples=50, n_boot=100) == 1.0
+    high = rng.uniform(0.7, 1.0, 200)
+    assert sensitivity_verdict(class_sensitivity_test(high, n_boot=2000)) == "holds"
+    assert sensitivity_stability(high, n_resamples=50, n_boot=100) == 1.0
+    mixed = rng.uniform(0.3, 0.7, 12)  # small and centred on the threshold
+    v = sensitivity_verdict(class_sensitivity_test(mixed, n_boot=2000))
+    assert v == "undecided"
+    share = sensitivity_stability(mixed, n_resamples=200, n_boot=200, seed=3)
+    assert 0 < share < 1
+    # the share counts resamples by hand: a verdict nobody reaches has share 0
+    assert sensitivity_stability(low, n_resamples=20, n_boot=50, verdict="holds") == 0.0
+    assert np.isnan(sensitivity_stability([np.nan, np.nan]))
+
+
+def test_equivalence_test_against_scipy():
+    from casekit.evaluation.stats import equivalence_test
+
+    rng = np.random.default_rng(1)
+    d = rng.normal(0.01, 0.05, 400)  # small mean, tight: equivalent within ±0.05
+    r = equivalence_test(d, margin=0.05)
+    lo = sps.ttest_1samp(d, -0.05, alternative="greater").pvalue
+    hi = sps.ttest_1samp(d, 0.05, alternative="less").pvalue
+    assert r.p_lower == pytest.approx(lo) and r.p_upper == pytest.approx(hi)
+    assert r.p_tost == pytest.approx(max(lo, hi)) and r.verdict == "equivalent"
+    se = d.std(ddof=1) / np.sqrt(d.size)
+    half = sps.t.ppf(0.95, d.size - 1) * se
+    assert (r.ci_low, r.ci_high) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert -0.05 < r.ci_low and r.ci_high < 0.05
+    wide = rng.normal(0.0, 0.5, 20)  # too noisy to show anything
+    assert equivalence_test(wide).verdict == "not shown"
+    shifted = rng.normal(0.2, 0.05, 50)  # clearly different
+    assert equivalence_test(shifted).verdict == "differs"
+    assert equivalence_test([0.1]).verdict == "no test"
+    assert equivalence_test([0.1, 0.1, 0.1]).verdict == "no test"
+    with pytest.raises(ValueError, match="margin must be > 0"):
+        equivalence_test(d, margin=0)

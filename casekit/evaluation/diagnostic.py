@@ -26,7 +26,7 @@ import torch
 from scipy import stats as sps
 
 from .metrics import Ties, topk_agreement
-from .stats import ALTERNATIVES, _as_1d, class_sensitivity_test, sign_test
+from .stats import ALTERNATIVES, _as_1d, bootstrap_median_ci, class_sensitivity_test, sign_test, three_way
 
 DIAGNOSTIC_KS: tuple[float, ...] = (0.05, 0.10, 0.20)
 
@@ -110,13 +110,23 @@ class ChanceTest:
     reject: bool  # p < alpha
     sign_reject: bool
     reason: str
+    ci_low: float = math.nan  # bootstrap CI of median(d)
+    ci_high: float = math.nan
+    margin: float = 0.0  # "holds": the CI of median(d) no lower than −margin (alternative "less")
+    verdict: str = ""  # casekit.evaluation.stats.three_way
 
     def as_row(self) -> dict[str, Any]:
         return asdict(self)
 
 
+#: How far below the chance reference the median paired difference may lie for "no lower than chance" to
+#: hold (5 percentage points of agreement).
+CHANCE_MARGIN = 0.05
+
+
 def chance_test(agreement: Any, chance: Any, alternative: str = "less", alpha: float = 0.05,
-                min_n: int = 10) -> ChanceTest:
+                min_n: int = 10, margin: float = CHANCE_MARGIN, n_boot: int = 2_000,
+                seed: int = 0) -> ChanceTest:
     """Is the top-1/top-2 agreement lower than the chance agreement?  Paired by image.
 
     ``agreement[i]`` and ``chance[i]`` belong to the same image i (same top-1 map; the caller aligns
@@ -126,6 +136,9 @@ def chance_test(agreement: Any, chance: Any, alternative: str = "less", alpha: f
     d; H1 for ``"less"``: median(d) < 0); ``p_mannwhitney`` = ``mannwhitneyu(agreement, chance,
     alternative)`` as a sensitivity value.  Caveat: image i is also the partner of one other image, so
     the d_i are not fully independent.  Fewer than ``min_n`` non-zero d → no test (NaN, ``reason``).
+    ``verdict``: :func:`casekit.evaluation.stats.three_way` of the two tests and the bootstrap CI of
+    median(d) (``n_boot``, ``seed``) with ``margin``: "rejects" (below chance), "holds" (not lower than
+    chance by more than ``margin``), "conflict" or "undecided".
     """
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
@@ -148,12 +161,15 @@ def chance_test(agreement: Any, chance: Any, alternative: str = "less", alpha: f
         sp = sign_test(n_below, n_above, alternative)
         pmw = float(sps.mannwhitneyu(a, c, alternative=alternative).pvalue)
     med = lambda v: float(np.median(v)) if v.size else math.nan  # noqa: E731
+    lo, hi = bootstrap_median_ci(d, n_boot, 0.95, seed)
+    reject = bool(p < alpha) if not math.isnan(p) else False
+    sign_reject = bool(sp < alpha) if not math.isnan(sp) else False
     return ChanceTest(
         n=int(a.size), n_excluded=int((~ok).sum()), median_agreement=med(a), median_chance=med(c),
         median_diff=med(d), n_below=n_below, n_above=n_above, statistic=stat, p=p, sign_p=sp,
-        p_mannwhitney=pmw, alternative=alternative, alpha=float(alpha),
-        reject=bool(p < alpha) if not math.isnan(p) else False,
-        sign_reject=bool(sp < alpha) if not math.isnan(sp) else False, reason=reason,
+        p_mannwhitney=pmw, alternative=alternative, alpha=float(alpha), reject=reject,
+        sign_reject=sign_reject, reason=reason, ci_low=lo, ci_high=hi, margin=float(margin),
+        verdict=three_way(reject, sign_reject, lo, hi, 0.0, alternative, margin, ran=not math.isnan(p)),
     )
 
 

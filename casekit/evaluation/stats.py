@@ -388,3 +388,178 @@ def format_p(p: float | None, digits: int = 5, floor: float = 1e-4, missing: str
     if float(text) >= 1.0:
         return "1."
     return text.lstrip("0")
+
+
+# --------------------------------------------------------------------------- three-way verdicts
+
+#: The verdicts of a test as the book prints them: H0 rejected (both tests agree), the two tests disagree,
+#: H0 holds (the interval of the tested quantity lies on H0's side), neither; or no test at all.
+VERDICTS: tuple[str, ...] = ("rejects", "conflict", "holds", "undecided", "no test")
+#: A verdict reached by fewer bootstrap resamples than this share is fragile.
+FRAGILE_BELOW = 0.8
+
+
+def three_way(reject: bool, other_reject: bool | None, ci_low: float, ci_high: float, threshold: float,
+              alternative: str = "less", margin: float = 0.0, ran: bool = True) -> str:
+    """One test's verdict in :data:`VERDICTS`.
+
+    ``reject`` is the test's decision (``p < α``) and ``other_reject`` a second test's on the same data (the
+    sign test beside the Wilcoxon; None when there is none): **rejects** when the test rejects and the
+    other agrees, **conflict** when only one of them rejects; otherwise **holds** when the interval
+    ``[ci_low, ci_high]`` of the tested quantity lies entirely on H0's side of ``threshold`` moved by
+    ``margin`` towards H1 (``alternative="less"``, H1 "below": ``ci_low ≥ threshold − margin``;
+    ``"greater"``: ``ci_high ≤ threshold + margin``; ``"two-sided"``: the interval within ``threshold ±
+    margin``), else **undecided** — a sample too small to see an effect is not evidence that there is none.
+    ``ran=False``: **no test**."""
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
+    if not ran:
+        return "no test"
+    both = reject if other_reject is None else reject and other_reject
+    one = reject if other_reject is None else reject or other_reject
+    if both:
+        return "rejects"
+    if one:
+        return "conflict"
+    if not (math.isfinite(ci_low) and math.isfinite(ci_high)):
+        return "undecided"
+    if alternative == "less":
+        holds = ci_low >= threshold - margin
+    elif alternative == "greater":
+        holds = ci_high <= threshold + margin
+    else:
+        holds = threshold - margin <= ci_low and ci_high <= threshold + margin
+    return "holds" if holds else "undecided"
+
+
+def sensitivity_verdict(r: ClassSensitivity) -> str:
+    """Table I's three-way verdict of a :func:`class_sensitivity_test` result (:func:`three_way`: the
+    Wilcoxon with the sign test, the median's bootstrap CI against the threshold)."""
+    return three_way(r.reject, r.sign_reject, r.ci_low, r.ci_high, r.threshold, r.alternative,
+                     ran=not math.isnan(r.p))
+
+
+def _wilcoxon_rows(d: np.ndarray, alternative: str, min_n: int) -> np.ndarray:
+    """Wilcoxon p-values of each row of ``d [R, n]`` (zeros dropped); NaN where fewer than ``min_n``
+    non-zero differences remain."""
+    p = np.full(d.shape[0], math.nan)
+    for i, row in enumerate(d):
+        nz = row[row != 0]
+        if nz.size >= min_n:
+            p[i] = float(sps.wilcoxon(row, zero_method="wilcox", alternative=alternative,
+                                      method="auto").pvalue)
+    return p
+
+
+def _boot_ci_rows(x: np.ndarray, n_boot: int, ci: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Percentile-bootstrap CI of the median of every row of ``x [R, n]`` (``n_boot`` resamples each)."""
+    R, n = x.shape
+    lo, hi = np.empty(R), np.empty(R)
+    for i in range(R):
+        med = np.median(x[i][rng.integers(0, n, size=(n_boot, n))], axis=1)
+        lo[i], hi[i] = np.quantile(med, [(1 - ci) / 2, (1 + ci) / 2])
+    return lo, hi
+
+
+def sensitivity_stability(agreement: Any, threshold: float = 0.5, alternative: str = "less",
+                          alpha: float = 0.05, n_resamples: int = 200, n_boot: int = 200, ci: float = 0.95,
+                          seed: int = 0, min_n: int = 10, verdict: str | None = None,
+                          margin: float = 0.0) -> float:
+    """The share of ``n_resamples`` bootstrap resamples of the images (with replacement, from
+    ``numpy.random.default_rng(seed)``) whose verdict — the Wilcoxon and sign tests of the median against
+    ``threshold`` and the median's CI from ``n_boot`` inner resamples, :func:`three_way` with ``margin`` —
+    equals ``verdict`` (default: the full sample's, as :func:`class_sensitivity_test` and
+    :func:`sensitivity_verdict` give it).  Below :data:`FRAGILE_BELOW` the verdict is fragile.  NaN without
+    values.  A sample too small to decide can be stably undecided: the undecided verdict, not this share,
+    says so.  (Also the stability of a paired test on differences: ``threshold=0``.)"""
+    x = _as_1d(agreement, "agreement")
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return math.nan
+    if verdict is None:
+        r = class_sensitivity_test(x, threshold, alternative, alpha, seed=seed, min_n=min_n)
+        verdict = three_way(r.reject, r.sign_reject, r.ci_low, r.ci_high, threshold, alternative, margin,
+                            ran=not math.isnan(r.p))
+    rng = np.random.default_rng(seed)
+    X = x[rng.integers(0, x.size, size=(int(n_resamples), x.size))]
+    d = X - threshold
+    p = _wilcoxon_rows(d, alternative, min_n)
+    below, above = (d < 0).sum(1), (d > 0).sum(1)
+    side = {"less": (below, above), "greater": (above, below)}.get(alternative)
+    if side is None:
+        sign_p = np.array([sign_test(b, a, alternative) for b, a in zip(below, above)])
+    else:
+        k, other = side
+        sign_p = sps.binom.sf(k - 1, k + other, 0.5)
+    lo, hi = _boot_ci_rows(X, int(n_boot), ci, rng)
+    same = 0
+    for i in range(X.shape[0]):
+        ran = not math.isnan(p[i])
+        v = three_way(ran and p[i] < alpha, ran and sign_p[i] < alpha, lo[i], hi[i], threshold,
+                      alternative, margin, ran=ran)
+        same += v == verdict
+    return same / X.shape[0]
+
+
+def mean_ci(values: Any, ci: float = 0.95) -> tuple[float, float]:
+    """Student-t confidence interval of a mean (``ddof=1``); NaN for fewer than 2 values."""
+    x = _as_1d(values, "values")
+    x = x[~np.isnan(x)]
+    if x.size < 2:
+        return math.nan, math.nan
+    se = float(np.std(x, ddof=1)) / math.sqrt(x.size)
+    if se == 0:
+        return float(x.mean()), float(x.mean())
+    half = float(sps.t.ppf((1 + ci) / 2, x.size - 1)) * se
+    return float(x.mean() - half), float(x.mean() + half)
+
+
+@dataclass
+class Equivalence:
+    """Result of :func:`equivalence_test` (paired differences ``d``, margin ``δ``)."""
+
+    n: int
+    mean_diff: float
+    ci_low: float  # the (1 − 2α) CI of the mean difference: equivalence ⟺ it lies within ±δ
+    ci_high: float
+    margin: float
+    p_lower: float  # H0 mean ≤ −δ vs H1 mean > −δ
+    p_upper: float  # H0 mean ≥ δ vs H1 mean < δ
+    p_tost: float  # max of the two
+    p_difference: float  # two-sided paired t-test of mean = 0
+    alpha: float
+    verdict: str  # "equivalent" | "differs" | "not shown" | "no test"
+    reason: str
+
+    def as_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def equivalence_test(diff: Any, margin: float = 0.05, alpha: float = 0.05) -> Equivalence:
+    """Paired two one-sided tests (TOST) of ``|mean(d)| < margin`` on paired differences ``d``.
+
+    ``p_lower = ttest_1samp(d, −δ, alternative="greater")``, ``p_upper = ttest_1samp(d, δ,
+    alternative="less")``, ``p_tost = max(p_lower, p_upper)``: equivalence is shown when ``p_tost < α``
+    (the ``1 − 2α`` CI of the mean lies within ±δ).  Verdict: **equivalent** when shown; otherwise
+    **differs** when the two-sided paired t-test rejects ``mean = 0`` at α; otherwise **not shown** (the
+    interval is too wide to tell).  Fewer than 2 differences, or all equal: **no test**."""
+    if not margin > 0:
+        raise ValueError(f"margin must be > 0, got {margin}")
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
+    d = _as_1d(diff, "diff")
+    d = d[~np.isnan(d)]
+    n = int(d.size)
+    nan = math.nan
+    if n < 2 or float(np.std(d, ddof=1)) <= 1e-12 * max(1.0, float(np.abs(d).max())):  # equal up to rounding
+        reason = f"only {n} paired differences" if n < 2 else "all paired differences are equal"
+        return Equivalence(n, float(d.mean()) if n else nan, nan, nan, float(margin), nan, nan, nan, nan,
+                           float(alpha), "no test", reason)
+    lo_p = float(sps.ttest_1samp(d, -margin, alternative="greater").pvalue)
+    hi_p = float(sps.ttest_1samp(d, margin, alternative="less").pvalue)
+    p_diff = float(sps.ttest_1samp(d, 0.0).pvalue)
+    lo, hi = mean_ci(d, 1 - 2 * alpha)
+    tost = max(lo_p, hi_p)
+    verdict = "equivalent" if tost < alpha else "differs" if p_diff < alpha else "not shown"
+    return Equivalence(n, float(d.mean()), lo, hi, float(margin), lo_p, hi_p, tost, p_diff, float(alpha),
+                       verdict, "")
