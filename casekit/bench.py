@@ -342,10 +342,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="images per model (--scorecam-blank census, --study)")
     p.add_argument("--gain", nargs="*", default=["resnet18:layer4"], metavar="ARCH:LAYER",
                    help="models timed by --scorecam-blank (one 224×224 image each)")
-    p.add_argument("--study", choices=["paper"], help="time the paper study's code path (see above)")
+    p.add_argument("--study", choices=["paper", "cifar10"],
+                   help="time the paper study's (or the cifar10 study's) code path (see above)")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
                    help="--study: also run under this autocast dtype and compare with fp32")
-    p.add_argument("--models", nargs="*", default=None, help="--study: subset of the paper's models")
+    p.add_argument("--models", nargs="*", default=None, help="--study: subset of the study's models")
     a = p.parse_args(argv)
     if a.study:
         return _study_main(a)
@@ -371,25 +372,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _study_main(a: argparse.Namespace) -> int:
-    """``--study paper``: time, print the tables, optionally compare with ``--amp``."""
+    """``--study paper|cifar10``: time, print the tables, optionally compare with ``--amp``."""
     from .study import paper_bench as pb
+    from .study.config import PAPER_N_IMAGES
+    from .study.profiles import CIFAR10_N_IMAGES
 
     if a.images < 1:
         raise SystemExit(f"--images must be >= 1, got {a.images}")
     dev = torch.device(a.device)
     where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else \
         f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
-    print(f"paper study bench on {where}; torch {torch.__version__}; {a.images} synthetic 224x224 image(s) "
-          "per model, weights=None", flush=True)
+    what = ("synthetic 224x224 image(s) per model, weights=None" if a.study == "paper" else
+            "real CIFAR-10 test image(s) per run (the first of each run's sample), the pretrained networks")
+    print(f"{a.study} study bench on {where}; torch {torch.__version__}; {a.images} {what}", flush=True)
     print(pb.__doc__.split("\n\n")[1], flush=True)
     methods = tuple(a.methods) if a.methods else None
-    base = pb.study_bench(a.images, a.device, "none", a.models, methods, progress=True)
-    print(pb.format_report(base), flush=True)
-    out: dict = {"device": where, "images": a.images, "fp32": [_timing_dict(t) for t in base]}
+    project = PAPER_N_IMAGES if a.study == "paper" else CIFAR10_N_IMAGES
+    base = pb.study_bench(a.images, a.device, "none", a.models, methods, progress=True, study=a.study)
+    print(pb.format_report(base, project, f"{a.study} profile"), flush=True)
+    out: dict = {"device": where, "images": a.images, "study": a.study,
+                 "fp32": [_timing_dict(t) for t in base]}
     if a.amp != "none":
-        other = pb.study_bench(a.images, a.device, a.amp, a.models, methods, progress=True)
+        other = pb.study_bench(a.images, a.device, a.amp, a.models, methods, progress=True, study=a.study)
         print(f"\n--amp {a.amp} (the engine's amp_dtype: Score-CAM / Ablation-CAM forwards under autocast)")
-        print(pb.format_report(other), flush=True)
+        print(pb.format_report(other, project, f"{a.study} profile"), flush=True)
         print(pb.compare_amp(base, other, a.amp), flush=True)
         out[a.amp] = [_timing_dict(t) for t in other]
     if a.json:

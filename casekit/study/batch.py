@@ -23,6 +23,7 @@ import torch
 
 from ..cam.contrast import contrast_decisions, contrast_sets, decision_counts
 from ..cam.engine import CAMResult, explain
+from ..cam.registry import REGISTRY
 from ..evaluation.metrics import (
     active_channels,
     deletion_curve,
@@ -93,6 +94,8 @@ class BatchContext:
     siblings: torch.Tensor | None  # bool [C, C]
     #: How the contrast slots were decided ({"counts", "tiebreak", "index"} → slots), None without confusion
     decisions: dict[str, int] | None = None
+    #: The autocast dtype of each method (the run's precision decision); None: every method in float32
+    amp: dict[str, torch.dtype | None] | None = None
 
 
 def batch_context(config: RunConfig, subject: Subject) -> BatchContext:
@@ -111,7 +114,7 @@ def batch_context(config: RunConfig, subject: Subject) -> BatchContext:
             sib = _sibling_table(subject.groups, num_classes)
             targets = TARGETS
     contrast, decisions = None, None
-    if "case" in config.methods:
+    if any(REGISTRY[m].needs_contrast for m in config.methods):
         if config.contrast_strategy == "confusion":
             if subject.confusion is None:
                 raise ValueError("CASE with contrast_strategy='confusion' needs the subject's held-out "
@@ -144,6 +147,21 @@ def target_fn(ctx: BatchContext, labels: torch.Tensor) -> Callable[[torch.Tensor
         sib = logits.masked_fill(~allowed, float("-inf")).argmax(dim=1, keepdim=True)
         return torch.cat([top, sib], dim=1)
     return targets
+
+
+def raw_map_columns(raw: torch.Tensor, size: Sequence[int]) -> dict[str, Any]:
+    """Row columns of the raw maps ``[B, M, T, h, w]`` (the layer-resolution maps before ReLU, upsampling and
+    scaling): ``raw_map`` (the ``h·w`` float32 values as bytes, row-major), ``map_h``, ``map_w`` and the input
+    size ``input_h``, ``input_w`` that :func:`casekit.finalize_maps` upsamples to — so that every map of a run
+    is computed once and any later analysis (another k, another pairing) reads it back exactly
+    (:func:`casekit.study.rows.stored_maps`)."""
+    h, w = raw.shape[-2:]
+    flat = raw.detach().float().cpu().contiguous().reshape(-1, h * w).numpy()
+    n = flat.shape[0]
+    return {"raw_map": np.array([row.tobytes() for row in flat], dtype=object),
+            "map_h": np.full(n, h, dtype=np.int64), "map_w": np.full(n, w, dtype=np.int64),
+            "input_h": np.full(n, int(size[0]), dtype=np.int64),
+            "input_w": np.full(n, int(size[1]), dtype=np.int64)}
 
 
 _FIDELITY_COLUMNS = ("p_before", "p_after", "drop", "relative_drop", "deletion_area", "deletion_area_prob")
@@ -205,7 +223,7 @@ def _map_rows(ctx: BatchContext, ids: Sequence[int], images: torch.Tensor, label
     """One engine call → one row per (image, method, target) → ``(rows, the layer's activations)``."""
     cfg, subj = ctx.config, ctx.subject
     res = explain(subj.model, images, ctx.layer_name, cfg.methods, target_fn(ctx, labels), ctx.contrast,
-                  projection=cfg.projection, batch_size=cfg.perturbation_batch)
+                  projection=cfg.projection, batch_size=cfg.perturbation_batch, amp_dtype=ctx.amp)
     wrong = (res.targets[:, 0] != labels).nonzero().flatten().tolist()
     if wrong:  # the sample holds correctly classified images; a batch-size-dependent near tie can flip one
         warnings.warn(f"images {[ids[j] for j in wrong]} are no longer classified correctly in this batch; "
@@ -233,6 +251,7 @@ def _map_rows(ctx: BatchContext, ids: Sequence[int], images: torch.Tensor, label
     }
     for name in ("agreement", "unique_evidence", "shared_evidence"):
         cols[name] = metrics[name].cpu().numpy().astype(np.float64).reshape(-1)
+    cols.update(raw_map_columns(torch.stack([res.raw[m] for m in cfg.methods], dim=1), images.shape[-2:]))
     cols["fidelity_k"] = np.full(n, cfg.fidelity_k if cfg.rq2 else np.nan)
     cols.update({name: v.reshape(-1) for name, v in _fidelity(ctx, images, maps, res).items()})
     return pd.DataFrame(cols), res.activations

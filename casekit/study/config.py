@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from .._io import results_dir
-from ..cam.engine import METHODS, canonical_method
+from ..cam.registry import METHODS, all_methods, canonical_method
 from ..evaluation.metrics import DELETION_KS
 from ..subjects.seeds import TRAINING_SEEDS
 
@@ -29,6 +29,8 @@ STRATEGIES = ("confusion", "logits")
 TIEBREAKS = ("probs", "none")
 #: CASE's projection: of the pooled gradient vectors (the reference code) or of the full gradient maps.
 PROJECTIONS = ("pooled", "full")
+#: Which methods may run under bfloat16 (each after the run's exactness check): see :mod:`.precision`.
+PRECISIONS = ("auto", "bf16", "fp32")
 MAP_KEY: tuple[str, ...] = ("model", "seed", "layer", "method", "image_id", "target")
 SPARSITY_KEY: tuple[str, ...] = ("model", "seed", "layer", "image_id")
 #: Targets of the maps of one image: the top-1 and top-2 predicted classes and the true class's sibling.
@@ -36,7 +38,7 @@ TARGETS: tuple[str, ...] = ("top1", "top2", "sibling")
 #: The comparison a target's agreement (with the top-1 map) stands for.  The sample holds correctly
 #: classified images only, so the top-1 class is the true class.
 COMPARISONS: dict[str, str] = {"top2": "top1_vs_top2", "sibling": "true_vs_sibling"}
-ROW_FORMAT = 2  # bump when the row schema changes (part of the store config)
+ROW_FORMAT = 3  # bump when the row schema changes (part of the store config); 3: the raw maps
 #: Training seeds of the seed-robustness study (Figure 4): the demo zoo's DenseNets, the fine-tuned
 # DenseNet-201s.
 STUDY_SEEDS: tuple[int, ...] = TRAINING_SEEDS
@@ -114,8 +116,9 @@ class RunConfig:
       for the fine-tuned seed-robustness models), or any name for a custom subject.  ``seed``: the model's
       training seed (zoo member / fine-tuning run).
     - ``layer``: a layer role (``"final_conv"``, ``"norm5"``) or a dotted module name.
-    - ``methods``: any of :data:`casekit.METHODS` (default all six: CASE is part of RQ1, unlike the reference
-      code's RQ1 script).
+    - ``methods``: any registered methods (:func:`casekit.cam.registry.all_methods`; default the paper's six,
+      :data:`casekit.METHODS`: CASE is part of RQ1, unlike the reference code's RQ1 script), kept in the
+      registry's order; an unknown or empty selection is refused by name.
     - ``n_images``: size of the sample, drawn with ``sample_seed`` among correctly classified images
       (the paper's protocol).
     - ``k``: top-k fraction of RQ1's agreement and the evidence scores (default 0.05, the paper's 5 %).
@@ -140,6 +143,9 @@ class RunConfig:
       ``()`` for none).  ``siblings``: add the true-vs-sibling comparison where the data has sibling groups.
     - ``batch_size``: images per engine call and per committed batch; ``perturbation_batch``: forwards per
       call of the Score-CAM / Ablation-CAM / deletion passes.  ``device``: where the model runs.
+    - ``precision``: ``"auto"`` (default), ``"bf16"`` or ``"fp32"`` — which methods may run under bfloat16
+      autocast, each kept only after the run's exactness check against float32 (:mod:`.precision`);
+      Ablation-CAM and the deletion curves always run in float32.
     - ``heldout``: (paper profile) images of the evaluation set kept apart for the confusion matrix (a seeded
       draw; stratified by class for CIFAR-100, whose study uses :data:`CIFAR100_HELDOUT`).
     - ``tag``: names a variant run (e.g. ``"K1"``) so that it gets its own store folder.
@@ -169,6 +175,7 @@ class RunConfig:
     batch_size: int = 25
     perturbation_batch: int = 512
     device: str = "cpu"
+    precision: str = "auto"
     heldout: int = 10_000
     tag: str = ""
 
@@ -183,9 +190,9 @@ class RunConfig:
             raise TypeError(f"layer must be a layer role or a dotted module name, got {self.layer!r}")
         methods = tuple_of_str(self.methods, "methods")
         if not methods:
-            raise ValueError("methods is empty; choose from " + ", ".join(METHODS))
-        methods = tuple(dict.fromkeys(canonical_method(m) for m in methods))
-        set_(self, "methods", tuple(m for m in METHODS if m in methods))  # the canonical order
+            raise ValueError("methods is empty; choose from " + ", ".join(all_methods()))
+        methods = tuple(dict.fromkeys(canonical_method(m) for m in methods))  # an unknown one: by name
+        set_(self, "methods", tuple(m for m in all_methods() if m in methods))  # the registry's order
         set_(self, "n_images", check_int(self.n_images, "n_images", 1))
         set_(self, "k", check_fraction(self.k, "k"))
         set_(self, "fidelity_k", check_fraction(self.fidelity_k, "fidelity_k"))
@@ -222,6 +229,8 @@ class RunConfig:
         set_(self, "perturbation_batch", check_int(self.perturbation_batch, "perturbation_batch", 1))
         if not isinstance(self.device, str):
             set_(self, "device", str(self.device))
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         set_(self, "heldout", check_int(self.heldout, "heldout", 1))
         if not isinstance(self.tag, str) or any(c in self.tag for c in "/\\ "):
             raise ValueError(f"tag must be a string without slashes or spaces, got {self.tag!r}")

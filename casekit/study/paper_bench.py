@@ -47,6 +47,8 @@ AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: Forwards of the paper subject's set-up per model: 10,000 held-out images (confusion matrix) and about
 #: 1,250 validation images scanned for 1,000 correctly classified ones.
 SETUP_FORWARDS = 10_000 + 1_250
+#: Images of the subject timed by :func:`forward_costs` (the first ones of its dataset).
+FORWARD_PROBE = 256
 GRADIENT = ("gradcam", "gradcam++", "layercam", "case")
 
 
@@ -89,7 +91,8 @@ def engine_amp(amp: str) -> Iterator[list]:
     original, calls = batch_module.explain, []
 
     def wrapped(*args: Any, **kwargs: Any):
-        kwargs.setdefault("amp_dtype", AMP[amp])
+        if amp != "none":  # forced on every call (the runs are configured with precision="fp32")
+            kwargs["amp_dtype"] = AMP[amp]
         res = original(*args, **kwargs)
         calls.append({m: v.float().cpu() for m, v in res.maps.items()})
         return res
@@ -120,6 +123,7 @@ class ModelTiming:
     deletion_ks: int
     maps: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     agreement: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    setup_forwards: int = SETUP_FORWARDS  # forwards of the subject's set-up (confusion matrix, sampling)
 
     @property
     def total_s(self) -> float:
@@ -131,9 +135,9 @@ class ModelTiming:
         return {k: v / self.total_s for k, v in parts.items()}
 
     def projected_s(self, n_images: int = PAPER_N_IMAGES) -> dict[str, float]:
-        """Seconds at ``n_images`` per method, sparsity and set-up (``SETUP_FORWARDS`` forwards)."""
+        """Seconds at ``n_images`` per method, sparsity and set-up (``setup_forwards`` forwards)."""
         out = {k: v * n_images for k, v in {**self.method_s, "sparsity": self.sparsity_s}.items()}
-        out["setup"] = SETUP_FORWARDS * self.forward_s
+        out["setup"] = self.setup_forwards * self.forward_s
         return out
 
 
@@ -188,12 +192,13 @@ def forward_costs(model: nn.Module, images: torch.Tensor, layer_name: str,
 
 
 def time_run(config: RunConfig, subject: Subject, root: Path, amp: str = "none",
-             progress: bool = False) -> ModelTiming:
+             progress: bool = False, setup_forwards: int = SETUP_FORWARDS) -> ModelTiming:
     """One paper run split per method through :func:`run_all` (see the module docstring) → timings, the maps
     of each method (from the engine) and the top-1/top-2 agreements per method."""
     method_s, maps, agreement = {}, {}, {}
     name = subject.layer_name(config.layer)
-    images = torch.stack([subject.dataset[i][0] for i in range(len(subject.dataset))]).to(config.device)
+    probe = range(min(len(subject.dataset), FORWARD_PROBE))
+    images = torch.stack([subject.dataset[i][0] for i in probe]).to(config.device)
     # first, so that it also warms up the allocator and kernels (forward and backward) before the runs
     fwd, both, head = forward_costs(subject.model, images, name, amp)
     for m in config.methods:
@@ -209,7 +214,7 @@ def time_run(config: RunConfig, subject: Subject, root: Path, amp: str = "none",
     sparsity_s = res.runs[0].seconds["compute"] / config.n_images
     channels = int(batch_module.layer_activations(subject.model, images[:1], [name])[name].shape[1])
     return ModelTiming(config.model, config.layer, name, channels, method_s, sparsity_s, fwd, both - fwd,
-                       head, config.n_images, len(config.curve_ks), maps, agreement)
+                       head, config.n_images, len(config.curve_ks), maps, agreement, setup_forwards)
 
 
 def paper_bench_configs(n_images: int, device: str = "cpu", models: Sequence[str] | None = None,
@@ -225,28 +230,58 @@ def paper_bench_configs(n_images: int, device: str = "cpu", models: Sequence[str
     if methods:
         over["methods"] = tuple(methods)
     return paper_configs(n_images, models=models, seed_study=False, device=device,
-                         batch_size=n_images, **over)
+                         batch_size=n_images, precision="fp32", **over)
+
+
+#: Forwards of a cifar10 subject's set-up: the 1,000 held-out images (confusion matrix) and the 1,000
+#: evaluated ones scanned for correctly classified images.
+CIFAR10_SETUP_FORWARDS = 2_000
+
+
+def cifar10_bench_configs(n_images: int, device: str = "cpu", models: Sequence[str] | None = None,
+                          methods: Sequence[str] | None = None) -> list[RunConfig]:
+    """The cifar10 study's runs (:func:`casekit.study.profiles.cifar10_configs`: four networks, both layers
+    where they apply) on the first ``n_images`` of each run's own sample (real images, the study's batch
+    size), every method in float32 (``--amp`` forces the autocast dtype itself)."""
+    from .profiles import CIFAR10_STUDY_MODELS, cifar10_configs
+
+    if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
+        raise ValueError(f"n_images must be a positive int, got {n_images!r}")
+    unknown = [m for m in (models or ()) if m not in CIFAR10_STUDY_MODELS]
+    if unknown:
+        raise ValueError(f"unknown cifar10 networks {unknown}; choose from {CIFAR10_STUDY_MODELS}")
+    over: dict[str, Any] = {"methods": tuple(methods)} if methods else {}
+    return cifar10_configs(n_images, models=models, device=device, precision="fp32", **over)
 
 
 def study_bench(n_images: int = 2, device: str = "cpu", amp: str = "none",
                 models: Sequence[str] | None = None, methods: Sequence[str] | None = None,
                 seed: int = 0, size: int = 224,
                 configs: Sequence[RunConfig] | None = None, subjects: dict[str, Subject] | None = None,
-                progress: bool = False) -> list[ModelTiming]:
-    """Time the paper study (or ``configs`` with their ``subjects``, keyed by model name) → one
-    :class:`ModelTiming` per run.  Paper models are built with ``weights=None`` and seeded (``seed``)."""
+                progress: bool = False, study: str = "paper") -> list[ModelTiming]:
+    """Time the paper study (or the cifar10 study, ``study="cifar10"``, on the real networks and images; or
+    ``configs`` with their ``subjects``, keyed by model name) → one :class:`ModelTiming` per run.  Paper
+    models are built with ``weights=None`` and seeded (``seed``)."""
     if amp not in AMP:
         raise ValueError(f"amp must be one of {tuple(AMP)}, got {amp!r}")
-    configs = list(configs or paper_bench_configs(n_images, device, models, methods))
+    if study not in ("paper", "cifar10"):
+        raise ValueError(f"study must be 'paper' or 'cifar10', got {study!r}")
+    bench_configs = paper_bench_configs if study == "paper" else cifar10_bench_configs
+    configs = list(configs or bench_configs(n_images, device, models, methods))
+    setup = SETUP_FORWARDS if study == "paper" else CIFAR10_SETUP_FORWARDS
     subjects = dict(subjects or {})
     out = []
     with tempfile.TemporaryDirectory(prefix="casekit-bench-") as tmp:
         for c in configs:
-            if c.model not in subjects:
+            if c.model not in subjects and c.profile == "cifar10":
+                from .subject import load_subject
+
+                subjects[c.model] = load_subject(c)
+            elif c.model not in subjects:
                 torch.manual_seed(seed)
                 model, layers, _ = zoo.load_paper_model(c.model, weights=None, device=device)
                 subjects[c.model] = synthetic_subject(model, layers, c.n_images, size, seed, device)
-            out.append(time_run(c, subjects[c.model], Path(tmp), amp, progress))
+            out.append(time_run(c, subjects[c.model], Path(tmp), amp, progress, setup))
             if progress:  # each run's table as soon as it is measured
                 print(format_report(out[-1:]), flush=True)
     return out
@@ -286,9 +321,10 @@ def verdict(agreement: np.ndarray) -> str:
     return "n/a" if not np.isfinite(r.p) else ("reject" if r.reject else "keep")
 
 
-def format_report(rows: Sequence[ModelTiming], n_images: int = PAPER_N_IMAGES) -> str:
+def format_report(rows: Sequence[ModelTiming], n_images: int = PAPER_N_IMAGES,
+                  label: str = "paper profile") -> str:
     """The three tables: per run and method s/image, share, projection; cost vs one forward and the floor."""
-    lines = [f"{'model':<15}{'layer':<11}{'method':<12}{'s/image':>9}{'share':>7}{'paper (h)':>10}"]
+    lines = [f"{'model':<15}{'layer':<11}{'method':<12}{'s/image':>9}{'share':>7}{'study (h)':>10}"]
     grand = 0.0
     for t in rows:
         proj, shares = t.projected_s(n_images), t.shares()
@@ -301,7 +337,7 @@ def format_report(rows: Sequence[ModelTiming], n_images: int = PAPER_N_IMAGES) -
         grand += total
         lines.append(f"{t.model:<15}{t.layer:<11}{'TOTAL':<12}{t.total_s:>9.3f}{1:>7.0%}"
                      f"{total / 3600:>10.2f}")
-    lines.append(f"projected paper profile ({n_images} images per run): {grand / 3600:.2f} h")
+    lines.append(f"projected {label} ({n_images} images per run): {grand / 3600:.2f} h")
     missing = [m for m in METHODS if any(m not in t.method_s for t in rows)]
     if missing:
         floor = sum(floor_forwards(m, t) * n_images for t in rows for m in missing if m not in t.method_s)
@@ -339,5 +375,6 @@ def compare_amp(base: Sequence[ModelTiming], amp: Sequence[ModelTiming], name: s
 
 
 __all__ = ["AMP", "METHODS", "ModelTiming", "SyntheticImages", "compare_amp", "engine_amp", "floor_forwards",
-           "format_report", "forward_costs", "paper_bench_configs", "pearson", "study_bench",
+           "format_report", "forward_costs", "paper_bench_configs", "cifar10_bench_configs", "pearson",
+           "study_bench",
            "synthetic_subject", "time_run", "verdict"]

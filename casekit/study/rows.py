@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
+import torch
 
-from ..cam.engine import canonical_method
+from ..cam.engine import canonical_method, finalize_maps
 from .config import k_suffix
 
 
@@ -77,6 +79,32 @@ def fidelity_rows(maps: pd.DataFrame, k: float | None = None, **filters: Any) ->
     out = _filter(out, filters)
     return out.sort_values(["model", "seed", "layer", "method", "image_id"],
                            kind="mergesort").reset_index(drop=True)
+
+
+def stored_maps(rows: pd.DataFrame) -> torch.Tensor:
+    """The raw maps of ``rows`` (rows of a run's ``maps`` table, all of one layer resolution) → float32
+    ``[N, h, w]``, in the rows' order: exactly the maps the engine made before
+    :func:`casekit.finalize_maps`."""
+    if "raw_map" not in rows.columns:
+        raise ValueError("these rows hold no raw maps (written by an older casekit): recompute the run")
+    sizes = rows[["map_h", "map_w"]].drop_duplicates()
+    if len(sizes) > 1:
+        raise ValueError(f"the rows mix map sizes {sizes.to_records(index=False).tolist()}; select one layer")
+    if rows.empty:
+        return torch.empty(0, 0, 0)
+    h, w = int(sizes.iloc[0, 0]), int(sizes.iloc[0, 1])
+    flat = np.frombuffer(b"".join(rows["raw_map"].tolist()), dtype=np.float32).reshape(len(rows), h, w)
+    return torch.from_numpy(flat.copy())
+
+
+def final_maps(rows: pd.DataFrame) -> torch.Tensor:
+    """The maps of ``rows`` as the study used them: :func:`stored_maps` through :func:`casekit.finalize_maps`
+    to the input size (``input_h × input_w``) → float32 ``[N, H, W]`` in [0, 1]."""
+    raw = stored_maps(rows)
+    size = rows[["input_h", "input_w"]].drop_duplicates()
+    if len(size) != 1:
+        raise ValueError("the rows mix input sizes; select one run")
+    return finalize_maps(raw[:, None], (int(size.iloc[0, 0]), int(size.iloc[0, 1])))[:, 0]
 
 
 def degenerate_maps(maps: pd.DataFrame, **filters: Any) -> pd.DataFrame:

@@ -23,11 +23,12 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .batch import BatchContext, batch_context, explain_batch
+from . import precision as P
+from .batch import BatchContext, batch_context, explain_batch, target_fn
 from .config import MAP_KEY, ROW_FORMAT, SPARSITY_KEY, RunConfig, default_results_dir
 from .rows import agreement_rows, fidelity_rows
 from .store import ResultStore
-from .subject import Subject, load_subject, sample_images
+from .subject import Subject, load_batch, load_subject, sample_images
 
 
 @dataclass
@@ -46,22 +47,48 @@ class RunResult:
     contrast_decisions: dict[str, int] | None = None
 
 
-def _store_config(config: RunConfig, subject: Subject,
-                  decisions: Mapping[str, int] | None = None) -> dict[str, Any]:
+def _store_config(config: RunConfig, subject: Subject, decisions: Mapping[str, int] | None = None,
+                  precision: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The store config that identifies a run: its fields (not the device), the subject's fingerprint, the
-    row format, and how CASE's contrast slots were decided (so a changed contrast rule is a new run)."""
+    row format, how CASE's contrast slots were decided (so a changed contrast rule is a new run) and the
+    precision each method ran at (rows of two precisions never mix)."""
     d = config.to_dict()
     d.pop("device")  # where it ran is not what it is
     out = {"run": d, "subject": subject.fingerprint, "row_format": ROW_FORMAT}
     if decisions is not None:
         out["contrast_decisions"] = dict(decisions)
+    if precision is not None:
+        out["precision"] = dict(precision)
     return out
+
+
+def _precision(config: RunConfig, subject: Subject, ctx: BatchContext, ids: Sequence[int],
+               path: Path) -> dict[str, str]:
+    """The run's precision per method (:mod:`.precision`): the stored check of this run folder when it was
+    made for the same run, subject and candidates, else the check on the sample's first images (written to
+    ``<path>/precision.json``)."""
+    if not config.methods or not (config.rq1 or config.rq2):
+        return {}
+    candidates = P.candidate_dtypes(config)
+    run_cfg = config.to_dict()
+    run_cfg.pop("device")
+    identity = {"run": run_cfg, "subject": subject.fingerprint, "candidates": candidates,
+                "rule": [P.CHECK_IMAGES, P.CHECK_TOLERANCE, P.CHECK_SHARE, P.CHECK_MEDIAN_R]}
+    records = P.read_precision(path, identity)
+    if records is None:
+        check = list(ids[: P.CHECK_IMAGES])
+        images, labels, _ = load_batch(subject.dataset, check, config.device)
+        records = P.precision_check(config, subject.model, images, ctx.layer_name, target_fn(ctx, labels),
+                                    ctx.contrast, candidates)
+        P.write_precision(path, identity, records)
+    return P.decided(records)
 
 
 def _outdated(path: Path, config: Mapping[str, Any]) -> bool:
     """True when ``path`` is a result store written by an older casekit (another row format than ``config``'s,
     a run config without a field of today's :class:`RunConfig`, or the same run on the same subject whose
-    contrast slots an older contrast rule decided otherwise): its rows are recomputed, never mixed."""
+    contrast slots an older contrast rule decided otherwise, or whose methods ran at another precision): its
+    rows are recomputed, never mixed."""
     try:
         stored = json.loads((path / "store.json").read_text()).get("config")
     except (ValueError, OSError, AttributeError):
@@ -72,7 +99,8 @@ def _outdated(path: Path, config: Mapping[str, Any]) -> bool:
     if stored.get("row_format") != config.get("row_format") or not fields <= set(stored["run"]):
         return True
     same_run = stored["run"] == config.get("run") and stored.get("subject") == config.get("subject")
-    return same_run and stored.get("contrast_decisions") != config.get("contrast_decisions")
+    return same_run and (stored.get("contrast_decisions") != config.get("contrast_decisions")
+                         or stored.get("precision") != config.get("precision"))
 
 
 def _open_store(path: Path, key: tuple[str, ...], config: dict[str, Any], recompute: bool) -> ResultStore:
@@ -151,14 +179,18 @@ def run(config: RunConfig, subject: Subject | None = None, *, results_dir: str |
     root = Path(results_dir) if results_dir is not None else default_results_dir(config.profile)
     path = root / config.name
     ctx = batch_context(config, subject)
-    store_cfg = _store_config(config, subject, ctx.decisions)
+    t = time.perf_counter()
+    ids = sample_images(config, subject, progress=False)
+    seconds["sample"] = time.perf_counter() - t
+    t = time.perf_counter()
+    precision = _precision(config, subject, ctx, ids, path)
+    ctx.amp = P.amp_of(precision) if precision else None
+    seconds["precision"] = time.perf_counter() - t
+    store_cfg = _store_config(config, subject, ctx.decisions, precision or None)
     maps_store = _open_store(path / "maps", MAP_KEY, store_cfg,
                              recompute) if (config.rq1 or config.rq2) else None
     sp_store = _open_store(path / "sparsity", SPARSITY_KEY, store_cfg, recompute) if config.sparsity else None
 
-    t = time.perf_counter()
-    ids = sample_images(config, subject, progress=False)
-    seconds["sample"] = time.perf_counter() - t
     batches = [ids[i : i + config.batch_size] for i in range(0, len(ids), config.batch_size)]
     plan = _plan(ctx, batches, maps_store, sp_store)
     todo = [(b, nm, ns) for b, nm, ns in plan if nm or ns]
