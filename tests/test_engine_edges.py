@@ -253,3 +253,29 @@ def test_contrast_rules_follow_the_registry():
     with pytest.raises(ValueError, match="contrast is only used by method 'case' and 'gradcam-diff' and "
                                          "'finercam-contrast'"):
         ck.saliency(model, x, "layer3", "layercam", t, torch.tensor([[[2]]]))
+
+
+# ---------------------------------------------------------------- Score-CAM in channels_last (issue 19)
+
+def test_scorecam_channels_last_matches_contiguous_and_restores_the_model():
+    """The masked forwards in channels_last give the contiguous-format scores (same arithmetic, another
+    layout) and leave every parameter with its own storage, strides, requires_grad and .grad."""
+    from casekit.cam.perturbation import scorecam
+
+    torch.manual_seed(0)
+    model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=5).eval()
+    model.conv1.weight.grad = torch.ones_like(model.conv1.weight)
+    model.fc.weight.requires_grad_(False)
+    before = {n: (p.data_ptr(), p.stride(), p.requires_grad) for n, p in model.named_parameters()}
+    x = torch.randn(2, 3, 32, 32)
+    acts = torch.relu(torch.randn(2, 8, 4, 4))
+    targets = torch.tensor([[0, 1], [2, 3]])
+    last = scorecam(model, x, acts, targets, batch_size=5)
+    plain = scorecam(model, x, acts, targets, batch_size=5, memory_format="contiguous")
+    torch.testing.assert_close(last, plain, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(last, torch.zeros_like(last))
+    after = {n: (p.data_ptr(), p.stride(), p.requires_grad) for n, p in model.named_parameters()}
+    assert after == before
+    assert torch.equal(model.conv1.weight.grad, torch.ones_like(model.conv1.weight))
+    with pytest.raises(ValueError, match="memory_format"):
+        scorecam(model, x, acts, targets, memory_format="nhwc")

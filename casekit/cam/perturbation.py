@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .hooks import OutputReplacement
+from .hooks import OutputReplacement, channels_last
 from .registry import MapInputs, method
 
 ABLATION_OFFSET = 1e7
@@ -74,6 +74,7 @@ def scorecam(
     amp_dtype: torch.dtype | None = None,
     progress: bool = False,
     share_blank: bool = True,
+    memory_format: str = "channels_last",
 ) -> torch.Tensor:
     """Score-CAM (Wang et al. 2020, pytorch-grad-cam 1.5 form).
 
@@ -81,8 +82,22 @@ def scorecam(
     activation; weights ``w = softmax_c(s)``; map ``Σ_c w_c A_c`` → ``[B, T, h, w]``.
     Channels whose mask is exactly 0 (:func:`scorecam_blank_channels`) all mask the image
     to the same blank input: one forward of a blank image serves all of them (``share_blank=False``
-    runs one forward per channel regardless, for comparison).
+    runs one forward per channel regardless, for comparison).  The masked forwards run with the model and
+    the masked images in ``channels_last`` memory format (``memory_format="contiguous"`` keeps the model's
+    own): the same arithmetic in a faster layout, the model restored afterwards (:func:`.hooks.channels_last`).
     """
+    if memory_format not in ("channels_last", "contiguous"):
+        raise ValueError(f"memory_format must be 'channels_last' or 'contiguous', got {memory_format!r}")
+    last = memory_format == "channels_last" and images.dim() == 4
+    with channels_last(model, last):
+        return _scorecam(model, images, activations, targets, batch_size, amp_dtype, progress, share_blank, last)
+
+
+def _scorecam(model: nn.Module, images: torch.Tensor, activations: torch.Tensor, targets: torch.Tensor,
+              batch_size: int, amp_dtype: torch.dtype | None, progress: bool, share_blank: bool,
+              last: bool) -> torch.Tensor:
+    """:func:`scorecam`'s body, with the model already in its memory format."""
+    fmt = torch.channels_last if last else torch.contiguous_format
     B, C, h, w = activations.shape
     H, W = images.shape[-2:]
     scores = torch.empty(B, C, targets.shape[1], device=images.device, dtype=torch.float32)
@@ -105,7 +120,7 @@ def scorecam(
         b, c = r // C, r % C
         masks = scorecam_masks(activations[b, c], (H, W))
         with autocast(images.device, amp_dtype):
-            logits = model(images[b] * masks[:, None].to(images.dtype))
+            logits = model((images[b] * masks[:, None].to(images.dtype)).contiguous(memory_format=fmt))
         scores[b, c] = logits.float().gather(1, targets[b])
         bar.update(stop - start)
     bar.close()
