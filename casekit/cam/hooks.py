@@ -31,8 +31,8 @@ def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
 @contextmanager
 def channels_last(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
     """Hold ``model``'s 4-d parameters and buffers in ``torch.channels_last`` memory format for the duration
-    (the convolutions' fast path on CPU and GPU, most of all under bf16/fp16 autocast); afterwards every tensor
-    gets back its own storage object, so values, strides, ``requires_grad`` and ``.grad`` are as found.
+    (the convolutions' fast path on CPU and GPU, most of all under bf16/fp16 autocast); afterwards every
+    tensor gets back its own storage object, so values, strides, ``requires_grad`` and ``.grad`` are as found.
     A no-op when ``enabled`` is false or the model has no 4-d weight."""
     tensors = [t for t in (*model.parameters(), *model.buffers()) if t.dim() == 4]
     if not enabled or not tensors:

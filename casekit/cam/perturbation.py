@@ -84,13 +84,15 @@ def scorecam(
     to the same blank input: one forward of a blank image serves all of them (``share_blank=False``
     runs one forward per channel regardless, for comparison).  The masked forwards run with the model and
     the masked images in ``channels_last`` memory format (``memory_format="contiguous"`` keeps the model's
-    own): the same arithmetic in a faster layout, the model restored afterwards (:func:`.hooks.channels_last`).
+    own): the same arithmetic in a faster layout, the model restored afterwards
+    (:func:`.hooks.channels_last`).
     """
     if memory_format not in ("channels_last", "contiguous"):
         raise ValueError(f"memory_format must be 'channels_last' or 'contiguous', got {memory_format!r}")
     last = memory_format == "channels_last" and images.dim() == 4
     with channels_last(model, last):
-        return _scorecam(model, images, activations, targets, batch_size, amp_dtype, progress, share_blank, last)
+        return _scorecam(model, images, activations, targets, batch_size, amp_dtype, progress, share_blank,
+                         last)
 
 
 def _scorecam(model: nn.Module, images: torch.Tensor, activations: torch.Tensor, targets: torch.Tensor,
