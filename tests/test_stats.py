@@ -314,7 +314,9 @@ def test_sensitivity_verdict_and_stability():
     mixed = rng.uniform(0.3, 0.7, 12)  # small and centred on the threshold
     v = sensitivity_verdict(class_sensitivity_test(mixed, n_boot=2000))
     assert v == "undecided"
-    share = sensitivity_stability(mixed, n_resamples=200, n_boot=200, seed=3)
+    # 30 resamples, not 200: with n = 12 and ties scipy's Wilcoxon ("auto") runs a permutation test per
+    # resample (~0.35 s each); the share is a count over resamples, so 30 show it strictly between 0 and 1
+    share = sensitivity_stability(mixed, n_resamples=30, n_boot=200, seed=3)
     assert 0 < share < 1
     # the share counts resamples by hand: a verdict nobody reaches has share 0
     assert sensitivity_stability(low, n_resamples=20, n_boot=50, verdict="holds") == 0.0
