@@ -8,6 +8,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.casekit-installed
 PROFILE ?= both
+# SCALE=full: every correctly classified image of each run's pool (results in results/<profile>-full)
+SCALE ?= default
 PAPERMILL_ARGS ?=
 LAB_ARGS ?=
 export CASEKIT_CACHE ?= $(CURDIR)/.cache/casekit
@@ -32,7 +34,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 book: $(STAMP)
-	$(PY) -m casekit.book --profile $(PROFILE) $(PAPERMILL_ARGS)
+	$(PY) -m casekit.book --profile $(PROFILE) --scale $(SCALE) $(PAPERMILL_ARGS)
 
 # JupyterLab on 127.0.0.1, opened on notebooks/, with make book's environment (figures inline, not Agg).
 # Its log prints the URL (with the token) to open; e.g. `make lab LAB_ARGS="--no-browser --port 8899"`.

@@ -49,6 +49,13 @@ TINY_PRESET: dict[str, Any] = {"n_images": 4}
 # tiny zoo (`casekit.subjects.demo.zoo_size`), trained in seconds instead of the standard zoo's minutes.
 TINY_ENVIRONMENT: dict[str, str] = {"CASEKIT_DEMO_ZOO": "tiny"}
 
+# `--scale full` (= `make book SCALE=full`): every correctly classified image of each run's pool instead of
+# the profile's default sample (demo: all of its 1,000 test images that a model classifies correctly;
+# cifar10: all of the evaluated half's); results in results/<profile>-full/.  The paper profile keeps its
+# 1,000 images.
+SCALES = ("default", "full")
+FULL_PRESET: dict[str, dict[str, Any]] = {"demo": {"n_images": "all"}, "cifar10": {"n_images": "all"}}
+
 OVERRIDES_FILE = "notebooks/parameters.yml"
 INJECTED_TAG = "injected-parameters"  # papermill's tag for the cell it adds
 METADATA_KEY = "casekit_book"  # notebook metadata written by this driver
@@ -59,7 +66,8 @@ parameters
   into the notebooks whose parameters cell declares that name, in this order (later wins):
     1. the notebook's own defaults (its parameters cell);
     2. {OVERRIDES_FILE}, section `demo:`, `cifar10:` or `paper:` (the profile), then, with
-       --tiny, the preset {TINY_PRESET} and the section `tiny:`; in each section the
+       --scale full, {FULL_PRESET} by profile, then, with --tiny, the preset {TINY_PRESET}
+       and the section `tiny:`; in each section the
        key `"*"` applies to every notebook and a notebook's name (e.g. `03_rq1_tables`)
        to that notebook only;
     3. the driver's own: profile, device, results_dir, recompute (the flags above);
@@ -74,7 +82,8 @@ parameters
     recompute    true: ignore stored results and compute them again (--recompute)
     seed, n_images, models, layers, methods, k, tau, contrast_k: experiment settings
 
-  Results live in results/<profile>/ (--tiny: <build>/results/<profile>-tiny/), so a second
+  Results live in results/<profile>/ (--scale full: results/<profile>-full/; --tiny:
+  <build>/results/<profile>-tiny/), so a second
   `make book` reuses them and only re-runs the notebooks' tables and figures.
 
 profiles
@@ -94,6 +103,7 @@ layout (under --build-dir)
 examples
   python -m casekit.book                          # = make book (demo and cifar10 profiles)
   python -m casekit.book --profile demo           # the demo profile only
+  python -m casekit.book --scale full             # = make book SCALE=full: every correct image per run
   python -m casekit.book --profile paper -p n_images 1000 --device cuda
   python -m casekit.book --only '03_*'            # re-run one notebook, reuse the others' executed copies
   python -m casekit.book --html-only              # rebuild the HTML from the executed copies
@@ -235,6 +245,7 @@ def plan_parameters(
     *,
     profile: str,
     tiny: bool = False,
+    scale: str = "default",
     overrides: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
     passthrough: Mapping[str, Any] | None = None,
 ) -> list[Plan]:
@@ -249,7 +260,10 @@ def plan_parameters(
         raise ValueError(f"-p {clash[0]} …: set {', '.join(clash)} with its own flag ({flag})")
     plans = [Plan(nb, declared_parameters(nb)) for nb in notebooks]
     names = {p.name for p in plans}
-    sections = [overrides.get(profile, {})] + ([{"*": TINY_PRESET},
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; choose {' or '.join(SCALES)}")
+    full = [{"*": FULL_PRESET[profile]}] if scale == "full" and profile in FULL_PRESET else []
+    sections = [overrides.get(profile, {}), *full] + ([{"*": TINY_PRESET},
                                                 overrides.get("tiny", {})] if tiny else [])
     for section in sections:
         for key in section:
@@ -519,9 +533,10 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def build_info(profile: str, tiny: bool, device: str, repo: Path = REPO) -> dict[str, str]:
-    """What built this book: profile(s) (``"demo, cifar10"``), date, casekit/torch versions, git commit,
-    device."""
+def build_info(profile: str, tiny: bool, device: str, repo: Path = REPO,
+               scale: str = "default") -> dict[str, str]:
+    """What built this book: profile(s) (``"demo, cifar10"``) and scale, date, casekit/torch versions, git
+    commit, device."""
     import torch
 
     import casekit
@@ -534,6 +549,8 @@ def build_info(profile: str, tiny: bool, device: str, repo: Path = REPO) -> dict
         dev = f"{device} ({torch.cuda.get_device_name()})"
     return {
         "profile": ", ".join(p + (" (tiny test sizes)" if tiny else "") for p in profile.split(", ")),
+        "scale": ("full (every correctly classified image of each run's pool)" if scale == "full"
+                  else "default (each profile's sample size)"),
         "built": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "casekit": casekit.__version__,
         "git commit": commit,
@@ -812,6 +829,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile", choices=("both", *PROFILES), default="both",
                    help="both (default: demo and cifar10), demo, cifar10 or paper")
+    p.add_argument("--scale", choices=SCALES, default="default",
+                   help="default: each profile's sample (demo 300, cifar10 500 images per run); full: every "
+                   "correctly classified image of each run's pool (make book SCALE=full), results in "
+                   "results/<profile>-full")
     p.add_argument("--tiny", action="store_true",
                    help="tiny sizes and the tiny demo zoo (CASEKIT_DEMO_ZOO=tiny): every notebook runs in "
                    "seconds (tests)")
@@ -963,13 +984,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         results_of: dict[str, Path] = {}
         for profile in profiles:
             results = args.results_dir or (build / "results" / f"{profile}-tiny" if args.tiny
-                                           else repo / "results" / profile)
+                                           else repo / "results" / (profile + ("-full" if args.scale == "full"
+                                                                               else "")))
             if args.results_dir and len(profiles) > 1:
                 results = args.results_dir / profile
             results_of[profile] = results.resolve()
             driver = {"profile": profile, "device": device, "results_dir": str(results.resolve()),
                       "recompute": bool(args.recompute)}
-            plans = plan_parameters(notebooks, driver, profile=profile, tiny=args.tiny, overrides=overrides,
+            plans = plan_parameters(notebooks, driver, profile=profile, tiny=args.tiny, scale=args.scale,
+                                    overrides=overrides,
                                     passthrough=passthrough)
             plans_of[profile] = profile_plans(plans, profile, profiles)
         first = plans_of[profiles[0]]
@@ -1074,7 +1097,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for e in executed[p]:
                 meta = nbformat.read(str(e), as_version=4).metadata.get(METADATA_KEY, {})
                 runs.append(((f"{sub}/" if sub else "") + e.stem, meta))
-        info_md = build_info_markdown(build_info(", ".join(built), args.tiny, device, repo), runs)
+        info_md = build_info_markdown(build_info(", ".join(built), args.tiny, device, repo, args.scale), runs)
         claims_in = {p: (f"not built: {not_built[p].splitlines()[0]}" if p in not_built else results_of[p])
                      for p in profiles}
         chapters = {p: [plan.name for plan in plans_of[p]] for p in built}

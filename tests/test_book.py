@@ -268,6 +268,11 @@ def test_parameter_precedence(tmp_path):
     tiny = book.plan_parameters([a, b], driver, profile="paper", tiny=True, overrides=overrides)
     assert tiny[0].parameters == {"seed": 7, "n_images": 4, "k": 0.5, "profile": "paper"}
     assert tiny[1].parameters == {"n_images": 4}
+    full = book.plan_parameters([a, b], driver, profile="cifar10", scale="full")
+    assert full[0].parameters["n_images"] == "all" and full[1].parameters == {"n_images": "all"}
+    assert book.plan_parameters([a, b], driver, profile="paper", scale="full")[1].parameters == {}
+    with pytest.raises(ValueError, match="unknown scale 'huge'"):
+        book.plan_parameters([a, b], driver, profile="demo", scale="huge")
     with pytest.raises(ValueError, match="-p mehtods: no notebook of the book declares it"):
         book.plan_parameters([a, b], driver, profile="demo", passthrough={"mehtods": ["case"]})
     with pytest.raises(ValueError, match="--profile"):

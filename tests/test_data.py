@@ -242,6 +242,31 @@ def test_correct_sample_refuses_to_return_fewer(lookup):
         D.correct_sample(model, dataset, 1, seed=0, pool=[40], progress=False)
 
 
+def test_correct_sample_counts_and_every_correct_image(lookup):
+    dataset, model, correct = lookup
+    held, pool = D.split_indices(len(dataset), 10, seed=1)
+    order = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(3))]
+    in_order = [int(i) for i in order if correct[i]]
+    ids, counts = D.correct_sample_counts(model, dataset, 5, 3, batch_size=4, pool=pool, progress=False)
+    assert ids.tolist() == in_order[:5]
+    # stops at the batch that completes the sample: 4-image batches, so a multiple of 4 is scanned
+    assert counts.pool == 30 and counts.drawn == 5 and counts.scanned % 4 == 0 and counts.scanned < 30
+    assert counts.correct == sum(bool(correct[i]) for i in order[:counts.scanned])
+    assert counts.available is None  # the pool was not classified in full
+    ids2, full = D.correct_sample_counts(model, dataset, 5, 3, batch_size=4, pool=pool, progress=False,
+                                         scan_all=True)
+    assert torch.equal(ids, ids2)  # the same sample
+    assert full.scanned == 30 and full.available == full.correct == len(in_order) == int(correct[pool].sum())
+    assert full.to_dict() == {"pool": 30, "scanned": 30, "correct": len(in_order), "drawn": 5,
+                              "available": len(in_order)}
+    every = D.correct_sample(model, dataset, None, 3, batch_size=7, pool=pool, progress=False)
+    assert every.tolist() == in_order  # n=None: every correct image, in the seeded order
+    with pytest.raises(ValueError, match="positive int or None"):
+        D.correct_sample(model, dataset, 0, 3, progress=False)
+    with pytest.raises(ValueError, match="none of the 2 pool images"):
+        D.correct_sample(model, dataset, None, 0, pool=[0, 3], progress=False)
+
+
 def test_subset_loader_keeps_order(lookup):
     dataset, _, _ = lookup
     batches = list(D.subset_loader(dataset, torch.tensor([5, 2, 9]), batch_size=2))

@@ -392,6 +392,19 @@ def test_run_all_and_load_results(tmp_path):
     pd.testing.assert_frame_equal(loaded.maps, res.maps)
     pd.testing.assert_frame_equal(loaded.sparsity, res.sparsity)
     assert set(res.timings()["run"]) == {a.name, b.name}
+    # how each sample was drawn: 4 of the pool's 30 correctly classified images; read back from sample.json
+    s = res.samples()
+    cols = ["model", "layer", "n_images", "available", "pool", "scanned", "correct"]
+    assert sorted(s[cols].values.tolist()) == [["tiny", "final_conv", 4, 30, 30, 30, 30],
+                                               ["tiny", "first", 4, 30, 30, 30, 30]]
+    pd.testing.assert_frame_equal(loaded.samples().sort_values("layer", ignore_index=True),
+                                  s.sort_values("layer", ignore_index=True))
+    every = run(a.replace(n_images="all", methods=("gradcam",), rq2=False, sparsity_layers=()), subject,
+                results_dir=tmp_path / "all", progress=False)
+    assert every.maps["image_id"].nunique() == 30 and every.sample["drawn"] == every.sample["available"] == 30
+    for bad in ("some", 0, True):
+        with pytest.raises((ValueError, TypeError), match="n_images"):
+            RunConfig(model="m", n_images=bad)
     # counts "first" a second time
     c = b.replace(layer="final_conv", tag="overlap", sparsity_layers=("first",))
     with pytest.raises(ValueError, match="repeat a key"):

@@ -74,3 +74,16 @@ def test_the_diagnostic_study_reads_the_runs_maps(tmp_path, monkeypatch):
         first, _ = _pairs(study.maps, m)
         np.testing.assert_allclose(mine["relative_drop"].to_numpy(), first["relative_drop"].to_numpy())
     assert set(rows["method"]) == set(DS.DIAGNOSTIC_METHODS)
+
+
+def test_diagnostic_samples_reads_the_study_runs_records(tmp_path):
+    from casekit.study.profiles import study_config
+    from casekit.study.runner import write_sample
+    from casekit.subjects.data import SampleCounts
+
+    cfg = study_config("demo", "resnet", n_images=5)
+    write_sample(tmp_path / cfg.name, cfg, SampleCounts(pool=1000, scanned=1000, correct=930, drawn=5))
+    got = DS.diagnostic_samples(["resnet", "vgg"], profile="demo", n_images=5, results_dir=tmp_path)
+    assert got[["model", "layer", "n_images", "available", "pool"]].values.tolist() == [
+        ["resnet", "final_conv", 5, 930.0, 1000]]  # vgg's run wrote no record: left out, not invented
+    assert DS.diagnostic_samples(["resnet"], profile="demo", results_dir=tmp_path / "none").empty

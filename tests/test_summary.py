@@ -51,6 +51,19 @@ def test_profile_banner_counts_models_and_images():
     assert "CIFAR-10" in S.profile_banner("cifar10")
     real = pd.DataFrame({"model": ["resnet20", "densenet40"], "image_id": [0, 0]})
     assert "2 models (DenseNet-BC-40, ResNet-20)" in S.profile_banner("cifar10", real)  # display names
+    # the sample records say how many correctly classified images each run could draw from
+    samples = pd.DataFrame({"model": ["resnet20", "densenet40"], "n_images": [500, 500],
+                            "available": [812.0, 846.0], "pool": [1000, 1000], "scanned": [1000, 1000]})
+    said = S.profile_banner("cifar10", real, samples)
+    assert said.endswith("1 image per model (drawn with a seed among the 812–846 correctly classified of "
+                         "1,000 evaluated images available to each run).")
+    full = samples.assign(n_images=[812, 846])
+    assert S.sample_sentence(full) == ("every correctly classified image of its pool: 812–846 of 1,000 "
+                                       "evaluated images")
+    partial = samples.assign(available=[float("nan")] * 2, scanned=[620, 640], pool=[5000, 5000])
+    assert S.sample_sentence(partial) == ("the first correctly classified ones of a seeded order, found "
+                                          "among the first 620–640 of 5,000 evaluated images")
+    assert S.sample_sentence(samples.iloc[:0]) == ""
     with pytest.raises(ValueError, match="non-empty string"):
         S.profile_banner("")
     with pytest.raises(ValueError, match="unknown chapter"):

@@ -29,9 +29,37 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def profile_banner(profile: str, maps: pd.DataFrame | None = None) -> str:
+def _span(values: Sequence[int]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
+
+
+def sample_sentence(samples: pd.DataFrame) -> str:
+    """How the runs' samples were drawn (``samples``: :meth:`Results.samples` rows), e.g. "drawn with a seed
+    among the 812–846 correctly classified of 1,000 evaluated images available to each run", or "every
+    correctly classified image of the pool" for a full-scale run; "" without records."""
+    if samples is None or not len(samples):
+        return ""
+    pools = [int(p) for p in samples["pool"]]
+    known = samples["available"].notna()
+    drawn = [int(n) for n in samples["n_images"]]
+    if known.all():
+        avail = [int(a) for a in samples["available"]]
+        if all(d == a for d, a in zip(drawn, avail)):
+            return (f"every correctly classified image of its pool: {_span(avail)} of {_span(pools)} "
+                    "evaluated images")
+        return (f"drawn with a seed among the {_span(avail)} correctly classified of {_span(pools)} "
+                "evaluated images available to each run")
+    scanned = [int(x) for x in samples["scanned"]]
+    return (f"the first correctly classified ones of a seeded order, found among the first "
+            f"{_span(scanned)} of {_span(pools)} evaluated images")
+
+
+def profile_banner(profile: str, maps: pd.DataFrame | None = None,
+                   samples: pd.DataFrame | None = None) -> str:
     """One Markdown line naming the profile, what it stands for and, from ``maps`` (rows with ``model`` and
-    ``image_id``), the models and the number of images per model."""
+    ``image_id``), the models and the number of images per model; ``samples`` (:meth:`Results.samples`) adds
+    how many correctly classified images each run could draw from (:func:`sample_sentence`)."""
     if not isinstance(profile, str) or not profile:
         raise ValueError(f"profile must be a non-empty string, got {profile!r}")
     about = PROFILE_TEXT.get(profile)  # a profile without a description is named only
@@ -46,8 +74,9 @@ def profile_banner(profile: str, maps: pd.DataFrame | None = None) -> str:
         sizes = _plural(int(n.min()), "image") if n.min() == n.max() else f"{n.min()}–{n.max()} images"
         per = "per model" if runs == ["model"] else "per model, seed and layer"
         names = ", ".join(sorted(model_display(m) for m in models))
+        how = sample_sentence(samples) if samples is not None else ""
         parts.append(f"This run: {_plural(len(models), 'model')} ({names}), "
-                     f"{sizes} {per}.")
+                     f"{sizes} {per}" + (f" ({how})." if how else "."))
     return "> " + " ".join(parts)
 
 
@@ -143,7 +172,8 @@ def chapter_summary(res: Any, chapter: str, *, profile: str | None = None, table
         text += " " + conflict_sentence(table1)
     if profile is None:
         return text
-    return profile_banner(profile, getattr(res, "maps", None)) + "\n\n" + text
+    samples = res.samples() if hasattr(res, "samples") else None
+    return profile_banner(profile, getattr(res, "maps", None), samples) + "\n\n" + text
 
 
 def quickstart_summary(agreement: pd.DataFrame, correct: Sequence[bool], evidence: Mapping[str, float], *,

@@ -106,6 +106,19 @@ def check_int(value: Any, name: str, low: int) -> int:
     return int(value)
 
 
+#: ``n_images`` of a run that keeps every correctly classified image of its pool.
+ALL_IMAGES = "all"
+
+
+def check_n_images(value: Any, name: str = "n_images", low: int = 1) -> int | str:
+    """An int of at least ``low``, or ``"all"`` (every correctly classified image of the pool)."""
+    if isinstance(value, str):
+        if value.strip().lower() != ALL_IMAGES:
+            raise ValueError(f"{name} must be an int >= {low} or {ALL_IMAGES!r}, got {value!r}")
+        return ALL_IMAGES
+    return check_int(value, name, low)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One experiment run: one model (and seed), one attribution layer, a seeded image sample.
@@ -120,7 +133,7 @@ class RunConfig:
       :data:`casekit.METHODS`: CASE is part of RQ1, unlike the reference code's RQ1 script), kept in the
       registry's order; an unknown or empty selection is refused by name.
     - ``n_images``: size of the sample, drawn with ``sample_seed`` among correctly classified images
-      (the paper's protocol).
+      (the paper's protocol); ``"all"`` takes every correctly classified image of the pool (the full scale).
     - ``k``: top-k fraction of RQ1's agreement and the evidence scores (default 0.05, the paper's 5 %).
     - ``fidelity_k``: the top-k fraction blanked for RQ2's headline confidence drop.  Default **0.05**: the
       paper's text speaks of minimally perturbing the top-k salient pixels and uses 5 % everywhere it names a
@@ -156,7 +169,7 @@ class RunConfig:
     seed: int = 0
     layer: str = "final_conv"
     methods: tuple[str, ...] = METHODS
-    n_images: int = 200
+    n_images: int | str = 200
     k: float = 0.05
     fidelity_k: float = 0.05
     deletion_ks: tuple[float, ...] = DELETION_KS
@@ -193,7 +206,7 @@ class RunConfig:
             raise ValueError("methods is empty; choose from " + ", ".join(all_methods()))
         methods = tuple(dict.fromkeys(canonical_method(m) for m in methods))  # an unknown one: by name
         set_(self, "methods", tuple(m for m in all_methods() if m in methods))  # the registry's order
-        set_(self, "n_images", check_int(self.n_images, "n_images", 1))
+        set_(self, "n_images", check_n_images(self.n_images))
         set_(self, "k", check_fraction(self.k, "k"))
         set_(self, "fidelity_k", check_fraction(self.fidelity_k, "fidelity_k"))
         ks = tuple(check_fraction(k, "deletion_ks") for k in self.deletion_ks)

@@ -37,10 +37,10 @@ from ..cam.registry import METHODS, REGISTRY, canonical_method
 from ..evaluation.diagnostic import DIAGNOSTIC_KS, chance_pairs, in_contrast_set
 from ..evaluation.metrics import confidence_drop, topk_agreement, unique_evidence
 from .batch import run_tiebreak
-from .config import RunConfig, check_int, default_results_dir, k_suffix, tuple_of_str
+from .config import RunConfig, check_int, check_n_images, default_results_dir, k_suffix, tuple_of_str
 from .profiles import profile_models, study_config
 from .rows import stored_maps
-from .runner import _open_store, run
+from .runner import _open_store, read_sample, run, samples_frame
 from .store import ResultStore
 from .subject import Subject, load_batch, load_subject, sample_images
 
@@ -312,7 +312,7 @@ def diagnostic_study(models: str | Sequence[str] | None = None, *, profile: str 
     models = profile_models(profile) if models is None else tuple_of_str(models, "models")
     options: dict[str, Any] = dict(overrides)
     if n_images is not None:
-        options["n_images"] = check_int(n_images, "n_images", 2)
+        options["n_images"] = check_n_images(n_images, "n_images", 2)
     root = Path(results_dir) if results_dir is not None else default_results_dir(profile)
     frames = []
     for m in dict.fromkeys(models):
@@ -322,6 +322,21 @@ def diagnostic_study(models: str | Sequence[str] | None = None, *, profile: str 
                                      progress=progress, chance_seed=seed))
     df = pd.concat(frames, ignore_index=True)
     return df.sort_values(list(DIAGNOSTIC_KEY), kind="mergesort").reset_index(drop=True)
+
+
+def diagnostic_samples(models: str | Sequence[str] | None = None, *, profile: str = "demo",
+                       n_images: int | None = None, layer: str = "final_conv",
+                       results_dir: str | os.PathLike | None = None, **overrides: Any) -> pd.DataFrame:
+    """How the study runs behind :func:`diagnostic_study` (same arguments) drew their samples: one
+    :meth:`~casekit.study.runner.Results.samples` row per model, read from each run's ``sample.json``
+    (nothing computed; a run without one is left out)."""
+    models = profile_models(profile) if models is None else tuple_of_str(models, "models")
+    options: dict[str, Any] = dict(overrides)
+    if n_images is not None:
+        options["n_images"] = check_n_images(n_images, "n_images", 2)
+    root = Path(results_dir) if results_dir is not None else default_results_dir(profile)
+    return samples_frame(read_sample(root / study_config(profile, m, layer=layer, **options).name)
+                         for m in dict.fromkeys(models))
 
 
 def load_diagnostic(results_dir: str | os.PathLike) -> pd.DataFrame | None:

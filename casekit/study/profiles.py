@@ -15,6 +15,7 @@ from .._io import cache_dir
 from ..subjects import data, finetune, models, reference
 from ..subjects.zoo import FAMILIES
 from .config import (
+    ALL_IMAGES,
     CIFAR100_HELDOUT,
     CIFAR100_MODELS,
     DEMO_N_IMAGES,
@@ -26,7 +27,7 @@ from .config import (
     STUDY_SEEDS,
     RunConfig,
 )
-from .runner import Results, concat_runs, run_all
+from .runner import Results, concat_runs, read_sample, run_all, samples_frame
 from .store import ResultStore
 
 
@@ -81,9 +82,11 @@ def paper_configs(n_images: int = PAPER_N_IMAGES, seeds: Sequence[int] = STUDY_S
 
 #: The cifar10 profile's networks (:data:`casekit.subjects.reference.NAMES`), in its tables' column order.
 CIFAR10_STUDY_MODELS: tuple[str, ...] = tuple(reference.NAMES)
-#: Images per cifar10 run, drawn among the correctly classified images of the evaluated half (1,000 images,
-#: ~820 correct).  See :func:`cifar10_configs` for the time it takes.
-CIFAR10_N_IMAGES = 30
+#: Images per cifar10 run, drawn with the run's seed among the correctly classified images of the evaluated
+#: half (1,000 images; 810-840 correct per network).  500 is the size at which resampling a 750-image run
+#: reproduced every chance-reference verdict of chapter 08 (30 images changed 5-8 of 20); ``"all"`` (the
+#: book's ``--scale full``) takes every correct image.  See :func:`cifar10_configs` for the time it takes.
+CIFAR10_N_IMAGES = 500
 #: What the cifar10 profile has no counterpart for (said once, in the book's profile summaries).
 CIFAR10_NOTE = (
     "The cifar10 profile has no ground-truth object masks (the evidence and unique-part analyses are "
@@ -99,9 +102,9 @@ def cifar10_configs(n_images: int = CIFAR10_N_IMAGES, models: Sequence[str] | No
     final conv; DenseNet-BC-40 also at ``norm5`` (its final BatchNorm) and ShuffleNetV2 at its ``conv5.1``
     (the final BatchNorm in place of ``norm5``).  One checkpoint each (seed 0); no siblings, no masks.
 
-    Time (measured on the project's 2-core machine while 5 other jobs ran, so only CPU seconds are
-    meaningful): 40 images per run needed about 6.5 CPU minutes for the first 3.5 runs; hence the default of
-    30 images per run.  ResNet-56 (deep, 64 channels) and the DenseNet are the expensive networks."""
+    Time on the project's 2-core CPU (idle, bf16 Score-CAM with its per-run fp32 check): about 1.6 s per
+    image summed over the six runs (``make bench BENCH_ARGS="--study cifar10 --amp bf16"``); ShuffleNetV2's
+    1,024 and the DenseNet's 456 channels make Score-CAM most of it."""
     models = tuple(CIFAR10_STUDY_MODELS if models is None else models)
     configs = [RunConfig(model=m, profile="cifar10", n_images=n_images, **overrides) for m in models]
     if norm5:
@@ -190,7 +193,7 @@ def config_problems(configs: Sequence[RunConfig]) -> list[str]:
                             f"({size:,} images) for the confusion matrix and leaves none to evaluate; use "
                             f"heldout < {size} (the study uses "
                             f"{CIFAR100_HELDOUT if name == 'cifar100' else 10_000:,}).")
-        elif size - c.heldout < c.n_images:
+        elif c.n_images != ALL_IMAGES and size - c.heldout < c.n_images:
             problems.append(f"casekit: run {c.name}: n_images={c.n_images} exceeds the {size - c.heldout:,} "
                             f"images of the {label} left after heldout={c.heldout}; lower one of them.")
     return problems
@@ -228,15 +231,17 @@ def load_results(results_dir: str | os.PathLike) -> Results:
     if not root.is_dir():
         raise FileNotFoundError(f"no results folder {root}; run the experiments first "
                                 "(casekit.experiments.run_demo)")
-    maps, sparsity = [], []
+    maps, sparsity, samples = [], [], []
     for run_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        samples.append(read_sample(run_dir))
         if (run_dir / "maps" / "store.json").exists():
             maps.append(ResultStore(run_dir / "maps", MAP_KEY).read())
         if (run_dir / "sparsity" / "store.json").exists():
             sparsity.append(ResultStore(run_dir / "sparsity", SPARSITY_KEY).read())
     if not maps and not sparsity:
         raise FileNotFoundError(f"{root} holds no result stores")
-    return Results(concat_runs(maps, MAP_KEY), concat_runs(sparsity, SPARSITY_KEY))
+    return Results(concat_runs(maps, MAP_KEY), concat_runs(sparsity, SPARSITY_KEY),
+                   stored_samples=samples_frame(samples))
 
 
 def profile_models(profile: str) -> tuple[str, ...]:
@@ -252,7 +257,7 @@ def profile_models(profile: str) -> tuple[str, ...]:
 
 
 def default_n_images(profile: str) -> int:
-    """Images per run of a profile's study (300 demo, 1000 paper, 30 cifar10)."""
+    """Images per run of a profile's study (300 demo, 1000 paper, 500 cifar10)."""
     return {"demo": DEMO_N_IMAGES, "cifar10": CIFAR10_N_IMAGES}.get(profile, PAPER_N_IMAGES)
 
 

@@ -23,12 +23,13 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .._io import atomic_write_text
 from . import precision as P
 from .batch import BatchContext, batch_context, explain_batch, target_fn
 from .config import MAP_KEY, ROW_FORMAT, SPARSITY_KEY, RunConfig, default_results_dir
 from .rows import agreement_rows, fidelity_rows
 from .store import ResultStore
-from .subject import Subject, load_batch, load_subject, sample_images
+from .subject import Subject, load_batch, load_subject, sample_with_counts
 
 
 @dataclass
@@ -45,6 +46,9 @@ class RunResult:
     #: CASE's contrast slots decided by the confusion counts / the tiebreak / the class index (None when the
     #: run has no confusion-based contrast)
     contrast_decisions: dict[str, int] | None = None
+    #: how the sample was drawn (:meth:`casekit.subjects.data.SampleCounts.to_dict`: pool, scanned, correct,
+    #: drawn, available); also in ``<path>/sample.json``
+    sample: dict[str, int | None] | None = None
 
 
 def _store_config(config: RunConfig, subject: Subject, decisions: Mapping[str, int] | None = None,
@@ -180,7 +184,8 @@ def run(config: RunConfig, subject: Subject | None = None, *, results_dir: str |
     path = root / config.name
     ctx = batch_context(config, subject)
     t = time.perf_counter()
-    ids = sample_images(config, subject, progress=False)
+    ids, counts = sample_with_counts(config, subject, progress=False)
+    sample = write_sample(path, config, counts)
     seconds["sample"] = time.perf_counter() - t
     t = time.perf_counter()
     precision = _precision(config, subject, ctx, ids, path)
@@ -214,7 +219,7 @@ def run(config: RunConfig, subject: Subject | None = None, *, results_dir: str |
     maps_df = maps_store.read() if maps_store is not None else pd.DataFrame(columns=list(MAP_KEY))
     sp_df = sp_store.read() if sp_store is not None else pd.DataFrame(columns=list(SPARSITY_KEY))
     seconds["total"] = time.perf_counter() - t0
-    return RunResult(config, maps_df, sp_df, path, seconds, len(todo), skipped, ctx.decisions)
+    return RunResult(config, maps_df, sp_df, path, seconds, len(todo), skipped, ctx.decisions, sample)
 
 
 @dataclass
@@ -225,6 +230,8 @@ class Results:
     maps: pd.DataFrame
     sparsity: pd.DataFrame
     runs: list[RunResult] = field(default_factory=list)
+    #: the sample records of runs read back from disk (:func:`casekit.study.profiles.load_results`)
+    stored_samples: pd.DataFrame | None = None
 
     def agreement(self, **filters: Any) -> pd.DataFrame:
         """One row per (model, seed, layer, method, image, comparison): see :func:`agreement_rows`."""
@@ -234,10 +241,48 @@ class Results:
         """The top-1 maps' confidence drops: see :func:`fidelity_rows`."""
         return fidelity_rows(self.maps, k=k, **filters)
 
+    def samples(self) -> pd.DataFrame:
+        """One row per run: ``model, seed, layer, n_images`` (drawn) and ``available`` (correctly classified
+        images in the run's pool; NaN where the pool was too large to classify in full), ``pool``,
+        ``scanned``, ``correct``."""
+        if not self.runs and self.stored_samples is not None:
+            return self.stored_samples.copy()
+        return samples_frame(r.sample and {"model": r.config.model, "seed": r.config.seed,
+                                           "layer": r.config.layer, **r.sample} for r in self.runs)
+
     def timings(self) -> pd.DataFrame:
         """Seconds per run (load, sample, compute, total) and computed/skipped batches."""
         return pd.DataFrame([{"run": r.config.name, **r.seconds, "computed_batches": r.computed_batches,
                               "skipped_batches": r.skipped_batches} for r in self.runs])
+
+
+SAMPLE_FILE = "sample.json"
+SAMPLE_COLUMNS = ("model", "seed", "layer", "n_images", "available", "pool", "scanned", "correct")
+
+
+def write_sample(path: Path, config: RunConfig, counts: Any) -> dict[str, Any]:
+    """Record how the run's sample was drawn in ``<path>/sample.json`` (checked by every run, so it always
+    describes the stored sample; left untouched when unchanged) and return it."""
+    record = {"model": config.model, "seed": config.seed, "layer": config.layer, **counts.to_dict()}
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    f = path / SAMPLE_FILE
+    if not f.exists() or f.read_text() != text:
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(f, text)
+    return counts.to_dict()
+
+
+def read_sample(run_dir: Path) -> dict[str, Any] | None:
+    """The record :func:`write_sample` left in ``run_dir`` (None when there is none)."""
+    f = Path(run_dir) / SAMPLE_FILE
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def samples_frame(records: Any) -> pd.DataFrame:
+    """:data:`SAMPLE_COLUMNS` from sample records (None entries skipped); ``drawn`` becomes ``n_images``."""
+    rows = [{**{k: v for k, v in r.items() if k != "drawn"}, "n_images": r["drawn"]} for r in records if r]
+    df = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
+    return df.astype({"available": "float"}) if len(df) else df
 
 
 def concat_runs(frames: list[pd.DataFrame], key: tuple[str, ...]) -> pd.DataFrame:

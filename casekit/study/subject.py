@@ -21,7 +21,7 @@ from ..cam.checks import resolve_layer
 from ..cam.contrast import confusion_matrix
 from ..cam.hooks import LayerCapture, evaluation_mode
 from ..subjects import data, demo, finetune, models, reference, zoo
-from .config import CIFAR100_MODELS, RunConfig
+from .config import ALL_IMAGES, CIFAR100_MODELS, RunConfig
 
 
 @dataclass
@@ -235,14 +235,26 @@ def load_subject(config: RunConfig) -> Subject:
 
 
 
+#: Pools up to this size are classified in full when sampling, so a run can say how many correctly
+#: classified images were available (the cifar10 and demo pools; not ImageNet's 40,000).
+SCAN_ALL_UP_TO = 10_000
+
+
 def sample_images(config: RunConfig, subject: Subject, progress: bool = False) -> list[int]:
     """The run's sample: ``n_images`` dataset indices, a seeded random draw among correctly classified
-    images."""
-    ids = data.correct_sample(subject.model, subject.dataset, config.n_images, config.sample_seed,
-                         batch_size=max(64, config.batch_size), device=config.device, pool=subject.pool,
-                         progress=progress)
-    return [int(i) for i in ids]
+    images (every one of them for ``n_images="all"``)."""
+    return sample_with_counts(config, subject, progress)[0]
 
+
+def sample_with_counts(config: RunConfig, subject: Subject,
+                       progress: bool = False) -> tuple[list[int], data.SampleCounts]:
+    """:func:`sample_images` and how it was drawn (:class:`casekit.subjects.data.SampleCounts`)."""
+    pool_size = len(subject.pool) if subject.pool is not None else len(subject.dataset)
+    n = None if config.n_images == ALL_IMAGES else config.n_images
+    ids, counts = data.correct_sample_counts(
+        subject.model, subject.dataset, n, config.sample_seed, batch_size=max(64, config.batch_size),
+        device=config.device, pool=subject.pool, progress=progress, scan_all=pool_size <= SCAN_ALL_UP_TO)
+    return [int(i) for i in ids], counts
 
 
 def layer_activations(model: nn.Module, images: torch.Tensor,

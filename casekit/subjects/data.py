@@ -23,6 +23,7 @@ import os
 import pickle
 import re
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -55,6 +56,8 @@ __all__ = [
     "imagenet_val",
     "split_indices",
     "correct_sample",
+    "correct_sample_counts",
+    "SampleCounts",
     "subset_loader",
     "CIFAR100Folder",
     "cifar100_transform",
@@ -534,10 +537,31 @@ def subset_loader(
     return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
 
+@dataclass(frozen=True)
+class SampleCounts:
+    """How a sample of correctly classified images was drawn: ``pool`` images to draw from, ``scanned`` of
+    them classified (in the seeded order), ``correct`` of those classified correctly, ``drawn`` kept.
+    ``available`` is the pool's number of correctly classified images when the whole pool was scanned, else
+    None."""
+
+    pool: int
+    scanned: int
+    correct: int
+    drawn: int
+
+    @property
+    def available(self) -> int | None:
+        return self.correct if self.scanned == self.pool else None
+
+    def to_dict(self) -> dict[str, int | None]:
+        return {"pool": self.pool, "scanned": self.scanned, "correct": self.correct, "drawn": self.drawn,
+                "available": self.available}
+
+
 def correct_sample(
     model: nn.Module,
     dataset: Dataset,
-    n: int,
+    n: int | None,
     seed: int,
     batch_size: int = 64,
     device: str | torch.device = "cpu",
@@ -547,13 +571,32 @@ def correct_sample(
 ) -> torch.Tensor:
     """The first ``n`` images, in a seeded random order of ``pool`` (default: all of ``dataset``), that
     ``model`` classifies correctly (top-1 = label) — the paper's "N random validation images, correctly
-    classified only".
+    classified only"; ``n=None`` keeps every correctly classified image of the pool, in that order.
 
-    Returns a LongTensor of ``n`` dataset indices in the order they were drawn.  Same model, data and seed →
+    Returns a LongTensor of dataset indices in the order they were drawn.  Same model, data and seed →
     same indices.  Raises ``ValueError`` if the pool holds fewer than ``n`` correctly classified images.
+    :func:`correct_sample_counts` also says how many were scanned and available.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    return correct_sample_counts(model, dataset, n, seed, batch_size, device, pool, num_workers, progress)[0]
+
+
+def correct_sample_counts(
+    model: nn.Module,
+    dataset: Dataset,
+    n: int | None,
+    seed: int,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    pool: Sequence[int] | torch.Tensor | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+    scan_all: bool = False,
+) -> tuple[torch.Tensor, SampleCounts]:
+    """:func:`correct_sample` and its :class:`SampleCounts`.  ``scan_all=True`` classifies the whole pool
+    (so that ``counts.available`` is known) even when the first ``n`` correct images come earlier; the sample
+    is the same either way."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n must be a positive int or None (every correctly classified image), got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     total = len(dataset)  # type: ignore[arg-type]
@@ -562,36 +605,42 @@ def correct_sample(
         raise ValueError(f"pool holds indices outside 0..{total - 1} (the dataset has {total} items)")
     if candidates.unique().numel() != candidates.numel():
         raise ValueError("pool holds repeated indices")
-    if n > candidates.numel():
+    if n is not None and n > candidates.numel():
         raise ValueError(f"asked for n={n} correctly classified images but the pool has only "
                          f"{candidates.numel()} images")
+    want = candidates.numel() if n is None else n
     order = candidates[torch.randperm(candidates.numel(), generator=torch.Generator().manual_seed(seed))]
     loader = DataLoader(Subset(dataset, order.tolist()), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers)
     from ..cam.hooks import evaluation_mode
 
     chosen: list[int] = []
-    seen = 0
-    bar = tqdm(total=n, desc="correctly classified", unit="img", disable=not progress)
+    seen = correct = 0
+    bar = tqdm(total=want if n is not None else candidates.numel(), desc="correctly classified", unit="img",
+               disable=not progress)
     with evaluation_mode(model), torch.no_grad():
         for batch in loader:
             images, labels = batch[0].to(device), torch.as_tensor(batch[1]).to(device)
             hits = (model(images).argmax(dim=1) == labels).cpu()
             for j in hits.nonzero().flatten().tolist():
-                if len(chosen) < n:
+                if len(chosen) < want:
                     chosen.append(int(order[seen + j]))
             seen += len(labels)
-            bar.update(min(n, len(chosen)) - bar.n)
-            bar.set_postfix(checked=seen, accuracy=f"{len(chosen) / seen:.1%}" if len(chosen) < n else "done")
-            if len(chosen) >= n:
+            correct += int(hits.sum())
+            bar.update((min(want, len(chosen)) if n is not None else seen) - bar.n)
+            bar.set_postfix(checked=seen, accuracy=f"{correct / seen:.1%}")
+            if n is not None and len(chosen) >= n and not scan_all:
                 break
     bar.close()
-    if len(chosen) < n:
+    if n is not None and len(chosen) < n:
         raise ValueError(
             f"only {len(chosen)} of the {candidates.numel()} pool images are classified correctly; asked for "
             f"n={n}. Use a larger pool or a smaller n."
         )
-    return torch.tensor(chosen, dtype=torch.long)
+    if not chosen:
+        raise ValueError(f"none of the {candidates.numel()} pool images is classified correctly")
+    counts = SampleCounts(pool=int(candidates.numel()), scanned=seen, correct=correct, drawn=len(chosen))
+    return torch.tensor(chosen, dtype=torch.long), counts
 
 
 # --------------------------------------------------------------------------- CIFAR-100
